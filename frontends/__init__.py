@@ -1,0 +1,1 @@
+"""Front ends that build graphc graphs: ONNX import/export and (later) the Python DSL."""

@@ -1,0 +1,483 @@
+"""Imports an ONNX model into a graphc Graph.
+
+Initializers become constants, each node is checked against its OpDef (attributes, arity) and
+rewritten from its opset into the newest form of the op, model-local functions are inlined, and
+standard ops graphc has no OpDef for but that ONNX defines as a function are expanded into that
+function's body. Every unsupported op is reported at once. External data is read only from inside
+the model's folder.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import AttributeProto, TensorProto, numpy_helper
+
+from graphc.errors import (ExternalDataError, GraphcError, InvalidGraphError, ModelLoadError, OpAttributeError,
+                           UnsupportedOpError, node_label)
+from graphc.ir import DType, Graph, Node, TensorType, Value
+from graphc.ir.types import OptionalType, SequenceType
+from graphc.ops import lookup
+from graphc.ops.registry import canonical_domain
+from graphc.passes import infer_shapes
+
+_ATTR_KIND = {
+    AttributeProto.INT: "int", AttributeProto.FLOAT: "float", AttributeProto.STRING: "string",
+    AttributeProto.INTS: "ints", AttributeProto.FLOATS: "floats", AttributeProto.STRINGS: "strings",
+    AttributeProto.TENSOR: "tensor", AttributeProto.TENSORS: "tensors", AttributeProto.GRAPH: "graph",
+    AttributeProto.GRAPHS: "graphs", AttributeProto.SPARSE_TENSOR: "sparse_tensor",
+    AttributeProto.TYPE_PROTO: "type_proto", AttributeProto.TYPE_PROTOS: "type_protos",
+}
+
+
+# ---- loading ----------------------------------------------------------------------------------
+def load_model_proto(source: Any) -> tuple[onnx.ModelProto, str | None, str]:
+    """Read a model from a path, bytes or ModelProto. Returns (proto, its folder or None, a label)."""
+    if isinstance(source, onnx.ModelProto):
+        return source, None, "<ModelProto>"
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _parse(bytes(source), "<bytes>"), None, "<bytes>"
+    path = os.fspath(source)
+    if not os.path.exists(path):
+        raise ModelLoadError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise ModelLoadError(f"{path}: is a folder, expected an .onnx file")
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ModelLoadError(f"{path}: cannot read: {e.strerror}") from None
+    return _parse(data, path), os.path.dirname(os.path.abspath(path)), path
+
+
+def _parse(data: bytes, label: str) -> onnx.ModelProto:
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except Exception as e:  # protobuf's DecodeError and friends
+        raise ModelLoadError(f"{label}: not a valid ONNX model (protobuf decoding failed after reading "
+                             f"{len(data)} bytes: {e}); the file may be truncated or of another format") from None
+    if not model.HasField("graph") or model.ir_version <= 0:
+        raise ModelLoadError(f"{label}: not an ONNX model: it has no graph or no IR version "
+                             f"({len(data)} bytes read)")
+    return model
+
+
+# ---- tensors ----------------------------------------------------------------------------------
+def _read_external(t: TensorProto, model_dir: str | None, label: str) -> TensorProto:
+    info = {e.key: e.value for e in t.external_data}
+    loc = info.get("location", "")
+    where = f"{label}: tensor '{t.name}'"
+    if model_dir is None:
+        raise ExternalDataError(f"{where} keeps its data in an external file ('{loc}'), but the model was given "
+                                f"as bytes or a proto; load it from its path so the file can be found")
+    if not loc or os.path.isabs(loc) or ".." in loc.replace("\\", "/").split("/"):
+        raise ExternalDataError(f"{where}: external data location '{loc}' must be a relative path inside "
+                                f"the model's folder {model_dir}")
+    full = os.path.realpath(os.path.join(model_dir, loc))
+    root = os.path.realpath(model_dir)
+    if os.path.commonpath([full, root]) != root:
+        raise ExternalDataError(f"{where}: external data location '{loc}' resolves to {full}, outside the model's "
+                                f"folder {root}")
+    if not os.path.isfile(full):
+        raise ExternalDataError(f"{where}: external data file '{loc}' does not exist in {root}")
+    try:
+        offset = int(info.get("offset", 0))
+        length = int(info["length"]) if "length" in info else None
+    except ValueError:
+        raise ExternalDataError(f"{where}: external data offset/length are not integers: {info}") from None
+    size = os.path.getsize(full)
+    if offset < 0 or offset > size or (length is not None and (length < 0 or offset + length > size)):
+        raise ExternalDataError(f"{where}: external data range offset={offset} length={length} lies outside "
+                                f"'{loc}' ({size} bytes)")
+    with open(full, "rb") as f:
+        f.seek(offset)
+        raw = f.read(length if length is not None else -1)
+    copy = TensorProto()
+    copy.CopyFrom(t)
+    del copy.external_data[:]
+    copy.data_location = TensorProto.DEFAULT
+    copy.raw_data = raw
+    return copy
+
+
+def tensor_to_array(t: TensorProto, model_dir: str | None = None, label: str = "model") -> np.ndarray:
+    if t.data_location == TensorProto.EXTERNAL:
+        t = _read_external(t, model_dir, label)
+    try:
+        DType(t.data_type)
+    except ValueError:
+        raise ModelLoadError(f"{label}: tensor '{t.name}' has unknown element type code {t.data_type}") from None
+    try:
+        arr = numpy_helper.to_array(t)
+    except Exception as e:
+        raise ModelLoadError(f"{label}: tensor '{t.name}' ({DType(t.data_type).name}{list(t.dims)}) cannot be "
+                             f"decoded: {e}") from None
+    return np.ascontiguousarray(arr) if isinstance(arr, np.ndarray) else arr
+
+
+def sparse_to_array(sp, model_dir, label) -> np.ndarray:
+    values = tensor_to_array(sp.values, model_dir, label)
+    indices = tensor_to_array(sp.indices, model_dir, label)
+    dense = np.zeros(tuple(sp.dims), dtype=values.dtype)
+    if indices.ndim == 1:
+        dense.reshape(-1)[indices] = values
+    else:
+        dense[tuple(indices.T)] = values
+    return dense
+
+
+# ---- types ------------------------------------------------------------------------------------
+def convert_type(tp: onnx.TypeProto, graph: Graph):
+    which = tp.WhichOneof("value")
+    if which == "tensor_type" or which == "sparse_tensor_type":
+        tt = getattr(tp, which)
+        try:
+            dtype = DType(tt.elem_type) if tt.elem_type else None
+        except ValueError:
+            dtype = None
+        if not tt.HasField("shape"):
+            return TensorType(dtype, None)
+        dims = []
+        for d in tt.shape.dim:
+            if d.HasField("dim_value"):
+                dims.append(int(d.dim_value))
+            elif d.HasField("dim_param") and d.dim_param:
+                dims.append(d.dim_param)
+            else:
+                dims.append(graph.fresh_symbol())
+        return TensorType(dtype, tuple(dims))
+    if which == "sequence_type":
+        return SequenceType(convert_type(tp.sequence_type.elem_type, graph) if tp.sequence_type.HasField(
+            "elem_type") else None)
+    if which == "optional_type":
+        return OptionalType(convert_type(tp.optional_type.elem_type, graph) if tp.optional_type.HasField(
+            "elem_type") else None)
+    return None
+
+
+# ---- the importer -----------------------------------------------------------------------------
+class _Importer:
+    def __init__(self, model: onnx.ModelProto, model_dir: str | None, label: str):
+        self.model = model
+        self.model_dir = model_dir
+        self.label = label
+        self.opsets = {canonical_domain(o.domain): int(o.version) for o in model.opset_import}
+        if "" not in self.opsets and any(n.domain in ("", "ai.onnx") for n in model.graph.node):
+            raise ModelLoadError(f"{label}: the model declares no opset for the default ONNX domain")
+        self.functions = {(f.domain, f.name): f for f in model.functions}
+        self.missing: dict[tuple[str, str, int], list[str]] = {}
+        self.expanded: dict[str, int] = {}
+        self._symbols = None
+
+    # -- graphs --
+    def import_graph(self, gp: onnx.GraphProto, outer: list[dict[str, Value]], parent: Graph | None) -> Graph:
+        g = Graph(gp.name or "main")
+        g.opset = dict(self.opsets)
+        if parent is not None:
+            g._symbols = parent._symbols
+        scope: dict[str, Value] = {}
+        init_names = set()
+        for t in gp.initializer:
+            arr = tensor_to_array(t, self.model_dir, self.label)
+            v = Value(t.name, TensorType(DType.from_np(arr.dtype) if arr.dtype != object else DType.string,
+                                         arr.shape), data=arr)
+            g.reserve_name(t.name)
+            g.constants[t.name] = v
+            scope[t.name] = v
+            init_names.add(t.name)
+        for sp in gp.sparse_initializer:
+            arr = sparse_to_array(sp, self.model_dir, self.label)
+            name = sp.values.name
+            v = Value(name, TensorType(DType.from_np(arr.dtype), arr.shape), data=arr)
+            g.reserve_name(name)
+            g.constants[name] = v
+            scope[name] = v
+            init_names.add(name)
+        for vi in gp.input:
+            if vi.name in init_names:
+                continue  # an initializer listed as input (IR < 4 style): a constant with a default
+            if vi.name in scope:
+                raise InvalidGraphError(f"{self.label}: graph '{g.name}' declares input '{vi.name}' twice")
+            v = Value(vi.name, convert_type(vi.type, g))
+            g.reserve_name(vi.name)
+            g.inputs.append(v)
+            scope[vi.name] = v
+        declared = {vi.name: vi for vi in list(gp.value_info) + list(gp.output)}
+        self._import_nodes(g, list(gp.node), scope, outer, declared)
+        for vo in gp.output:
+            v = self._resolve(vo.name, scope, outer, g, None)
+            if v is None:
+                raise InvalidGraphError(f"{self.label}: graph output '{vo.name}' of graph '{g.name}' is not "
+                                        f"produced by any node, input or initializer")
+            if v.type is None and vo.HasField("type"):
+                v.type = convert_type(vo.type, g)
+            g.outputs.append(v)
+        return g
+
+    def _resolve(self, name: str, scope, outer, g: Graph, node_proto) -> Value | None:
+        if name in scope:
+            return scope[name]
+        for level in reversed(outer):
+            if name in level:
+                v = level[name]
+                if v not in g.captures:
+                    g.captures.append(v)
+                return v
+        return None
+
+    def _import_nodes(self, g: Graph, nodes: list, scope, outer, declared) -> None:
+        order = self._toposort(nodes, scope, outer, g)
+        for np_ in order:
+            self._import_node(g, np_, scope, outer, declared)
+
+    def _toposort(self, nodes, scope, outer, g) -> list:
+        """ONNX requires sorted nodes, but exporters sometimes do not comply: sort, keeping order."""
+        produced = {o: i for i, n in enumerate(nodes) for o in n.output if o}
+        ready = set(scope) | {k for level in outer for k in level}
+        out, pending = [], list(nodes)
+        while pending:
+            rest = []
+            for n in pending:
+                needs = [x for x in n.input if x and x not in ready]
+                if needs and all(x in produced for x in needs):
+                    rest.append(n)
+                    continue
+                if needs:
+                    bad = [x for x in needs if x not in produced][0]
+                    raise InvalidGraphError(
+                        f"{self.label}: {n.op_type} node '{n.name or '(unnamed)'}' reads '{bad}', which no node, "
+                        f"graph input or initializer of graph '{g.name}' (or an enclosing graph) defines")
+                out.append(n)
+                ready.update(o for o in n.output if o)
+            if len(rest) == len(pending):
+                raise InvalidGraphError(f"{self.label}: nodes of graph '{g.name}' form a cycle through "
+                                        f"{rest[0].op_type} node '{rest[0].name or '(unnamed)'}'")
+            pending = rest
+        return out
+
+    def _import_node(self, g: Graph, np_: onnx.NodeProto, scope, outer, declared, rename=None) -> None:
+        domain = canonical_domain(np_.domain)
+        opset = self.opsets.get(domain, 1)
+        name = g.unique_name(np_.name or f"{np_.op_type}_{len(g.nodes)}")
+        inputs = []
+        for x in np_.input:
+            if not x:
+                inputs.append(None)
+                continue
+            v = self._resolve(x, scope, outer, g, np_)
+            if v is None:
+                raise InvalidGraphError(f"{self.label}: {np_.op_type} node '{name}' reads '{x}', which is not defined")
+            inputs.append(v)
+        fn = self.functions.get((np_.domain, np_.op_type))
+        op = lookup(domain, np_.op_type)
+        if fn is not None and op is None:
+            self._inline_function(g, np_, fn, inputs, scope, outer, name)
+            return
+        if op is None:
+            body = _onnx_function_body(np_, opset, domain, inputs)
+            if body is not None:
+                self.expanded[np_.op_type] = self.expanded.get(np_.op_type, 0) + 1
+                self._inline_function(g, np_, body, inputs, scope, outer, name)
+                return
+        outputs = []
+        for o in np_.output:
+            if not o:
+                outputs.append(None)
+                continue
+            if o in scope:
+                raise InvalidGraphError(f"{self.label}: {np_.op_type} node '{name}' defines '{o}', which is "
+                                        f"already defined: values must be assigned once")
+            v = Value(o)
+            g.reserve_name(o)
+            vi = declared.get(o)
+            if vi is not None and vi.HasField("type"):
+                v.type = convert_type(vi.type, g)
+            scope[o] = v
+            outputs.append(v)
+        attrs = {}
+        node = Node(np_.op_type, inputs, outputs, {}, name=name, domain=domain, opset=opset)
+        for a in np_.attribute:
+            attrs[a.name] = self._attr_value(a, node, g, scope, outer)
+        node.attrs = attrs
+        if op is None:
+            self.missing.setdefault((domain, np_.op_type, opset), []).append(name)
+            g.nodes.append(node)
+            return
+        for a in np_.attribute:
+            spec = op.attrs.get(a.name)
+            got = _ATTR_KIND.get(a.type, "undefined")
+            if spec is not None and spec.type != got:
+                raise OpAttributeError(f"{self.label}: {node_label(node)}: attribute '{a.name}' must be of type "
+                                       f"{spec.type}, got {got}")
+        op.upgrade(node, g, opset)
+        op.complete_attrs(node)
+        op.check_arity(node)
+        g.nodes.append(node)
+
+    def _attr_value(self, a: AttributeProto, node: Node, g: Graph, scope, outer) -> Any:
+        t = a.type
+        if t == AttributeProto.INT:
+            return int(a.i)
+        if t == AttributeProto.FLOAT:
+            return float(a.f)
+        if t == AttributeProto.STRING:
+            return _decode(a.s)
+        if t == AttributeProto.INTS:
+            return [int(x) for x in a.ints]
+        if t == AttributeProto.FLOATS:
+            return [float(x) for x in a.floats]
+        if t == AttributeProto.STRINGS:
+            return [_decode(x) for x in a.strings]
+        if t == AttributeProto.TENSOR:
+            return tensor_to_array(a.t, self.model_dir, self.label)
+        if t == AttributeProto.TENSORS:
+            return [tensor_to_array(x, self.model_dir, self.label) for x in a.tensors]
+        if t == AttributeProto.SPARSE_TENSOR:
+            return sparse_to_array(a.sparse_tensor, self.model_dir, self.label)
+        if t == AttributeProto.GRAPH:
+            return self.import_graph(a.g, outer + [scope], g)
+        if t == AttributeProto.GRAPHS:
+            return [self.import_graph(x, outer + [scope], g) for x in a.graphs]
+        if t == AttributeProto.TYPE_PROTO:
+            return convert_type(a.tp, g)
+        if t == AttributeProto.TYPE_PROTOS:
+            return [convert_type(x, g) for x in a.type_protos]
+        raise OpAttributeError(f"{self.label}: {node_label(node)}: attribute '{a.name}' has no type")
+
+    # -- functions --
+    def _inline_function(self, g: Graph, call: onnx.NodeProto, fn: onnx.FunctionProto, inputs, scope, outer,
+                         name: str) -> None:
+        """Expand a function call into its body, renaming the body's values under the call's name."""
+        attrs = {a.name: a for a in fn.attribute_proto}
+        attrs.update({a.name: a for a in call.attribute})
+        local: dict[str, Value] = {}
+        for formal, actual in zip(fn.input, inputs):
+            if actual is not None:
+                local[formal] = actual
+        inner_scope = dict(scope)
+        inner_scope.update(local)
+        rename: dict[str, str] = {}
+        out_names = dict(zip(fn.output, call.output))
+        body = []
+        for bn in fn.node:
+            nn = onnx.NodeProto()
+            nn.CopyFrom(bn)
+            nn.name = f"{name}/{bn.name or bn.op_type}"
+            for i, x in enumerate(nn.input):
+                if x and x not in local:
+                    nn.input[i] = rename.get(x, x)
+            for i, x in enumerate(nn.output):
+                if x in out_names:
+                    nn.output[i] = out_names[x]
+                elif x:
+                    rename[x] = g.unique_name(f"{name}/{x}")
+                    nn.output[i] = rename[x]
+            # attribute references
+            new_attrs = []
+            for a in nn.attribute:
+                if a.ref_attr_name:
+                    if a.ref_attr_name in attrs:
+                        r = AttributeProto()
+                        r.CopyFrom(attrs[a.ref_attr_name])
+                        r.name = a.name
+                        new_attrs.append(r)
+                else:
+                    new_attrs.append(a)
+            del nn.attribute[:]
+            nn.attribute.extend(new_attrs)
+            body.append(nn)
+        # Body inputs that name formal parameters: bind directly.
+        for nn in body:
+            for i, x in enumerate(nn.input):
+                if x in local:
+                    pass
+        fn_opsets = {canonical_domain(o.domain): int(o.version) for o in fn.opset_import}
+        saved = dict(self.opsets)
+        for k, v in fn_opsets.items():
+            self.opsets[k] = v
+        try:
+            for nn in body:
+                self._import_node(g, nn, inner_scope, outer, {})
+        finally:
+            self.opsets = saved
+        for formal, actual in zip(fn.output, call.output):
+            if actual and actual in inner_scope:
+                scope[actual] = inner_scope[actual]
+            elif actual and formal in local:
+                # the function returns one of its inputs unchanged
+                ident = g.add_node("Identity", [local[formal]], output_names=[actual])
+                ident.opset = self.opsets.get("")
+                scope[actual] = ident.outputs[0]
+
+
+def _decode(b: bytes) -> str:
+    try:
+        return b.decode("utf-8")
+    except UnicodeDecodeError:
+        return b.decode("latin-1")
+
+
+def _onnx_function_body(np_: onnx.NodeProto, opset: int, domain: str, inputs) -> onnx.FunctionProto | None:
+    """The ONNX-defined function body of a standard op, when ONNX defines the op as a function."""
+    try:
+        schema = onnx.defs.get_schema(np_.op_type, opset, domain)
+    except Exception:
+        return None
+    try:
+        if schema.has_function:
+            return schema.function_body if schema.function_body.node else None
+        if schema.has_context_dependent_function:
+            types = []
+            for v in inputs:
+                tp = onnx.TypeProto()
+                if v is not None and isinstance(v.type, TensorType) and v.type.dtype is not None:
+                    tp.tensor_type.elem_type = v.type.dtype.value
+                    if v.type.shape is not None:
+                        tp.tensor_type.shape.SetInParent()
+                        for d in v.type.shape:
+                            dim = tp.tensor_type.shape.dim.add()
+                            if isinstance(d, int):
+                                dim.dim_value = d
+                            else:
+                                dim.dim_param = d
+                else:
+                    return None
+                types.append(tp.SerializeToString())
+            fb = schema.get_context_dependent_function(np_.SerializeToString(), types)
+            fn = onnx.FunctionProto()
+            fn.ParseFromString(fb)
+            return fn if fn.node else None
+    except Exception:
+        return None
+    return None
+
+
+def import_model(source: Any, infer: bool = True) -> Graph:
+    """Import an ONNX model (path, bytes or ModelProto) into a Graph with inferred types.
+
+    Raises ModelLoadError for unreadable input, UnsupportedOpError listing every unsupported op,
+    InvalidGraphError / OpAttributeError / ShapeError naming the node at fault.
+    """
+    model, model_dir, label = load_model_proto(source)
+    imp = _Importer(model, model_dir, label)
+    try:
+        g = imp.import_graph(model.graph, [], None)
+    except GraphcError:
+        raise
+    except RecursionError:
+        raise ModelLoadError(f"{label}: the model nests subgraphs or functions too deeply") from None
+    if imp.missing:
+        raise UnsupportedOpError(imp.missing, where=label)
+    g.metadata = {p.key: p.value for p in model.metadata_props}
+    g.metadata["source"] = label
+    if imp.expanded:
+        g.metadata["expanded_functions"] = ",".join(f"{k}x{v}" for k, v in sorted(imp.expanded.items()))
+    if infer:
+        try:
+            infer_shapes(g)
+        except GraphcError as e:
+            raise type(e)(f"{label}: {e}") from None
+    return g

@@ -1,0 +1,92 @@
+"""Runs the official ONNX node test cases through graphc and reports pass/fail per case.
+
+``python -m graphc.conformance [-k SUBSTRING] [--failures] [--jobs N]`` prints a summary; the
+pytest suite (tests/test_onnx_node.py) uses ``run_case`` with the expected-failures list.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+import warnings
+
+
+def node_cases() -> list:
+    """The node test cases shipped in the installed onnx wheel (kind 'node')."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import numpy as np
+
+        with np.errstate(all="ignore"):
+            from onnx.backend.test.case.node import collect_testcases
+
+            return [c for c in collect_testcases() if c.kind == "node"]
+
+
+def run_case(case) -> None:
+    """Run one case; raises (AssertionError or GraphcError) when graphc does not match the reference."""
+    from onnx.backend.test.runner import Runner
+
+    from frontends.onnx.backend import GraphcBackend
+
+    rep = GraphcBackend.prepare(case.model)
+    for inputs, ref_outputs in case.data_sets:
+        inputs = [_normalize(x) for x in inputs]
+        refs = [_normalize(x) for x in ref_outputs]
+        outputs = list(rep.run(inputs))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            Runner.assert_similar_outputs(refs, outputs, rtol=case.rtol, atol=case.atol)
+
+
+def _normalize(x):
+    import onnx
+    from onnx import numpy_helper
+
+    if isinstance(x, onnx.TensorProto):
+        return numpy_helper.to_array(x)
+    if isinstance(x, onnx.SequenceProto):
+        return numpy_helper.to_list(x)
+    if isinstance(x, onnx.OptionalProto):
+        return numpy_helper.to_optional(x)
+    if isinstance(x, onnx.MapProto):
+        return numpy_helper.to_dict(x)
+    return x
+
+
+def _one(case):
+    import numpy as np
+
+    try:
+        with np.errstate(all="ignore"):
+            run_case(case)
+        return case.name, None
+    except Exception as e:  # report, don't stop
+        msg = f"{type(e).__name__}: {e}".replace("\n", " ")
+        return case.name, msg[:300]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("-k", action="append", default=[], help="only cases whose name contains this")
+    p.add_argument("--failures", action="store_true", help="print each failing case and why")
+    p.add_argument("--by-error", action="store_true", help="group failures by error class")
+    args = p.parse_args(argv)
+    cases = node_cases()
+    if args.k:
+        cases = [c for c in cases if any(k in c.name for k in args.k)]
+    results = [_one(c) for c in cases]
+    failed = [(n, m) for n, m in results if m is not None]
+    if args.failures:
+        for n, m in failed:
+            print(f"FAIL {n}: {m}")
+    if args.by_error:
+        groups = collections.Counter(m.split(":")[0] for _, m in failed)
+        for k, v in groups.most_common():
+            print(f"{v:5d} {k}")
+    print(f"{len(results) - len(failed)} passed, {len(failed)} failed (of {len(results)} ONNX node cases)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""The error classes graphc raises: one root, ``GraphcError``, and a subclass per kind of fault.
+
+Every message names the thing at fault (file, node, input or attribute) and says what was
+expected and what came, so a user can act on it without reading a traceback.
+"""
+from __future__ import annotations
+
+
+class GraphcError(Exception):
+    """Root of every error graphc raises on purpose."""
+
+
+class ModelLoadError(GraphcError):
+    """A model file or buffer could not be read as an ONNX model."""
+
+
+class ExternalDataError(ModelLoadError):
+    """A tensor's external data is missing, escapes the model folder, or is out of range."""
+
+
+class InvalidGraphError(GraphcError):
+    """The graph breaks a structural rule: undefined value, SSA violation, bad topological order."""
+
+
+class UnsupportedOpError(GraphcError):
+    """One or more operators have no OpDef. ``missing`` maps (domain, op_type, opset) to node names."""
+
+    def __init__(self, missing: dict[tuple[str, str, int], list[str]], where: str = ""):
+        self.missing = missing
+        lines = []
+        for (domain, op, opset), nodes in sorted(missing.items()):
+            shown = ", ".join(repr(n) for n in nodes[:5]) + (f" and {len(nodes) - 5} more" if len(nodes) > 5 else "")
+            lines.append(f"  {op} (domain '{domain or 'ai.onnx'}', opset {opset}): used by {len(nodes)} node(s): {shown}")
+        head = f"{where}: " if where else ""
+        super().__init__(f"{head}{len(missing)} unsupported operator(s):\n" + "\n".join(lines))
+
+
+class OpAttributeError(GraphcError):
+    """An attribute is missing, unknown, or of the wrong type or value."""
+
+
+class ShapeError(GraphcError):
+    """Type or shape inference found inputs that contradict an operator's rules."""
+
+
+class FeedError(GraphcError):
+    """A value fed to a run has the wrong name, dtype or shape."""
+
+
+class ExecutionError(GraphcError):
+    """An operator failed while running; the message names the node and its input types."""
+
+
+def node_label(node) -> str:
+    """How errors name a node: ``Conv node 'conv1'`` (with the user's source line when known)."""
+    label = f"{node.op_type} node '{node.name}'"
+    if getattr(node, "source", None):
+        label += f" (created at {node.source})"
+    return label

@@ -1,0 +1,14 @@
+"""The operator library: the OpDef table and every operator family registered into it.
+
+Importing this package registers all operators. ``lookup(domain, op_type)`` finds one.
+"""
+from ..ir import graph as _graph_module
+from . import registry
+from .registry import REGISTRY, REQUIRED, Attr, InferContext, Kind, OpDef, get_opdef, lookup, register
+from . import elementwise  # noqa: F401  (each family registers its ops on import)
+from .typecheck import check_node_types
+
+_graph_module.node_type_checker = check_node_types
+
+__all__ = ["REGISTRY", "REQUIRED", "Attr", "InferContext", "Kind", "OpDef", "get_opdef", "lookup", "register",
+           "check_node_types"]

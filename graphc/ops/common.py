@@ -1,0 +1,107 @@
+"""Shared pieces for OpDefs: symbolic broadcasting, common inference rules, opset upgrade helpers."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..ir import DType, Graph, Node, TensorType
+from .registry import InferContext
+
+
+def tt(dtype: DType | None, shape) -> TensorType:
+    return TensorType(dtype, None if shape is None else tuple(shape))
+
+
+def broadcast_shapes(ctx: InferContext, shapes: Sequence) -> tuple | None:
+    """Multidirectional (NumPy) broadcasting over symbolic shapes; None when any rank is unknown."""
+    if any(s is None for s in shapes):
+        return None
+    rank = max((len(s) for s in shapes), default=0)
+    out = []
+    for k in range(rank):
+        dims = [s[len(s) - rank + k] for s in shapes if len(s) - rank + k >= 0]
+        fixed = {d for d in dims if isinstance(d, int) and d != 1}
+        syms = {d for d in dims if isinstance(d, str)}
+        if len(fixed) > 1:
+            ctx.fail(f"cannot broadcast shapes {' and '.join(_fmt(s) for s in shapes)}: "
+                     f"dim {k - rank} is {' vs '.join(str(d) for d in sorted(fixed))}")
+        if fixed:
+            out.append(fixed.pop())
+        elif len(syms) == 1:
+            out.append(syms.pop())
+        elif syms:
+            out.append(ctx.fresh())
+        else:
+            out.append(1)
+    return tuple(out)
+
+
+def _fmt(s) -> str:
+    return "[" + ",".join(map(str, s)) + "]" if s is not None else "[...]"
+
+
+def normalize_axis(ctx: InferContext, axis: int, rank: int, what: str = "axis") -> int:
+    if not -rank <= axis < rank:
+        ctx.fail(f"{what} {axis} is out of range for an input of rank {rank}")
+    return axis + rank if axis < 0 else axis
+
+
+def np_axis(axis: int, rank: int) -> int:
+    return axis + rank if axis < 0 else axis
+
+
+# ---- inference rules used by many ops ---------------------------------------------------------
+def infer_same(ctx: InferContext) -> list:
+    """Output 0 has the type of input 0 (unary elementwise ops)."""
+    return [ctx.type(0)]
+
+
+def infer_broadcast(out_dtype: DType | None = None) -> Callable[[InferContext], list]:
+    """Output is the broadcast of all present inputs; dtype of input 0 unless given."""
+
+    def infer(ctx: InferContext) -> list:
+        present = [i for i in range(ctx.n_inputs) if ctx.has_input(i)]
+        dts = {ctx.dtype(i) for i in present if ctx.dtype(i) is not None}
+        if out_dtype is None and len(dts) > 1:
+            ctx.fail(f"inputs must share one element type, got {', '.join(sorted(d.name for d in dts))}")
+        shape = broadcast_shapes(ctx, [ctx.shape(i) for i in present])
+        return [tt(out_dtype or ctx.dtype(0), shape)]
+
+    return infer
+
+
+def infer_dtype_only(dtype_of: Callable[[InferContext], DType | None]) -> Callable[[InferContext], list]:
+    def infer(ctx: InferContext) -> list:
+        return [tt(dtype_of(ctx), ctx.shape(0))]
+
+    return infer
+
+
+# ---- upgrades from older opsets ---------------------------------------------------------------
+def attr_to_input(attr: str, index: int, dtype=np.int64) -> Callable[[Node, Graph], None]:
+    """Upgrade rule: an attribute that became an input in a later opset (e.g. ``axes``)."""
+
+    def upgrade(node: Node, graph: Graph) -> None:
+        if attr not in node.attrs:
+            return
+        value = node.attrs.pop(attr)
+        c = graph.add_constant(np.asarray(value, dtype=dtype), f"{node.name}_{attr}")
+        while len(node.inputs) < index:
+            node.inputs.append(None)
+        if len(node.inputs) == index:
+            node.inputs.append(c)
+        else:
+            node.inputs[index] = c
+
+    return upgrade
+
+
+def drop_attrs(*names: str) -> Callable[[Node, Graph], None]:
+    """Upgrade rule: attributes removed in a later opset that no longer change the result."""
+
+    def upgrade(node: Node, graph: Graph) -> None:
+        for n in names:
+            node.attrs.pop(n, None)
+
+    return upgrade

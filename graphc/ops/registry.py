@@ -1,0 +1,217 @@
+"""The operator table: one ``OpDef`` per (domain, op type), holding all that graphc knows of the op.
+
+Importer, DSL, passes and runtimes all ask this one table. Registering an op is one ``register`` call.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import OpAttributeError, ShapeError, node_label
+from ..ir import DType, Graph, Node, TensorType
+from ..ir.types import OptionalType, SequenceType
+
+
+class Kind(enum.IntEnum):
+    """TVM-style fusion pattern kinds, from most to least fusable."""
+
+    ELEMENTWISE = 0
+    BROADCAST = 1
+    INJECTIVE = 2
+    REDUCTION = 3
+    OUT_FUSABLE = 4
+    OPAQUE = 8
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+#: Default for an attribute that must be given.
+REQUIRED: Any = _Required()
+
+ATTR_TYPES = ("int", "float", "string", "ints", "floats", "strings", "tensor", "tensors", "graph", "graphs",
+              "sparse_tensor", "type_proto", "type_protos")
+
+
+@dataclass(frozen=True)
+class Attr:
+    """An attribute's schema: its type (one of ATTR_TYPES) and default (None: optional, no default)."""
+
+    type: str
+    default: Any = None
+
+    def __post_init__(self):
+        assert self.type in ATTR_TYPES, self.type
+
+
+@dataclass
+class OpDef:
+    """Everything graphc knows about one operator.
+
+    - ``attrs``: schema of attributes with defaults; nodes carry their attributes completed with defaults.
+    - ``infer(ctx) -> list of output types``: symbolic-aware; raises ShapeError via ``ctx.fail``.
+    - ``eval(node, *inputs) -> array or tuple of arrays``: the NumPy reference semantics.
+    - ``upgrades``: {opset: fn(node, graph)} rewriting a node of an older opset (< key) into the form
+      of the newest opset, which is what ``infer`` and ``eval`` expect.
+    - ``grad``: builds gradient nodes (None: not differentiable).
+    """
+
+    name: str
+    eval: Callable[..., Any]
+    infer: Callable[["InferContext"], list] | None = None
+    attrs: dict[str, Attr] = field(default_factory=dict)
+    domain: str = ""
+    kind: Kind = Kind.OPAQUE
+    inputs: tuple[int, int] = (0, 2**31)
+    outputs: tuple[int, int] = (1, 1)
+    upgrades: dict[int, Callable[[Node, Graph], None]] = field(default_factory=dict)
+    grad: Callable | None = None
+    family: str = ""
+    doc: str = ""
+
+    # ---- attributes -----------------------------------------------------------------------
+    def complete_attrs(self, node: Node) -> None:
+        """Check a node's attributes against the schema and fill in defaults (OpAttributeError if wrong)."""
+        for k in node.attrs:
+            if k not in self.attrs:
+                raise OpAttributeError(
+                    f"{node_label(node)}: unknown attribute '{k}'; {self.name} accepts "
+                    f"{', '.join(sorted(self.attrs)) or 'no attributes'}")
+        for k, spec in self.attrs.items():
+            if k not in node.attrs:
+                if spec.default is REQUIRED:
+                    raise OpAttributeError(f"{node_label(node)}: required attribute '{k}' ({spec.type}) is missing")
+                if spec.default is not None:
+                    node.attrs[k] = list(spec.default) if isinstance(spec.default, (list, tuple)) else spec.default
+
+    def check_arity(self, node: Node) -> None:
+        lo, hi = self.inputs
+        n = len(node.inputs)
+        while n and node.inputs[n - 1] is None:
+            n -= 1
+        if not lo <= n <= hi:
+            want = f"{lo}" if lo == hi else f"{lo} to {hi}" if hi < 2**31 else f"at least {lo}"
+            raise ShapeError(f"{node_label(node)}: takes {want} inputs, got {n}")
+        lo, hi = self.outputs
+        if not 1 <= len(node.outputs) <= hi:
+            raise ShapeError(f"{node_label(node)}: produces at most {hi} outputs, {len(node.outputs)} were declared")
+
+    def upgrade(self, node: Node, graph: Graph, opset: int) -> None:
+        """Rewrite a node imported at ``opset`` into the newest form of the op."""
+        for since in sorted(self.upgrades):
+            if opset < since:
+                self.upgrades[since](node, graph)
+
+
+REGISTRY: dict[tuple[str, str], OpDef] = {}
+
+#: Domains that are spellings of the default ONNX domain.
+_DOMAIN_ALIASES = {"ai.onnx": ""}
+
+
+def canonical_domain(domain: str) -> str:
+    return _DOMAIN_ALIASES.get(domain, domain)
+
+
+def register(opdef: OpDef) -> OpDef:
+    """Add one operator to the table (a second registration of the same op is a bug)."""
+    key = (canonical_domain(opdef.domain), opdef.name)
+    if key in REGISTRY:
+        raise ValueError(f"operator {key} registered twice")
+    if not opdef.family:
+        opdef.family = "misc"
+    REGISTRY[key] = opdef
+    return opdef
+
+
+def lookup(domain: str, op_type: str) -> OpDef | None:
+    return REGISTRY.get((canonical_domain(domain), op_type))
+
+
+def get_opdef(node: Node) -> OpDef:
+    op = lookup(node.domain, node.op_type)
+    if op is None:
+        from ..errors import UnsupportedOpError
+
+        raise UnsupportedOpError({(node.domain, node.op_type, node.opset or 0): [node.name]})
+    return op
+
+
+# ---- inference context ---------------------------------------------------------------------
+class InferContext:
+    """What an OpDef's ``infer`` sees: the node, its input types, known constant inputs, attributes."""
+
+    def __init__(self, node: Node, graph: Graph, known: dict[int, np.ndarray] | None = None):
+        self.node = node
+        self.graph = graph
+        self._known = known or {}
+
+    @property
+    def n_inputs(self) -> int:
+        return len(self.node.inputs)
+
+    def has_input(self, i: int) -> bool:
+        return i < len(self.node.inputs) and self.node.inputs[i] is not None
+
+    def type(self, i: int) -> TensorType | None:
+        """Type of input i (None when absent or unknown)."""
+        if not self.has_input(i):
+            return None
+        return self.node.inputs[i].type
+
+    def dtype(self, i: int) -> DType | None:
+        t = self.type(i)
+        return t.dtype if isinstance(t, TensorType) else None
+
+    def shape(self, i: int):
+        """Shape of input i as a tuple of dims, or None when the rank is unknown."""
+        t = self.type(i)
+        return t.shape if isinstance(t, TensorType) else None
+
+    def rank(self, i: int) -> int | None:
+        s = self.shape(i)
+        return None if s is None else len(s)
+
+    def const(self, i: int) -> np.ndarray | None:
+        """The value of input i when known before running (a constant or folded value), else None."""
+        if not self.has_input(i):
+            return None
+        v = self.node.inputs[i]
+        if v.data is not None:
+            return v.data
+        return self._known.get(id(v))
+
+    def attr(self, name: str, default: Any = None) -> Any:
+        return self.node.attrs.get(name, default)
+
+    def fresh(self) -> str:
+        return self.graph.fresh_symbol()
+
+    def fail(self, msg: str) -> None:
+        raise ShapeError(f"{node_label(self.node)}: {msg}")
+
+
+def types_conflict(a, b) -> str | None:
+    """Why two types cannot describe the same value, or None when they are compatible."""
+    if a is None or b is None:
+        return None
+    if isinstance(a, TensorType) and isinstance(b, TensorType):
+        if a.dtype is not None and b.dtype is not None and a.dtype != b.dtype:
+            return f"element type {a.dtype} vs {b.dtype}"
+        if a.shape is not None and b.shape is not None:
+            if len(a.shape) != len(b.shape):
+                return f"rank {len(a.shape)} vs {len(b.shape)}"
+            for i, (x, y) in enumerate(zip(a.shape, b.shape)):
+                if isinstance(x, int) and isinstance(y, int) and x != y:
+                    return f"dim {i}: {x} vs {y}"
+        return None
+    if type(a) is not type(b):
+        return f"{a} vs {b}"
+    if isinstance(a, (SequenceType, OptionalType)):
+        return types_conflict(a.elem, b.elem)
+    return None

@@ -1,0 +1,124 @@
+"""Type and shape inference over a whole graph, with symbolic dims and small-value propagation.
+
+Each node's OpDef ``infer`` gives its output types. Values that are cheap to know before running
+(constants, ``Shape`` of a static tensor, and small arithmetic on those) are propagated so that
+``Reshape``/``Expand``/``Slice`` targets computed in the graph still give static shapes.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import GraphcError, ShapeError, node_label
+from ..ir import DType, Graph, TensorType
+from ..ir.types import OptionalType, SequenceType
+from ..ops.interpret import eval_node
+from ..ops.registry import InferContext, lookup, types_conflict
+
+#: Largest value (in elements) that inference computes ahead of time to learn shapes.
+KNOWN_VALUE_LIMIT = 1024
+
+#: Ops whose output is not a function of their inputs: never computed ahead of time.
+_NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Bernoulli",
+                     "Multinomial", "Dropout"}
+
+
+def _merge(declared, inferred):
+    """Combine a declared type (from the model) with an inferred one, keeping the more precise dims."""
+    if declared is None:
+        return inferred
+    if inferred is None:
+        return declared
+    if not (isinstance(declared, TensorType) and isinstance(inferred, TensorType)):
+        return inferred
+    dtype = inferred.dtype or declared.dtype
+    if inferred.shape is None:
+        return TensorType(dtype, declared.shape)
+    if declared.shape is None:
+        return TensorType(dtype, inferred.shape)
+    dims = tuple(i if isinstance(i, int) or not isinstance(d, int) else d
+                 for d, i in zip(declared.shape, inferred.shape))
+    return TensorType(dtype, dims)
+
+
+def _type_of_array(x) -> TensorType | None:
+    if isinstance(x, np.ndarray):
+        try:
+            return TensorType(DType.from_np(x.dtype), x.shape)
+        except TypeError:
+            return None
+    return None
+
+
+def infer_shapes(graph: Graph, known: dict | None = None) -> dict:
+    """Infer every value's type in place; returns the map of values known ahead of time (by id).
+
+    Raises ShapeError naming the node whose inputs contradict its rules.
+    """
+    known = {} if known is None else known
+    for node in graph.nodes:
+        op = lookup(node.domain, node.op_type)
+        if op is None:
+            continue
+        inferred = None
+        if op.infer is not None:
+            try:
+                inferred = op.infer(InferContext(node, graph, known))
+            except GraphcError:
+                raise
+            except Exception as e:  # a bug or gap in an infer rule must not hide the model's real problem
+                raise ShapeError(f"{node_label(node)}: shape inference failed: {type(e).__name__}: {e}") from e
+        if inferred is None:
+            inferred = [None] * len(node.outputs)
+        # Learn small values ahead of time (shape arithmetic in exported models).
+        values = None
+        if node.op_type not in _NONDETERMINISTIC and not node.subgraphs():
+            values = _try_known(node, known)
+        for i, v in enumerate(node.outputs):
+            if v is None:
+                continue
+            t = inferred[i] if i < len(inferred) else None
+            if values is not None and values[i] is not None:
+                known[id(v)] = values[i]
+                t = _merge(t, _type_of_array(values[i]))
+            why = types_conflict(v.type, t)
+            if why:
+                raise ShapeError(f"{node_label(node)}: output '{v.name}' is declared {v.type} "
+                                 f"but inferred as {t} ({why})")
+            v.type = _merge(v.type, t)
+    return known
+
+
+def _try_known(node, known: dict):
+    args = []
+    for v in node.inputs:
+        if v is None:
+            args.append(None)
+            continue
+        x = v.data if v.data is not None else known.get(id(v))
+        if x is None and node.op_type == "Shape" and isinstance(v.type, TensorType) and v.type.is_static:
+            x = np.empty(v.type.shape, dtype=np.uint8) if v.type.numel <= KNOWN_VALUE_LIMIT else None
+            if x is None:
+                return _shape_of_static(node, v)
+        if x is None or (isinstance(x, np.ndarray) and x.size > KNOWN_VALUE_LIMIT):
+            return None
+        args.append(x)
+    if node.op_type == "Shape" or all(not isinstance(a, np.ndarray) or a.size <= KNOWN_VALUE_LIMIT for a in args):
+        try:
+            outs = eval_node(node, args)
+        except GraphcError:
+            return None
+        if any(isinstance(o, np.ndarray) and o.size > KNOWN_VALUE_LIMIT for o in outs):
+            return None
+        return outs
+    return None
+
+
+def _shape_of_static(node, v):
+    """Shape of a large static tensor without allocating it."""
+    shape = np.array(v.type.shape, dtype=np.int64)
+    start = node.attrs.get("start", 0)
+    end = node.attrs.get("end", None)
+    return [shape[start:end]]
+
+
+__all__ = ["infer_shapes", "types_conflict", "OptionalType", "SequenceType"]

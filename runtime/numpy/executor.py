@@ -1,0 +1,96 @@
+"""Executes a graph in topological order on NumPy, freeing each intermediate after its last use.
+
+``prepare`` turns the graph into a flat list of steps over numbered slots once; ``run`` then checks
+the feeds and walks the steps. Slots (rather than a dict keyed by name) keep the hot loop free of
+lookups, and leave room for a memory plan to assign preallocated buffers to slots later.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from graphc.errors import GraphcError, UnsupportedOpError
+from graphc.ir import Graph, Value
+from graphc.ops import lookup
+from graphc.ops.interpret import eval_node
+
+from ..feeds import normalize_feeds
+
+
+class NumpyExecutable:
+    """A graph made ready to run: ``run(feeds) -> list of outputs`` (in the graph's output order)."""
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        missing: dict = {}
+        slot: dict[int, int] = {}
+        self._values: list[Value] = []
+
+        def slot_of(v: Value) -> int:
+            if id(v) not in slot:
+                slot[id(v)] = len(self._values)
+                self._values.append(v)
+            return slot[id(v)]
+
+        self._input_slots = [slot_of(v) for v in graph.inputs]
+        self._const_slots = [(slot_of(v), v.data) for v in graph.constants.values()]
+        # Values captured from an enclosing graph are fed like inputs (used when a body is prepared).
+        self._capture_slots = [slot_of(v) for v in graph.captures]
+        steps = []
+        for node in graph.nodes:
+            op = lookup(node.domain, node.op_type)
+            if op is None:
+                missing.setdefault((node.domain, node.op_type, node.opset or 0), []).append(node.name)
+            ins = [slot_of(v) if v is not None else -1 for v in node.inputs]
+            outs = [slot_of(v) if v is not None else -1 for v in node.outputs]
+            steps.append((node, op, ins, outs))
+        if missing:
+            raise UnsupportedOpError(missing, where=f"graph '{graph.name}'")
+        self._output_slots = [slot_of(v) for v in graph.outputs]
+        # Free a slot after its last reader, unless it is an output or a constant.
+        keep = set(self._output_slots) | {s for s, _ in self._const_slots}
+        last_use: dict[int, int] = {}
+        for i, (_, _, ins, _) in enumerate(steps):
+            for s in ins:
+                if s >= 0:
+                    last_use[s] = i
+        frees: list[list[int]] = [[] for _ in steps]
+        for s, i in last_use.items():
+            if s not in keep:
+                frees[i].append(s)
+        for i, (_, _, _, outs) in enumerate(steps):  # outputs nobody reads die at once
+            for s in outs:
+                if s >= 0 and s not in last_use and s not in keep:
+                    frees[i].append(s)
+        self._steps = [(node, op, ins, outs, frees[i]) for i, (node, op, ins, outs) in enumerate(steps)]
+        self._n_slots = len(self._values)
+
+    def run(self, feeds: Mapping[str, Any] | Sequence[Any], outer: Mapping[Value, Any] | None = None) -> list:
+        checked = normalize_feeds(self.graph, feeds)
+        env: list[Any] = [None] * self._n_slots
+        for s, data in self._const_slots:
+            env[s] = data
+        for v, s in zip(self.graph.inputs, self._input_slots):
+            env[s] = checked[v]
+        if self._capture_slots:
+            if outer is None:
+                raise GraphcError(f"graph '{self.graph.name}' uses values of an enclosing graph; run it from there")
+            for v, s in zip(self.graph.captures, self._capture_slots):
+                env[s] = outer[v]
+        for node, op, ins, outs, frees in self._steps:
+            results = eval_node(node, [env[s] if s >= 0 else None for s in ins], op)
+            for s, x in zip(outs, results):
+                if s >= 0:
+                    env[s] = x
+            for s in frees:
+                env[s] = None
+        return [env[s] for s in self._output_slots]
+
+
+class NumpyBackend:
+    """``prepare(graph) -> NumpyExecutable``: the interface every runtime backend shares."""
+
+    name = "numpy"
+
+    @staticmethod
+    def prepare(graph: Graph) -> NumpyExecutable:
+        return NumpyExecutable(graph)
