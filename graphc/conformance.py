@@ -37,6 +37,25 @@ def run_case(case) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             Runner.assert_similar_outputs(refs, outputs, rtol=case.rtol, atol=case.atol)
+        check_inferred_types(rep.graph, outputs)
+
+
+def check_inferred_types(graph, outputs) -> None:
+    """The types shape inference gave the outputs must agree with the arrays that came out."""
+    import numpy as np
+
+    from graphc.ir import DType, TensorType
+
+    for v, x in zip(graph.outputs, outputs):
+        t = v.type
+        if not isinstance(t, TensorType) or not isinstance(x, np.ndarray):
+            continue
+        got_dtype = DType.string if x.dtype == object else DType.from_np(x.dtype)
+        if t.dtype is not None and t.dtype != got_dtype:
+            raise AssertionError(f"output '{v.name}': inferred element type {t.dtype}, ran as {got_dtype.name}")
+        if t.shape is not None:
+            if len(t.shape) != x.ndim or any(isinstance(d, int) and d != n for d, n in zip(t.shape, x.shape)):
+                raise AssertionError(f"output '{v.name}': inferred {t}, ran with shape {list(x.shape)}")
 
 
 def _normalize(x):

@@ -5,8 +5,11 @@ Importing this package registers all operators. ``lookup(domain, op_type)`` find
 from ..ir import graph as _graph_module
 from . import registry
 from .registry import REGISTRY, REQUIRED, Attr, InferContext, Kind, OpDef, get_opdef, lookup, register
-from . import elementwise  # noqa: F401  (each family registers its ops on import)
-from .typecheck import check_node_types
+
+# Each family registers its ops on import.
+from . import (controlflow, conv, elementwise, linalg, ml, nn, norm, quantize, reduce, sequence,  # noqa: F401,E402
+               shape, training)
+from .typecheck import check_node_types  # noqa: E402
 
 _graph_module.node_type_checker = check_node_types
 

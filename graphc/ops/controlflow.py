@@ -1,0 +1,2 @@
+"""controlflow operators."""
+from __future__ import annotations

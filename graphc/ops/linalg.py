@@ -1,0 +1,2 @@
+"""linalg operators."""
+from __future__ import annotations

@@ -1,0 +1,2 @@
+"""ml operators."""
+from __future__ import annotations

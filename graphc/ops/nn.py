@@ -1,0 +1,2 @@
+"""nn operators."""
+from __future__ import annotations

@@ -1,0 +1,2 @@
+"""norm operators."""
+from __future__ import annotations

@@ -1,0 +1,2 @@
+"""quantize operators."""
+from __future__ import annotations

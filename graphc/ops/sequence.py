@@ -1,0 +1,2 @@
+"""sequence operators."""
+from __future__ import annotations

@@ -1,0 +1,2 @@
+"""shape operators."""
+from __future__ import annotations

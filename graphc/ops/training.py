@@ -1,0 +1,2 @@
+"""training operators."""
+from __future__ import annotations
