@@ -261,7 +261,7 @@ class _Importer:
     def _import_node(self, g: Graph, np_: onnx.NodeProto, scope, outer, declared, rename=None) -> None:
         domain = canonical_domain(np_.domain)
         opset = self.opsets.get(domain, 1)
-        name = g.unique_name(np_.name or f"{np_.op_type}_{len(g.nodes)}")
+        name = g.unique_node_name(np_.name or f"{np_.op_type}_{len(g.nodes)}")
         inputs = []
         for x in np_.input:
             if not x:

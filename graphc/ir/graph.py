@@ -104,6 +104,7 @@ class Graph:
         self.opset: dict[str, int] = {}
         self.metadata: dict[str, str] = {}
         self._names: set[str] = set()
+        self._node_names: set[str] = set()
         self._counter = itertools.count()
         self._symbols = itertools.count()
 
@@ -118,6 +119,15 @@ class Graph:
 
     def reserve_name(self, name: str) -> None:
         self._names.add(name)
+
+    def unique_node_name(self, base: str) -> str:
+        """Node names live apart from value names (as in ONNX) but are unique among nodes."""
+        base = base or "node"
+        name = base
+        while name in self._node_names:
+            name = f"{base}_{next(self._counter)}"
+        self._node_names.add(name)
+        return name
 
     def fresh_symbol(self, prefix: str = "unk") -> str:
         """A new dimension symbol for a size that nothing constrains yet."""
@@ -138,7 +148,7 @@ class Graph:
                  num_outputs: int = 1, name: str | None = None, domain: str = "",
                  output_names: Sequence[str] | None = None, source: str | None = None) -> Node:
         """Append a node and create its outputs; returns the node (``node.outputs`` are the new values)."""
-        nname = self.unique_name(name or op_type)
+        nname = self.unique_node_name(name or op_type)
         if output_names is None:
             output_names = [nname if num_outputs == 1 else f"{nname}:{i}" for i in range(num_outputs)]
         outs = [Value(self.unique_name(n)) if n is not None else None for n in output_names]
@@ -331,6 +341,7 @@ def _copy_graph(g: Graph, mapping: dict[int, Value]) -> Graph:
     new.opset = dict(g.opset)
     new.metadata = dict(g.metadata)
     new._names = set(g._names)
+    new._node_names = set(g._node_names)
 
     def clone(v: Value | None) -> Value | None:
         if v is None:

@@ -1,0 +1,285 @@
+"""The ``graphc`` command line: show, run and check ONNX models.
+
+Errors print as one paragraph and exit with status 2 (``--debug`` shows the traceback);
+``graphc check`` exits 1 when the model uses unsupported operators.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Sequence
+
+import numpy as np
+
+from .errors import GraphcError, UnsupportedOpError
+
+
+def _parse_sets(items: Sequence[str]) -> dict[str, int]:
+    out = {}
+    for it in items or []:
+        name, sep, val = it.partition("=")
+        if not sep or not name:
+            raise GraphcError(f"--set expects SYMBOL=SIZE (e.g. --set N=4), got '{it}'")
+        try:
+            out[name] = int(val)
+        except ValueError:
+            raise GraphcError(f"--set {name}: size must be an integer, got '{val}'") from None
+        if out[name] < 0:
+            raise GraphcError(f"--set {name}: size must be >= 0, got {out[name]}")
+    return out
+
+
+def _parse_shapes(items: Sequence[str]) -> dict[str, list[int]]:
+    out = {}
+    for it in items or []:
+        name, sep, val = it.rpartition("=")
+        if not sep or not name:
+            raise GraphcError(f"--input-shape expects NAME=D0,D1,... (e.g. data=1,3,224,224), got '{it}'")
+        try:
+            out[name] = [int(x) for x in val.split(",") if x.strip() != ""]
+        except ValueError:
+            raise GraphcError(f"--input-shape {name}: dims must be integers, got '{val}'") from None
+    return out
+
+
+def load_graph(path: str, sets: Sequence[str] = (), shapes: Sequence[str] = ()):
+    """Import a model, apply --input-shape and --set, and infer types."""
+    from frontends.onnx import import_model
+
+    from .passes import infer_shapes
+    from .passes.bind import bind_symbols, set_input_shapes
+
+    graph = import_model(path, infer=False)
+    if shapes:
+        set_input_shapes(graph, _parse_shapes(shapes))
+    if sets:
+        bind_symbols(graph, _parse_sets(sets))
+    try:
+        infer_shapes(graph)
+    except GraphcError as e:
+        raise type(e)(f"{path}: {e}") from None
+    return graph
+
+
+# ---- show -------------------------------------------------------------------------------------
+def _type_json(t):
+    from .ir import TensorType
+
+    if isinstance(t, TensorType):
+        return {"dtype": t.dtype.name if t.dtype else None,
+                "shape": None if t.shape is None else list(t.shape)}
+    return {"type": str(t) if t is not None else None}
+
+
+def graph_summary(graph) -> dict:
+    """The machine-readable form of ``graphc show --json`` (stable keys)."""
+    def val(v):
+        d = {"name": v.name}
+        d.update(_type_json(v.type))
+        return d
+
+    def attr(a):
+        if isinstance(a, np.ndarray):
+            return {"tensor": {"dtype": str(a.dtype), "shape": list(a.shape)}}
+        if isinstance(a, (list, tuple)):
+            return [attr(x) for x in a]
+        if isinstance(a, (int, float, str)) or a is None:
+            return a
+        return str(a)
+
+    return {
+        "graph": graph.name,
+        "opset": {k or "ai.onnx": v for k, v in sorted(graph.opset.items())},
+        "inputs": [val(v) for v in graph.inputs],
+        "outputs": [val(v) for v in graph.outputs],
+        "nodes": [{"name": n.name, "op": n.op_type, "domain": n.domain or "ai.onnx",
+                   "inputs": [v.name if v is not None else None for v in n.inputs],
+                   "outputs": [val(v) if v is not None else None for v in n.outputs],
+                   "attrs": {k: attr(a) for k, a in sorted(n.attrs.items()) if not hasattr(a, "nodes")}}
+                  for n in graph.nodes],
+        "op_histogram": graph.op_histogram(),
+        "node_count": len(graph.nodes),
+        "parameter_count": graph.parameter_count(),
+        "constant_count": len(graph.constants),
+        "metadata": dict(sorted(graph.metadata.items())),
+    }
+
+
+def cmd_show(args) -> int:
+    graph = load_graph(args.model, args.set, args.input_shape)
+    if args.json:
+        print(json.dumps(graph_summary(graph), indent=1, sort_keys=False))
+        return 0
+    print(graph)
+    print()
+    print(f"{len(graph.nodes)} nodes, {len(graph.constants)} constants, {graph.parameter_count():,} parameters")
+    print("ops:")
+    for op, n in graph.op_histogram().items():
+        print(f"  {n:6d}  {op}")
+    return 0
+
+
+# ---- check ------------------------------------------------------------------------------------
+def cmd_check(args) -> int:
+    from frontends.onnx import import_model
+
+    try:
+        graph = import_model(args.model, infer=True)
+    except UnsupportedOpError as e:
+        print(f"graphc: {e}", file=sys.stderr)
+        return 1
+    graph.verify()
+    ops = graph.op_histogram()
+    print(f"{args.model}: OK: {len(graph.nodes)} nodes, {len(ops)} op types, all supported; "
+          f"types inferred for {sum(1 for v in graph.values() if v.type is not None)} values")
+    if "expanded_functions" in graph.metadata:
+        print(f"  expanded from ONNX function definitions: {graph.metadata['expanded_functions']}")
+    return 0
+
+
+# ---- run --------------------------------------------------------------------------------------
+def _load_array(path: str, name: str) -> np.ndarray:
+    if not os.path.exists(path):
+        raise GraphcError(f"--input {name}: file '{path}' does not exist")
+    try:
+        if path.endswith(".pb"):
+            import onnx
+            from onnx import numpy_helper
+
+            t = onnx.TensorProto()
+            with open(path, "rb") as f:
+                t.ParseFromString(f.read())
+            return numpy_helper.to_array(t)
+        return np.load(path, allow_pickle=False)
+    except GraphcError:
+        raise
+    except Exception as e:
+        raise GraphcError(f"--input {name}: cannot read '{path}' as a .npy or .pb tensor: {e}") from None
+
+
+def random_feeds(graph, seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded random values for every input; symbolic dims must have been bound with --set."""
+    from .ir import DType, TensorType
+
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for v in graph.inputs:
+        t = v.type
+        if not isinstance(t, TensorType) or t.shape is None or t.dtype is None:
+            raise GraphcError(f"--random-inputs: input '{v.name}' has type {t}; give it with --input")
+        unbound = [d for d in t.shape if isinstance(d, str)]
+        if unbound:
+            raise GraphcError(f"--random-inputs: input '{v.name}' has symbolic dims {', '.join(unbound)} ({t}); "
+                              f"bind them with --set, e.g. --set {unbound[0]}=1")
+        if t.dtype.is_float:
+            x = rng.standard_normal(t.shape).astype(t.dtype.np)
+        elif t.dtype is DType.bool:
+            x = rng.random(t.shape) < 0.5
+        elif t.dtype.is_int:
+            x = rng.integers(0, 10, size=t.shape).astype(t.dtype.np)
+        else:
+            raise GraphcError(f"--random-inputs: cannot make random values of type {t} for input '{v.name}'")
+        feeds[v.name] = x
+    return feeds
+
+
+def _summary(x) -> str:
+    if not isinstance(x, np.ndarray):
+        return f"{type(x).__name__}"
+    head = f"shape {list(x.shape)}, {x.dtype}"
+    if x.size == 0 or x.dtype == object:
+        return head
+    if x.dtype.kind in "fiub" and x.dtype.kind != "V":
+        xf = x.astype(np.float64)
+        flat = x.reshape(-1)
+        first = ", ".join(f"{e:.5g}" if x.dtype.kind == "f" else str(e) for e in flat[:5].tolist())
+        more = ", ..." if x.size > 5 else ""
+        s = (f"{head}: min {xf.min():.6g}, max {xf.max():.6g}, mean {xf.mean():.6g}, std {xf.std():.6g}; "
+             f"[{first}{more}]")
+        if x.size > 1 and x.dtype.kind == "f":
+            s += f"; argmax {int(np.argmax(flat))}"
+        return s
+    return head
+
+
+def cmd_run(args) -> int:
+    from runtime import get_backend
+
+    graph = load_graph(args.model, args.set, args.input_shape)
+    feeds = random_feeds(graph, args.seed) if args.random_inputs else {}
+    for item in args.input or []:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise GraphcError(f"--input expects NAME=FILE.npy, got '{item}'")
+        feeds[name] = _load_array(path, name)
+    t0 = time.perf_counter()
+    exe = get_backend(args.backend).prepare(graph)
+    t1 = time.perf_counter()
+    outputs = exe.run(feeds)
+    t2 = time.perf_counter()
+    for v, x in zip(graph.outputs, outputs):
+        print(f"{v.name}: {_summary(x)}")
+    print(f"prepared in {1e3 * (t1 - t0):.1f} ms, ran in {1e3 * (t2 - t1):.1f} ms on backend '{args.backend}'",
+          file=sys.stderr)
+    if args.output_dir:
+        os.makedirs(args.output_dir, exist_ok=True)
+        for v, x in zip(graph.outputs, outputs):
+            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in v.name)
+            path = os.path.join(args.output_dir, f"{safe}.npy")
+            np.save(path, x, allow_pickle=False)
+            print(f"saved {path}", file=sys.stderr)
+    return 0
+
+
+# ---- entry point ------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="graphc", description="graphc: a static-graph compiler and runtime")
+    p.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def model_args(sp):
+        sp.add_argument("model", help="path to an .onnx model")
+        sp.add_argument("--set", action="append", metavar="SYM=SIZE", help="bind a symbolic dim, e.g. N=4")
+        sp.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...",
+                        help="fix an input's shape, e.g. data=1,3,224,224")
+
+    sp = sub.add_parser("show", help="print the graph with inferred shapes, an ops histogram and parameter count")
+    model_args(sp)
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.set_defaults(fn=cmd_show)
+
+    sp = sub.add_parser("run", help="run a model on inputs from .npy files or random inputs")
+    model_args(sp)
+    sp.add_argument("--input", action="append", metavar="NAME=FILE", help="an input from a .npy (or .pb) file")
+    sp.add_argument("--random-inputs", action="store_true", help="seeded random values for inputs not given")
+    sp.add_argument("--seed", type=int, default=0, help="seed for --random-inputs (default 0)")
+    sp.add_argument("--backend", default="numpy", help="runtime backend (default numpy)")
+    sp.add_argument("--output-dir", help="save each output as NAME.npy here")
+    sp.set_defaults(fn=cmd_run)
+
+    sp = sub.add_parser("check", help="list every unsupported op at once (exit 1 if any)")
+    sp.add_argument("model", help="path to an .onnx model")
+    sp.set_defaults(fn=cmd_check)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except GraphcError as e:
+        if args.debug:
+            raise
+        print(f"graphc: error: {' '.join(str(e).split()) if not isinstance(e, UnsupportedOpError) else e}",
+              file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("graphc: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Shared fixtures and markers: ``cuda`` tests skip without a GPU, ``nvcc`` tests without the compiler."""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+
+def _has_cuda() -> bool:
+    try:
+        import pycuda.driver as drv  # noqa: F401
+
+        drv.init()
+        return drv.Device.count() > 0
+    except Exception:
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    cuda = None
+    nvcc = shutil.which("nvcc") is not None
+    for item in items:
+        if "cuda" in item.keywords:
+            if cuda is None:
+                cuda = _has_cuda()
+            if not cuda:
+                item.add_marker(pytest.mark.skip(reason="needs an NVIDIA GPU with pycuda"))
+        if "nvcc" in item.keywords and not nvcc:
+            item.add_marker(pytest.mark.skip(reason="needs nvcc on the PATH"))
+
+
+@pytest.fixture
+def tiny_cnn_path() -> str:
+    return os.path.join(ROOT, "models", "data", "tiny_cnn.onnx")
