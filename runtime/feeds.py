@@ -60,7 +60,8 @@ def check_value(v: Value, x: Any, bound: dict[str, tuple[int, str]]) -> Any:
     if isinstance(t, SequenceType):
         if not isinstance(x, (list, tuple)):
             raise FeedError(f"input '{v.name}': expected a sequence ({t}), got {_describe(x)}")
-        return [check_value(Value(f"{v.name}[{i}]", t.elem), e, bound) for i, e in enumerate(x)]
+        # The tensors of a sequence may differ in size: a symbol binds within one element, not across them.
+        return [check_value(Value(f"{v.name}[{i}]", t.elem), e, dict(bound)) for i, e in enumerate(x)]
     if not isinstance(t, TensorType):
         return x
     if not isinstance(x, np.ndarray):

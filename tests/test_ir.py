@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import graphc.ops  # noqa: F401  (registers ops and the type checker used by verify)
+import graphc.ops.interpret
 from graphc.errors import InvalidGraphError, ShapeError
 from graphc.ir import DType, Graph, Node, TensorType, Value
 from graphc.passes import infer_shapes
@@ -126,3 +127,28 @@ def test_dtype_roundtrip():
         assert DType.from_np(d.np) is d
     assert DType.from_np(np.dtype(object)) is DType.string
     assert str(TensorType(DType.float32, None)) == "float32[...]"
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_shape = st.lists(st.sampled_from([1, 2, 3, 5]), min_size=0, max_size=4)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_shape, _shape)
+def test_broadcast_inference_agrees_with_numpy(a, b):
+    g = Graph()
+    x = g.add_input("x", TensorType(DType.float32, tuple(a)))
+    y = g.add_input("y", TensorType(DType.float32, tuple(b)))
+    g.outputs = g.add_node("Add", [x, y], name="add").outputs
+    try:
+        expected = np.broadcast_shapes(tuple(a), tuple(b))
+    except ValueError:
+        with pytest.raises(ShapeError, match="cannot broadcast"):
+            infer_shapes(g)
+        return
+    infer_shapes(g)
+    assert g.outputs[0].type.shape == expected
+    out = graphc.ops.interpret.run_graph(g, {x: np.ones(a, np.float32), y: np.ones(b, np.float32)})
+    assert out[0].shape == expected

@@ -115,7 +115,8 @@ def tensor_to_array(t: TensorProto, model_dir: str | None = None, label: str = "
     except Exception as e:
         raise ModelLoadError(f"{label}: tensor '{t.name}' ({DType(t.data_type).name}{list(t.dims)}) cannot be "
                              f"decoded: {e}") from None
-    return np.ascontiguousarray(arr) if isinstance(arr, np.ndarray) else arr
+    # np.ascontiguousarray turns a 0-d array into shape (1,): keep scalars scalar.
+    return np.ascontiguousarray(arr).reshape(arr.shape) if isinstance(arr, np.ndarray) else arr
 
 
 def sparse_to_array(sp, model_dir, label) -> np.ndarray:
@@ -170,7 +171,8 @@ class _Importer:
         self.functions = {(f.domain, f.name): f for f in model.functions}
         self.missing: dict[tuple[str, str, int], list[str]] = {}
         self.expanded: dict[str, int] = {}
-        self._symbols = None
+        # The graphs being imported, outermost first: _stack[i] owns scope level i of `outer + [scope]`.
+        self._stack: list[Graph] = []
 
     # -- graphs --
     def import_graph(self, gp: onnx.GraphProto, outer: list[dict[str, Value]], parent: Graph | None) -> Graph:
@@ -178,6 +180,13 @@ class _Importer:
         g.opset = dict(self.opsets)
         if parent is not None:
             g._symbols = parent._symbols
+        self._stack.append(g)
+        try:
+            return self._fill_graph(g, gp, outer)
+        finally:
+            self._stack.pop()
+
+    def _fill_graph(self, g: Graph, gp: onnx.GraphProto, outer: list[dict[str, Value]]) -> Graph:
         scope: dict[str, Value] = {}
         init_names = set()
         for t in gp.initializer:
@@ -218,13 +227,16 @@ class _Importer:
         return g
 
     def _resolve(self, name: str, scope, outer, g: Graph, node_proto) -> Value | None:
+        """The Value a name refers to; a value of an enclosing graph becomes a capture of every graph
+        between the one that defines it and this one."""
         if name in scope:
             return scope[name]
-        for level in reversed(outer):
-            if name in level:
-                v = level[name]
-                if v not in g.captures:
-                    g.captures.append(v)
+        for level in range(len(outer) - 1, -1, -1):
+            if name in outer[level]:
+                v = outer[level][name]
+                for inner in self._stack[level + 1:]:
+                    if v not in inner.captures:
+                        inner.captures.append(v)
                 return v
         return None
 
@@ -277,10 +289,10 @@ class _Importer:
             self._inline_function(g, np_, fn, inputs, scope, outer, name)
             return
         if op is None:
-            body = _onnx_function_body(np_, opset, domain, inputs)
+            body, defaults = _onnx_function_body(np_, opset, domain, inputs)
             if body is not None:
                 self.expanded[np_.op_type] = self.expanded.get(np_.op_type, 0) + 1
-                self._inline_function(g, np_, body, inputs, scope, outer, name)
+                self._inline_function(g, np_, body, inputs, scope, outer, name, defaults)
                 return
         outputs = []
         for o in np_.output:
@@ -306,13 +318,15 @@ class _Importer:
             self.missing.setdefault((domain, np_.op_type, opset), []).append(name)
             g.nodes.append(node)
             return
+        original = dict(attrs)
+        op.upgrade(node, g, opset)  # first: an older opset may spell an attribute with another type
         for a in np_.attribute:
             spec = op.attrs.get(a.name)
             got = _ATTR_KIND.get(a.type, "undefined")
-            if spec is not None and spec.type != got:
+            unchanged = a.name in node.attrs and node.attrs[a.name] is original[a.name]
+            if spec is not None and unchanged and spec.type != got:
                 raise OpAttributeError(f"{self.label}: {node_label(node)}: attribute '{a.name}' must be of type "
                                        f"{spec.type}, got {got}")
-        op.upgrade(node, g, opset)
         op.complete_attrs(node)
         op.check_arity(node)
         g.nodes.append(node)
@@ -349,9 +363,10 @@ class _Importer:
 
     # -- functions --
     def _inline_function(self, g: Graph, call: onnx.NodeProto, fn: onnx.FunctionProto, inputs, scope, outer,
-                         name: str) -> None:
+                         name: str, defaults: dict | None = None) -> None:
         """Expand a function call into its body, renaming the body's values under the call's name."""
-        attrs = {a.name: a for a in fn.attribute_proto}
+        attrs = dict(defaults or {})
+        attrs.update({a.name: a for a in fn.attribute_proto})
         attrs.update({a.name: a for a in call.attribute})
         local: dict[str, Value] = {}
         for formal, actual in zip(fn.input, inputs):
@@ -369,6 +384,9 @@ class _Importer:
             for i, x in enumerate(nn.input):
                 if x and x not in local:
                     nn.input[i] = rename.get(x, x)
+            for a in nn.attribute:  # subgraphs may read the body's values from their enclosing scope
+                for sub in ([a.g] if a.type == AttributeProto.GRAPH else list(a.graphs)):
+                    _rename_captures(sub, rename)
             for i, x in enumerate(nn.output):
                 if x in out_names:
                     nn.output[i] = out_names[x]
@@ -389,11 +407,6 @@ class _Importer:
             del nn.attribute[:]
             nn.attribute.extend(new_attrs)
             body.append(nn)
-        # Body inputs that name formal parameters: bind directly.
-        for nn in body:
-            for i, x in enumerate(nn.input):
-                if x in local:
-                    pass
         fn_opsets = {canonical_domain(o.domain): int(o.version) for o in fn.opset_import}
         saved = dict(self.opsets)
         for k, v in fn_opsets.items():
@@ -420,8 +433,34 @@ def _decode(b: bytes) -> str:
         return b.decode("latin-1")
 
 
-def _onnx_function_body(np_: onnx.NodeProto, opset: int, domain: str, inputs) -> onnx.FunctionProto | None:
-    """The ONNX-defined function body of a standard op, when ONNX defines the op as a function."""
+def _rename_captures(gp: onnx.GraphProto, rename: dict[str, str]) -> None:
+    """Rename, inside a subgraph (recursively), the outer values it reads that an inlined body renamed."""
+    local = {i.name for i in gp.input} | {t.name for t in gp.initializer} | {o for n in gp.node for o in n.output}
+    mapping = {k: v for k, v in rename.items() if k not in local}
+    for n in gp.node:
+        for i, x in enumerate(n.input):
+            if x in mapping:
+                n.input[i] = mapping[x]
+        for a in n.attribute:
+            for sub in ([a.g] if a.type == AttributeProto.GRAPH else list(a.graphs)):
+                _rename_captures(sub, mapping)
+    for o in gp.output:
+        if o.name in mapping:
+            o.name = mapping[o.name]
+
+
+def _onnx_function_body(np_: onnx.NodeProto, opset: int, domain: str, inputs):
+    """(body, attribute defaults) of a standard op that ONNX defines as a function, else (None, None)."""
+    body = _function_proto(np_, opset, domain, inputs)
+    if body is None:
+        return None, None
+    schema = onnx.defs.get_schema(np_.op_type, opset, domain)
+    defaults = {k: a.default_value for k, a in schema.attributes.items()
+                if a.default_value.type != AttributeProto.UNDEFINED}
+    return body, defaults
+
+
+def _function_proto(np_: onnx.NodeProto, opset: int, domain: str, inputs) -> onnx.FunctionProto | None:
     try:
         schema = onnx.defs.get_schema(np_.op_type, opset, domain)
     except Exception:

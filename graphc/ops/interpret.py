@@ -24,11 +24,47 @@ def _describe(x: Any) -> str:
     return type(x).__name__
 
 
-def eval_node(node: Node, inputs: list, opdef=None) -> list:
-    """Evaluate one node on concrete inputs; returns one entry per declared output."""
+def outer_values(graph: Graph) -> list[Value]:
+    """The values that ``graph``'s nodes (and their subgraphs, at any depth) read but ``graph`` does not define.
+
+    For a well-formed body this is ``graph.captures`` plus what nested bodies take from scopes further out
+    (the importer lists a value only in the captures of the innermost graph that reads it).
+    """
+    defined = {id(v) for v in graph.inputs} | {id(v) for v in graph.constants.values()}
+    found: dict[int, Value] = {id(v): v for v in graph.captures if id(v) not in defined}
+    for node in graph.nodes:
+        for v in node.inputs:
+            if v is not None and id(v) not in defined:
+                found.setdefault(id(v), v)
+        for sub in node.subgraphs():
+            for v in outer_values(sub):
+                if id(v) not in defined:
+                    found.setdefault(id(v), v)
+        defined.update(id(v) for v in node.outputs if v is not None)
+    for v in graph.outputs:  # a body may return an enclosing value unchanged
+        if v is not None and id(v) not in defined:
+            found.setdefault(id(v), v)
+    return [v for k, v in found.items() if k not in defined]
+
+
+def node_captures(node: Node) -> list[Value]:
+    """The enclosing-scope values a node's subgraphs read (empty for a node without subgraphs)."""
+    seen: dict[int, Value] = {}
+    for sub in node.subgraphs():
+        for v in outer_values(sub):
+            seen.setdefault(id(v), v)
+    return list(seen.values())
+
+
+def eval_node(node: Node, inputs: list, opdef=None, outer: dict[Value, Any] | None = None) -> list:
+    """Evaluate one node on concrete inputs; returns one entry per declared output.
+
+    ``outer`` (for nodes with subgraphs: If, Loop, Scan...) maps each value of ``node_captures(node)``
+    to its array; it reaches the op's ``eval`` as the keyword ``outer``.
+    """
     op = opdef or get_opdef(node)
     try:
-        result = op.eval(node, *inputs)
+        result = op.eval(node, *inputs) if outer is None else op.eval(node, *inputs, outer=outer)
     except GraphcError:
         raise
     except Exception as e:
@@ -49,7 +85,15 @@ def run_graph(graph: Graph, feeds: dict[Value, Any], outer: dict[Value, Any] | N
     env.update(feeds)
     for node in graph.nodes:
         args = [env[v] if v is not None else None for v in node.inputs]
-        outs = eval_node(node, args)
+        outer_env = None
+        if node.subgraphs():
+            caps = node_captures(node)
+            missing = [v.name for v in caps if v not in env and v.data is None]
+            if missing:
+                raise ExecutionError(f"{node_label(node)}: its subgraph reads {', '.join(missing)}, which the "
+                                     f"enclosing graphs do not provide")
+            outer_env = {v: env[v] if v in env else v.data for v in caps}
+        outs = eval_node(node, args, outer=outer_env)
         for v, x in zip(node.outputs, outs):
             if v is not None:
                 env[v] = x

@@ -146,10 +146,19 @@ def get_opdef(node: Node) -> OpDef:
 class InferContext:
     """What an OpDef's ``infer`` sees: the node, its input types, known constant inputs, attributes."""
 
-    def __init__(self, node: Node, graph: Graph, known: dict[int, np.ndarray] | None = None):
+    def __init__(self, node: Node, graph: Graph, known: dict[int, np.ndarray] | None = None,
+                 infer_graph: Callable[[Graph], Any] | None = None, symbolic: dict | None = None):
         self.node = node
         self.graph = graph
         self._known = known or {}
+        #: Integer values known only in part (e.g. ``Shape`` of a tensor with symbolic dims), by id(value):
+        #: tuples whose entries are ints, dim symbols, or None (unknown). See ``sym``.
+        self._symbolic = symbolic if symbolic is not None else {}
+        #: What ``infer`` learned of its outputs' values (output index -> tuple), recorded by the pass.
+        self.produced_sym: dict[int, tuple] = {}
+        #: Infers a subgraph's types in place (given by the shape-inference pass; None elsewhere, and then
+        #: control-flow ops read the body's types as they are recorded).
+        self.infer_graph = infer_graph
 
     @property
     def n_inputs(self) -> int:
@@ -185,6 +194,27 @@ class InferContext:
         if v.data is not None:
             return v.data
         return self._known.get(id(v))
+
+    def sym(self, i: int) -> tuple | None:
+        """The flattened value of a small integer input (rank 0 or 1) as far as it is known, else None.
+
+        Entries are ints, dim symbols (the value equals that dim, as after ``Shape`` of a symbolic tensor),
+        or None (unknown). Shape-computing ops read their targets through this and propagate it with
+        ``set_sym``, so ``Reshape(x, Concat(Gather(Shape(x), 0), [-1]))`` keeps the symbol of x's dim 0.
+        """
+        c = self.const(i)
+        if c is not None:
+            if isinstance(c, np.ndarray) and c.dtype.kind in "iu" and c.ndim <= 1:
+                return tuple(int(x) for x in c.reshape(-1))
+            return None
+        if not self.has_input(i):
+            return None
+        return self._symbolic.get(id(self.node.inputs[i]))
+
+    def set_sym(self, k: int, dims) -> None:
+        """Record what is known of output k's (integer, rank <= 1) value: entries as in ``sym``."""
+        if dims is not None:
+            self.produced_sym[k] = tuple(dims)
 
     def attr(self, name: str, default: Any = None) -> Any:
         return self.node.attrs.get(name, default)

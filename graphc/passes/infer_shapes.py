@@ -49,20 +49,25 @@ def _type_of_array(x) -> TensorType | None:
     return None
 
 
-def infer_shapes(graph: Graph, known: dict | None = None) -> dict:
+def infer_shapes(graph: Graph, known: dict | None = None, symbolic: dict | None = None) -> dict:
     """Infer every value's type in place; returns the map of values known ahead of time (by id).
 
+    ``symbolic`` collects integer values known only in part (see ``InferContext.sym``).
     Raises ShapeError naming the node whose inputs contradict its rules.
     """
     known = {} if known is None else known
+    symbolic = {} if symbolic is None else symbolic
     for node in graph.nodes:
         op = lookup(node.domain, node.op_type)
         if op is None:
             continue
         inferred = None
+        ctx = None
         if op.infer is not None:
             try:
-                inferred = op.infer(InferContext(node, graph, known))
+                ctx = InferContext(node, graph, known, symbolic=symbolic,
+                                   infer_graph=lambda body: infer_shapes(body, dict(known), dict(symbolic)))
+                inferred = op.infer(ctx)
             except GraphcError:
                 raise
             except Exception as e:  # a bug or gap in an infer rule must not hide the model's real problem
@@ -77,6 +82,13 @@ def infer_shapes(graph: Graph, known: dict | None = None) -> dict:
             if v is None:
                 continue
             t = inferred[i] if i < len(inferred) else None
+            if (values is None or values[i] is None) and ctx is not None and i in ctx.produced_sym:
+                arr = _symbolic_to_array(ctx.produced_sym[i], t)
+                if arr is None:
+                    symbolic[id(v)] = ctx.produced_sym[i]
+                else:  # every entry is a number after all (e.g. the static dims of a symbolic shape)
+                    values = list(values) if values is not None else [None] * len(node.outputs)
+                    values[i] = arr
             if values is not None and values[i] is not None:
                 known[id(v)] = values[i]
                 t = _merge(t, _type_of_array(values[i]))
@@ -86,6 +98,18 @@ def infer_shapes(graph: Graph, known: dict | None = None) -> dict:
                                  f"but inferred as {t} ({why})")
             v.type = _merge(v.type, t)
     return known
+
+
+def _symbolic_to_array(dims: tuple, t) -> np.ndarray | None:
+    """A partly known value whose entries are all ints, as the array it is (rank and dtype from ``t``)."""
+    if not all(isinstance(d, int) for d in dims) or not isinstance(t, TensorType) or t.shape is None:
+        return None
+    dtype = t.dtype.np if t.dtype is not None and t.dtype.is_int else np.dtype(np.int64)
+    if len(t.shape) == 0 and len(dims) == 1:
+        return np.array(dims[0], dtype=dtype)
+    if len(t.shape) == 1 and (not isinstance(t.shape[0], int) or t.shape[0] == len(dims)):
+        return np.array(dims, dtype=dtype)
+    return None
 
 
 def _try_known(node, known: dict):

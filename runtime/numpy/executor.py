@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 from graphc.errors import GraphcError, UnsupportedOpError
 from graphc.ir import Graph, Value
 from graphc.ops import lookup
-from graphc.ops.interpret import eval_node
+from graphc.ops.interpret import eval_node, node_captures, outer_values
 
 from ..feeds import normalize_feeds
 
@@ -34,14 +34,21 @@ class NumpyExecutable:
         self._input_slots = [slot_of(v) for v in graph.inputs]
         self._const_slots = [(slot_of(v), v.data) for v in graph.constants.values()]
         # Values captured from an enclosing graph are fed like inputs (used when a body is prepared).
-        self._capture_slots = [slot_of(v) for v in graph.captures]
+        # Nested bodies may read values from further out than this graph's own captures list.
+        self._captures = list({id(v): v for v in list(graph.captures) + outer_values(graph)}.values())
+        self._capture_slots = [slot_of(v) for v in self._captures]
         steps = []
+        # For nodes with subgraphs (If, Loop, Scan): the enclosing values their bodies read, and their slots.
+        self._outer: dict[int, tuple[list[Value], list[int]]] = {}
         for node in graph.nodes:
             op = lookup(node.domain, node.op_type)
             if op is None:
                 missing.setdefault((node.domain, node.op_type, node.opset or 0), []).append(node.name)
             ins = [slot_of(v) if v is not None else -1 for v in node.inputs]
             outs = [slot_of(v) if v is not None else -1 for v in node.outputs]
+            if node.subgraphs():
+                caps = node_captures(node)
+                self._outer[len(steps)] = (caps, [slot_of(v) for v in caps])
             steps.append((node, op, ins, outs))
         if missing:
             raise UnsupportedOpError(missing, where=f"graph '{graph.name}'")
@@ -50,7 +57,7 @@ class NumpyExecutable:
         keep = set(self._output_slots) | {s for s, _ in self._const_slots}
         last_use: dict[int, int] = {}
         for i, (_, _, ins, _) in enumerate(steps):
-            for s in ins:
+            for s in ins + (self._outer[i][1] if i in self._outer else []):  # a body's captures are reads too
                 if s >= 0:
                     last_use[s] = i
         frees: list[list[int]] = [[] for _ in steps]
@@ -61,7 +68,8 @@ class NumpyExecutable:
             for s in outs:
                 if s >= 0 and s not in last_use and s not in keep:
                     frees[i].append(s)
-        self._steps = [(node, op, ins, outs, frees[i]) for i, (node, op, ins, outs) in enumerate(steps)]
+        self._steps = [(node, op, ins, outs, frees[i], self._outer.get(i))
+                       for i, (node, op, ins, outs) in enumerate(steps)]
         self._n_slots = len(self._values)
 
     def run(self, feeds: Mapping[str, Any] | Sequence[Any], outer: Mapping[Value, Any] | None = None) -> list:
@@ -71,13 +79,17 @@ class NumpyExecutable:
             env[s] = data
         for v, s in zip(self.graph.inputs, self._input_slots):
             env[s] = checked[v]
-        if self._capture_slots:
-            if outer is None:
-                raise GraphcError(f"graph '{self.graph.name}' uses values of an enclosing graph; run it from there")
-            for v, s in zip(self.graph.captures, self._capture_slots):
+        for v, s in zip(self._captures, self._capture_slots):
+            if outer is not None and v in outer:
                 env[s] = outer[v]
-        for node, op, ins, outs, frees in self._steps:
-            results = eval_node(node, [env[s] if s >= 0 else None for s in ins], op)
+            elif v.data is not None:
+                env[s] = v.data
+            else:
+                raise GraphcError(f"graph '{self.graph.name}' uses '{v.name}' of an enclosing graph; "
+                                  f"run it from there")
+        for node, op, ins, outs, frees, caps in self._steps:
+            outer_env = None if caps is None else {v: env[s] for v, s in zip(*caps)}
+            results = eval_node(node, [env[s] if s >= 0 else None for s in ins], op, outer_env)
             for s, x in zip(outs, results):
                 if s >= 0:
                     env[s] = x
