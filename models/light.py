@@ -54,6 +54,9 @@ def with_random_weights(model, seed: int = 0):
     """A copy whose 0.02 weights (ConstantOfShape nodes) are seeded He-scaled random initializers,
     and the seeded random positive values to feed its other inputs (BatchNorm scale/bias/mean/var, data).
 
+    The input of a final Softmax (the logits) becomes a second output, so a comparison sees values
+    that are not squashed into near-uniform or near-one-hot probabilities.
+
     Returns (model, feeds as a list in input order)."""
     import onnx
     from onnx import numpy_helper
@@ -63,13 +66,17 @@ def with_random_weights(model, seed: int = 0):
     m.CopyFrom(model)
     g = m.graph
     inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    uses = {(i, n.op_type, k) for n in g.node for k, i in enumerate(n.input)}
+    positive = {i for i, op, k in uses if op == "BatchNormalization" and k in (1, 4)}  # scale, variance
     keep = []
     for node in g.node:
         if node.op_type == "ConstantOfShape" and node.input[0] in inits:
             shape = tuple(int(d) for d in inits[node.input[0]])
             fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
-            w = (rng.standard_normal(shape) * np.sqrt(2.0 / max(fan_in, 1))).astype(np.float32)
-            if len(shape) == 1:
+            w = (rng.standard_normal(shape) * np.sqrt(1.0 / max(fan_in, 1))).astype(np.float32)
+            if node.output[0] in positive:
+                w = rng.uniform(0.5, 1.5, size=shape).astype(np.float32)
+            elif len(shape) == 1:
                 w = (rng.standard_normal(shape) * 0.1).astype(np.float32)
             g.initializer.append(numpy_helper.from_array(w, node.output[0]))
         else:
@@ -78,8 +85,16 @@ def with_random_weights(model, seed: int = 0):
     g.node.extend(keep)
     used = {i for n in g.node for i in n.input}
     live = [t for t in g.initializer if t.name in used or t.name in {o.name for o in g.output}]
+    dropped = {t.name for t in g.initializer} - {t.name for t in live}
     del g.initializer[:]
     g.initializer.extend(live)
+    inputs = [vi for vi in g.input if vi.name not in dropped]  # IR 3 lists initializers as inputs too
+    del g.input[:]
+    g.input.extend(inputs)
+    outs = {o.name for o in g.output}
+    for node in g.node:
+        if node.op_type == "Softmax" and node.output[0] in outs:
+            g.output.append(onnx.helper.make_tensor_value_info(node.input[0], onnx.TensorProto.FLOAT, None))
     init_names = {t.name for t in g.initializer}
     feeds = []
     for vi in g.input:
