@@ -87,8 +87,6 @@ def test_attribute_of_wrong_type():
     node.attribute.append(helper.make_attribute("axis", 1.5))
     m = make_model([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
                    [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
-    if graphc_lacks("Softmax"):
-        pytest.skip("Softmax not registered")
     with pytest.raises(OpAttributeError, match=r"Softmax node 'sm': attribute 'axis' must be of type int, got float"):
         import_model(m)
 
@@ -99,12 +97,6 @@ def test_unknown_attribute():
                    [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
     with pytest.raises(OpAttributeError, match=r"Relu node 'r': unknown attribute 'alpha'"):
         import_model(m)
-
-
-def graphc_lacks(op: str) -> bool:
-    from graphc.ops import lookup
-
-    return lookup("", op) is None
 
 
 def _external_model(tmp_path, location: str, offset=None, length=None):
@@ -226,3 +218,11 @@ def test_cli_bad_feed_exit_2(tmp_path, capsys):
     rc = cli_main(["run", str(mp), "--input", f"x={arr}"])
     err = capsys.readouterr().err
     assert rc == 2 and "input 'x': expected element type float32" in err
+
+
+def test_internal_marker_attribute_refused():
+    node = helper.make_node("Softmax", ["x"], ["y"], name="sm", legacy_coerce_2d=1)
+    m = make_model([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    with pytest.raises(OpAttributeError, match=r"Softmax node 'sm': 'legacy_coerce_2d' is not an ONNX attribute"):
+        import_model(m)

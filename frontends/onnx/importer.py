@@ -324,6 +324,9 @@ class _Importer:
             spec = op.attrs.get(a.name)
             got = _ATTR_KIND.get(a.type, "undefined")
             unchanged = a.name in node.attrs and node.attrs[a.name] is original[a.name]
+            if spec is not None and spec.internal:
+                raise OpAttributeError(f"{self.label}: {node_label(node)}: '{a.name}' is not an ONNX attribute of "
+                                       f"{np_.op_type} (graphc uses it internally to keep an older opset's meaning)")
             if spec is not None and unchanged and spec.type != got:
                 raise OpAttributeError(f"{self.label}: {node_label(node)}: attribute '{a.name}' must be of type "
                                        f"{spec.type}, got {got}")

@@ -422,7 +422,7 @@ register(OpDef("Scan", eval=_scan_eval, infer=_scan_infer, kind=Kind.OPAQUE, fam
                       "scan_input_axes": Attr("ints"), "scan_input_directions": Attr("ints"),
                       "scan_output_axes": Attr("ints"), "scan_output_directions": Attr("ints"),
                       # internal: set by the opset-8 upgrade (batch axis 0, input 0 is sequence_lens)
-                      "legacy_batched": Attr("int", 0)},
+                      "legacy_batched": Attr("int", 0, internal=True)},
                inputs=(1, 2**31), outputs=(1, 2**31), upgrades={9: _scan_upgrade_8},
                doc="Iterates a body over slices of scan inputs, carrying state and stacking outputs."))
 

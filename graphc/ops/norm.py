@@ -296,7 +296,7 @@ def _upgrade_groupnorm_affine(node: Node, graph: Graph) -> None:
 
 register(OpDef("GroupNormalization", eval=_groupnorm_eval, infer=infer_groupnorm,
                attrs={"num_groups": Attr("int", REQUIRED), "epsilon": Attr("float", 1e-5),
-                      "stash_type": Attr("int", 1), LEGACY_GROUP_AFFINE: Attr("int")},
+                      "stash_type": Attr("int", 1), LEGACY_GROUP_AFFINE: Attr("int", internal=True)},
                kind=Kind.OPAQUE, inputs=(3, 3), upgrades={21: _upgrade_groupnorm_affine}, family=FAMILY))
 
 
@@ -439,6 +439,6 @@ def _upgrade_dropout_ratio(node: Node, graph: Graph) -> None:
 
 
 register(OpDef("Dropout", eval=_dropout_eval, infer=infer_dropout,
-               attrs={"seed": Attr("int"), LEGACY_FLOAT_MASK: Attr("int")},
+               attrs={"seed": Attr("int"), LEGACY_FLOAT_MASK: Attr("int", internal=True)},
                kind=Kind.OPAQUE, inputs=(1, 3), outputs=(1, 2), family=FAMILY,
                upgrades={7: _upgrade_dropout_is_test, 10: _upgrade_dropout_mask, 12: _upgrade_dropout_ratio}))

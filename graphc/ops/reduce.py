@@ -263,7 +263,7 @@ def upgrade_coerce_2d(node: Node, graph: Graph) -> None:
 
 for _name, _fn in (("Softmax", _softmax), ("LogSoftmax", _log_softmax), ("Hardmax", _hardmax)):
     register(OpDef(_name, eval=_softmax_like_eval(_fn), infer=infer_softmax_like,
-                   attrs={"axis": Attr("int", -1), LEGACY_COERCE_2D: Attr("int")}, kind=Kind.OPAQUE,
+                   attrs={"axis": Attr("int", -1), LEGACY_COERCE_2D: Attr("int", internal=True)}, kind=Kind.OPAQUE,
                    inputs=(1, 1), upgrades={13: upgrade_coerce_2d}, family=FAMILY))
 
 

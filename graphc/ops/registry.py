@@ -40,10 +40,15 @@ ATTR_TYPES = ("int", "float", "string", "ints", "floats", "strings", "tensor", "
 
 @dataclass(frozen=True)
 class Attr:
-    """An attribute's schema: its type (one of ATTR_TYPES) and default (None: optional, no default)."""
+    """An attribute's schema: its type (one of ATTR_TYPES) and default (None: optional, no default).
+
+    ``internal`` marks an attribute graphc sets itself (an upgrade's marker for an older opset's
+    semantics): a model may not carry it.
+    """
 
     type: str
     default: Any = None
+    internal: bool = False
 
     def __post_init__(self):
         assert self.type in ATTR_TYPES, self.type
