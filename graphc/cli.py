@@ -76,6 +76,8 @@ def _type_json(t):
 
 def graph_summary(graph) -> dict:
     """The machine-readable form of ``graphc show --json`` (stable keys)."""
+    from .passes.stats import parameter_count
+
     def val(v):
         d = {"name": v.name}
         d.update(_type_json(v.type))
@@ -102,7 +104,7 @@ def graph_summary(graph) -> dict:
                   for n in graph.nodes],
         "op_histogram": graph.op_histogram(),
         "node_count": len(graph.nodes),
-        "parameter_count": graph.parameter_count(),
+        "parameter_count": parameter_count(graph),
         "constant_count": len(graph.constants),
         "metadata": dict(sorted(graph.metadata.items())),
     }
@@ -113,9 +115,11 @@ def cmd_show(args) -> int:
     if args.json:
         print(json.dumps(graph_summary(graph), indent=1, sort_keys=False))
         return 0
+    from .passes.stats import parameter_count
+
     print(graph)
     print()
-    print(f"{len(graph.nodes)} nodes, {len(graph.constants)} constants, {graph.parameter_count():,} parameters")
+    print(f"{len(graph.nodes)} nodes, {len(graph.constants)} constants, {parameter_count(graph):,} parameters")
     print("ops:")
     for op, n in graph.op_histogram().items():
         print(f"  {n:6d}  {op}")
@@ -199,8 +203,9 @@ def _summary(x) -> str:
         more = ", ..." if x.size > 5 else ""
         s = (f"{head}: min {xf.min():.6g}, max {xf.max():.6g}, mean {xf.mean():.6g}, std {xf.std():.6g}; "
              f"[{first}{more}]")
-        if x.size > 1 and x.dtype.kind == "f":
-            s += f"; argmax {int(np.argmax(flat))}"
+        if x.ndim >= 1 and x.shape[-1] > 1 and x.dtype.kind == "f":
+            am = np.argmax(x, axis=-1).reshape(-1)
+            s += f"; argmax over the last axis [{', '.join(map(str, am[:8].tolist()))}{', ...' if am.size > 8 else ''}]"
         return s
     return head
 
@@ -279,6 +284,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("graphc: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
 
 
 if __name__ == "__main__":

@@ -34,6 +34,9 @@ def test_show_json_is_stable(capsys):
     assert data["op_histogram"]["Conv"] == 53
     assert data["outputs"] == [{"name": "gpu_0/softmax_1", "dtype": "float32", "shape": [1, 1000]}]
     assert data["node_count"] == len(data["nodes"])
+    # The weights are ConstantOfShape outputs here, not initializers: they still count as parameters
+    # (conv and fc weights plus the BatchNorm statistics made that way), the shape tensors do not.
+    assert data["parameter_count"] == 25_610_154
 
 
 def test_check_resnet(capsys):

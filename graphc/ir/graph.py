@@ -73,8 +73,8 @@ class Node:
 
 def _format_attr(v: Any) -> str:
     if isinstance(v, np.ndarray):
-        if v.size <= 8:
-            return f"tensor({v.tolist()!r})"
+        if v.size <= 8 and v.dtype != object:
+            return f"tensor({np.array2string(v.reshape(-1), separator=', ')})"
         return f"tensor<{DType.from_np(v.dtype).name}{list(v.shape)}>"
     if isinstance(v, Graph):
         return f"graph<{v.name}: {len(v.nodes)} nodes>"

@@ -27,8 +27,8 @@ def _describe(x: Any) -> str:
 def outer_values(graph: Graph) -> list[Value]:
     """The values that ``graph``'s nodes (and their subgraphs, at any depth) read but ``graph`` does not define.
 
-    For a well-formed body this is ``graph.captures`` plus what nested bodies take from scopes further out
-    (the importer lists a value only in the captures of the innermost graph that reads it).
+    The importer lists such values in ``graph.captures`` at every level; this walk also covers graphs
+    built by hand whose captures are incomplete.
     """
     defined = {id(v) for v in graph.inputs} | {id(v) for v in graph.constants.values()}
     found: dict[int, Value] = {id(v): v for v in graph.captures if id(v) not in defined}
