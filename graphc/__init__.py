@@ -7,31 +7,40 @@ import ``graphc.ir`` and ``graphc.ops`` without a circular import.
 from __future__ import annotations
 
 from .errors import (ExecutionError, ExternalDataError, FeedError, GraphcError, InvalidGraphError,
-                     ModelLoadError, OpAttributeError, ShapeError, UnsupportedOpError)
-from .ir import DType, Graph, Node, TensorType, Value
+                     ModelLoadError, OpAttributeError, ResourceLimitError, ShapeError, UnsupportedOpError)
+from .ir import DType, Node, TensorType, Value
+from .ir import Graph as IRGraph  # gc.Graph is the DSL's subclass (lazy, below)
 from .ir.dtypes import (bfloat16, bool, float16, float32, float64, int8, int16, int32, int64, string,  # noqa: A004
                         uint8, uint16, uint32, uint64)
 
 __version__ = "0.1.0"
 
 
-def import_onnx(source, infer: bool = True) -> Graph:
-    """Import an ONNX model (path, bytes or ModelProto) as a Graph with inferred types."""
+def import_onnx(source, infer: bool = True, memory_limit: int | str | None = None) -> IRGraph:
+    """Import an ONNX model (path, bytes or ModelProto) as a Graph with inferred types.
+
+    ``memory_limit`` (bytes, or e.g. ``"2GB"``) bounds each tensor; see graphc/limits.py for the default.
+    """
     from frontends.onnx import import_model
 
-    return import_model(source, infer=infer)
+    return import_model(source, infer=infer, memory_limit=memory_limit)
 
 
-def prepare(graph: Graph, backend: str = "numpy"):
-    """Make a graph ready to run on a backend: returns an Executable with ``run(feeds) -> outputs``."""
+def prepare(graph: IRGraph, backend: str = "numpy", memory_limit: int | str | None = None):
+    """Make a graph ready to run on a backend: returns an Executable with ``run(feeds) -> outputs``.
+
+    ``memory_limit`` bounds each tensor the run would create (graphc/limits.py; default from the environment).
+    """
     from runtime import get_backend
 
-    return get_backend(backend).prepare(graph)
+    if memory_limit is None:
+        return get_backend(backend).prepare(graph)
+    return get_backend(backend).prepare(graph, memory_limit=memory_limit)
 
 
 def run(model, feeds, backend: str = "numpy") -> list:
     """Import (if given a model rather than a Graph), prepare and run once; returns the outputs."""
-    graph = model if isinstance(model, Graph) else import_onnx(model)
+    graph = model if isinstance(model, IRGraph) else import_onnx(model)
     return prepare(graph, backend).run(feeds)
 
 
@@ -39,6 +48,9 @@ _LAZY = {
     "infer_shapes": ("graphc.passes", "infer_shapes"),
     "ops": ("graphc.ops", None),
     "onnx_backend": ("frontends.onnx.backend", None),
+    "Session": ("runtime.session", "Session"),
+    "progress": ("runtime.session", "progress"),
+    "export_onnx": ("frontends.onnx.exporter", "export_onnx"),
 }
 
 
@@ -49,9 +61,14 @@ def __getattr__(name: str):
         mod, attr = _LAZY[name]
         m = importlib.import_module(mod)
         return m if attr is None else getattr(m, attr)
+    if not name.startswith("__"):  # the DSL: gc.Graph, gc.placeholder, gc.nn, gc.optim, gc.exp, ...
+        import frontends.dsl as dsl
+
+        if name in dsl.__all__:
+            return getattr(dsl, name)
     raise AttributeError(f"module 'graphc' has no attribute '{name}'")
 
 
 __all__ = ["DType", "ExecutionError", "ExternalDataError", "FeedError", "Graph", "GraphcError", "InvalidGraphError",
-           "ModelLoadError", "Node", "OpAttributeError", "ShapeError", "TensorType", "UnsupportedOpError", "Value",
+           "ModelLoadError", "Node", "OpAttributeError", "ResourceLimitError", "ShapeError", "TensorType", "UnsupportedOpError", "Value",
            "import_onnx", "prepare", "run"]

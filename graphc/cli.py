@@ -1,4 +1,4 @@
-"""The ``graphc`` command line: show, run and check ONNX models.
+"""The ``graphc`` command line: compile, show, run, check, profile and benchmark ONNX models.
 
 Errors print as one paragraph and exit with status 2 (``--debug`` shows the traceback);
 ``graphc check`` exits 1 when the model uses unsupported operators.
@@ -110,8 +110,41 @@ def graph_summary(graph) -> dict:
     }
 
 
+def stage_graph(graph, stage: str):
+    """The graph at a compiler stage (imported, simplified, fused, planned) and a report to print after it."""
+    if stage == "imported":
+        return graph, None
+    if stage == "simplified":
+        from .passes import simplify
+
+        return graph, simplify(graph, level=2)
+    from .compiler import compile
+
+    plan = compile(graph, level=2, until=stage)
+    return plan.graph, plan.stage_report(stage)
+
+
+def load_plan_arg(args):
+    """The saved plan ``args.model`` names, with --set bound (--input-shape belongs to compiling)."""
+    from .plan import load_plan
+
+    if getattr(args, "input_shape", None):
+        raise GraphcError(f"{args.model} is a compiled plan: its input shapes were fixed when it was compiled; "
+                          f"give --input-shape to `graphc compile` instead")
+    plan = load_plan(args.model)
+    return plan.bind(_parse_sets(args.set)) if getattr(args, "set", None) else plan
+
+
 def cmd_show(args) -> int:
-    graph = load_graph(args.model, args.set, args.input_shape)
+    from .plan import is_plan
+
+    if is_plan(args.model):
+        plan = load_plan_arg(args)
+        args.stage = "planned"
+        graph, stage_report = plan.graph, plan.stage_report("planned")
+    else:
+        graph = load_graph(args.model, args.set, args.input_shape)
+        graph, stage_report = stage_graph(graph, getattr(args, "stage", "imported"))
     if args.json:
         print(json.dumps(graph_summary(graph), indent=1, sort_keys=False))
         return 0
@@ -123,6 +156,9 @@ def cmd_show(args) -> int:
     print("ops:")
     for op, n in graph.op_histogram().items():
         print(f"  {n:6d}  {op}")
+    if stage_report is not None:
+        print(f"\nstage {args.stage}:")
+        print(stage_report)
     return 0
 
 
@@ -213,7 +249,13 @@ def _summary(x) -> str:
 def cmd_run(args) -> int:
     from runtime import get_backend
 
-    graph = load_graph(args.model, args.set, args.input_shape)
+    from .plan import is_plan
+
+    if is_plan(args.model):  # a compiled plan runs as saved: nothing is optimized again
+        runnable = load_plan_arg(args)
+        graph = runnable.graph
+    else:
+        graph = runnable = load_graph(args.model, args.set, args.input_shape)
     feeds = random_feeds(graph, args.seed) if args.random_inputs else {}
     for item in args.input or []:
         name, sep, path = item.partition("=")
@@ -221,7 +263,11 @@ def cmd_run(args) -> int:
             raise GraphcError(f"--input expects NAME=FILE.npy, got '{item}'")
         feeds[name] = _load_array(path, name)
     t0 = time.perf_counter()
-    exe = get_backend(args.backend).prepare(graph)
+    options = {"check_memory": True} if args.check_memory else {}
+    if args.check_memory and runnable is graph:
+        raise GraphcError("--check-memory checks a compiled plan's buffer assignment: run a file written by "
+                          "`graphc compile`")
+    exe = get_backend(args.backend).prepare(runnable, **options)
     t1 = time.perf_counter()
     outputs = exe.run(feeds)
     t2 = time.perf_counter()
@@ -239,6 +285,82 @@ def cmd_run(args) -> int:
     return 0
 
 
+# ---- compile ----------------------------------------------------------------------------------
+def cmd_compile(args) -> int:
+    from frontends.onnx import import_model
+
+    from .compiler import compile
+
+    t0 = time.perf_counter()
+    graph = import_model(args.model, infer=False)
+    try:
+        plan = compile(graph, level=args.level, input_shapes=_parse_shapes(args.input_shape),
+                       sets=_parse_sets(args.set), source=os.path.basename(args.model))
+    except GraphcError as e:
+        raise type(e)(f"{args.model}: {e}") from None
+    plan.save(args.output)
+    print(plan.summary())
+    if args.explain_fusion:
+        print(plan.fusion.explain() if plan.fusion is not None else f"fusion does not run at -O{args.level}")
+    print(f"wrote {args.output} ({os.path.getsize(args.output):,} bytes) in {time.perf_counter() - t0:.2f} s",
+          file=sys.stderr)
+    return 0
+
+
+# ---- profile and bench ------------------------------------------------------------------------
+def prepare_compiled(graph, level: int, backend: str = "numpy"):
+    """(executable, how it was made) for ``graph`` compiled by graphc.compiler at ``level``; the imported
+    graph runs as it is while graphc.compiler does not exist, and a plan's graph while the backend
+    does not take a Plan."""
+    from runtime import get_backend
+
+    try:
+        from .compiler import compile
+    except ModuleNotFoundError as e:
+        if e.name != "graphc.compiler":
+            raise
+        return get_backend(backend).prepare(graph), "unoptimized: graphc.compiler is not available"
+    plan = compile(graph, level=level)
+    try:
+        return get_backend(backend).prepare(plan), f"-O{level}"
+    except (AttributeError, TypeError):
+        return get_backend(backend).prepare(plan.graph), f"-O{level}, plan.graph (the backend does not take a Plan)"
+
+
+def cmd_profile(args) -> int:
+    from .profile import profile
+
+    graph = load_graph(args.model, args.set, args.input_shape)
+    feeds = {}
+    for item in args.input or []:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise GraphcError(f"--input expects NAME=FILE.npy, got '{item}'")
+        feeds[name] = _load_array(path, name)
+    if any(v.name not in feeds for v in graph.inputs):
+        feeds = {**random_feeds(graph, args.seed), **feeds}
+    exe, how = prepare_compiled(graph, args.level)
+    prof = profile(exe, feeds, repeats=args.repeats, warmup=args.warmup,
+                   title=f"{os.path.basename(args.model)} ({how}, numpy backend)")
+    print(prof.table(top=None if args.top <= 0 else args.top))
+    if args.trace:
+        prof.write_trace(args.trace)
+        print(f"wrote {args.trace} (Chrome trace JSON: open it in ui.perfetto.dev or chrome://tracing)",
+              file=sys.stderr)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    try:
+        from bench.cli import main as bench_main
+    except ModuleNotFoundError as e:
+        if e.name not in ("bench", "bench.cli"):
+            raise
+        raise GraphcError("graphc bench needs the bench package of a graphc source checkout "
+                          "(run it from the repository, or `python -m bench` there)") from None
+    return bench_main(args.bench_args, prog="graphc bench")
+
+
 # ---- entry point ------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="graphc", description="graphc: a static-graph compiler and runtime")
@@ -254,6 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("show", help="print the graph with inferred shapes, an ops histogram and parameter count")
     model_args(sp)
     sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.add_argument("--stage", choices=("imported", "simplified", "fused", "planned"), default="imported",
+                    help="show the graph after this compiler stage (default imported)")
     sp.set_defaults(fn=cmd_show)
 
     sp = sub.add_parser("run", help="run a model on inputs from .npy files or random inputs")
@@ -263,11 +387,43 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0, help="seed for --random-inputs (default 0)")
     sp.add_argument("--backend", default="numpy", help="runtime backend (default numpy)")
     sp.add_argument("--output-dir", help="save each output as NAME.npy here")
+    sp.add_argument("--check-memory", action="store_true",
+                    help="for a compiled plan: keep every value at its planned arena offset and check the sharing")
     sp.set_defaults(fn=cmd_run)
+
+    sp = sub.add_parser("compile", help="optimize a model into a plan saved as an ONNX file "
+                        "(fused groups as graphc-domain nodes, the plan facts in its metadata)")
+    model_args(sp)
+    sp.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="where to write the plan")
+    sp.add_argument("-O", dest="level", type=int, choices=(0, 1, 2), default=2,
+                    help="-O0: plan memory only; -O1: also simplify; -O2 (default): also fuse")
+    sp.add_argument("--explain-fusion", action="store_true", help="list the groups and why each unfused edge "
+                    "stayed (kind, shape, multiple consumers, graph output, size limit)")
+    sp.set_defaults(fn=cmd_compile)
 
     sp = sub.add_parser("check", help="list every unsupported op at once (exit 1 if any)")
     sp.add_argument("model", help="path to an .onnx model")
     sp.set_defaults(fn=cmd_check)
+
+    sp = sub.add_parser("profile", help="time every step of a model's run: time, share, FLOPs, bytes; "
+                        "--trace writes a Chrome trace")
+    model_args(sp)
+    sp.add_argument("-O", dest="level", type=int, choices=(0, 1, 2), default=2,
+                    help="optimization level when graphc.compiler is available (-O0, -O1, -O2; default 2)")
+    sp.add_argument("--input", action="append", metavar="NAME=FILE", help="an input from a .npy (or .pb) file "
+                    "(inputs not given get seeded random values)")
+    sp.add_argument("--seed", type=int, default=0, help="seed for the random inputs (default 0)")
+    sp.add_argument("--repeats", type=int, default=5, help="profiled runs; each step's median is shown (default 5)")
+    sp.add_argument("--warmup", type=int, default=1, help="unprofiled runs first (default 1)")
+    sp.add_argument("--top", type=int, default=25, help="show the N slowest steps (0: all; default 25)")
+    sp.add_argument("--trace", metavar="OUT.json", help="write every profiled run as Chrome trace JSON (Perfetto)")
+    sp.set_defaults(fn=cmd_profile)
+
+    sp = sub.add_parser("bench", help="benchmark against onnxruntime, tract and onnx's ReferenceEvaluator "
+                        "(the options of `python -m bench`; try `graphc bench --help`)", add_help=False,
+                        prefix_chars="\0")  # no options of its own: every argument goes on to the harness
+    sp.add_argument("bench_args", nargs=argparse.REMAINDER)
+    sp.set_defaults(fn=cmd_bench)
     return p
 
 

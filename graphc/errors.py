@@ -18,6 +18,10 @@ class ExternalDataError(ModelLoadError):
     """A tensor's external data is missing, escapes the model folder, or is out of range."""
 
 
+class PlanFormatError(ModelLoadError):
+    """A saved plan this graphc cannot read: another plan format, or ops this version does not know."""
+
+
 class InvalidGraphError(GraphcError):
     """The graph breaks a structural rule: undefined value, SSA violation, bad topological order."""
 
@@ -43,12 +47,24 @@ class ShapeError(GraphcError):
     """Type or shape inference found inputs that contradict an operator's rules."""
 
 
+class ResourceLimitError(GraphcError):
+    """A tensor would exceed the memory budget (graphc/limits.py); refused before allocating it."""
+
+
 class FeedError(GraphcError):
     """A value fed to a run has the wrong name, dtype or shape."""
 
 
 class ExecutionError(GraphcError):
     """An operator failed while running; the message names the node and its input types."""
+
+
+class GradientError(GraphcError):
+    """A gradient cannot be built: no path from a loss to a value, or a non-differentiable op cuts it."""
+
+
+class GraphBuildError(GraphcError):
+    """The Python DSL was used wrongly: no default graph, tensors of two graphs mixed, a bad argument."""
 
 
 def node_label(node) -> str:

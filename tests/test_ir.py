@@ -152,3 +152,14 @@ def test_broadcast_inference_agrees_with_numpy(a, b):
     assert g.outputs[0].type.shape == expected
     out = graphc.ops.interpret.run_graph(g, {x: np.ones(a, np.float32), y: np.ones(b, np.float32)})
     assert out[0].shape == expected
+
+
+def test_verify_accepts_variables():
+    g = Graph()
+    w = Value("w", TensorType(DType.float32, (3,)))
+    g.variables["w"] = w
+    x = g.add_input("x", TensorType(DType.float32, (3,)))
+    g.outputs = g.add_node("Mul", [x, w], name="mul").outputs
+    infer_shapes(g)
+    g.verify()
+    g.sort_topologically()

@@ -1,0 +1,19 @@
+"""The Python DSL: build graphc graphs with placeholders, variables, operators, layers and optimizers.
+
+``import graphc as gc`` re-exports these names (``gc.Graph``, ``gc.placeholder``, ``gc.nn.dense``,
+``gc.optim.Adam``...). Graphs built here are ordinary ``graphc.ir.Graph`` objects (a subclass that
+also records variables' initial values), run by ``gc.Session``.
+"""
+from __future__ import annotations
+
+from . import initializers, losses, nn, optim
+from .gradients import gradients
+from .graph import Graph, Operation, get_default_graph, group
+from .math import *  # noqa: F401,F403
+from .math import __all__ as _math_names
+from .tensor import Tensor, apply_op, as_tensor
+from .variables import Variable, assign, constant, placeholder
+
+__all__ = ["Graph", "Operation", "Tensor", "Variable", "apply_op", "as_tensor", "assign", "constant",
+           "get_default_graph", "gradients", "group", "initializers", "losses", "nn", "optim", "placeholder",
+           *_math_names]

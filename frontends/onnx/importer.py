@@ -18,6 +18,8 @@ from onnx import AttributeProto, TensorProto, numpy_helper
 from graphc.errors import (ExternalDataError, GraphcError, InvalidGraphError, ModelLoadError, OpAttributeError,
                            UnsupportedOpError, node_label)
 from graphc.ir import DType, Graph, Node, TensorType, Value
+from graphc.limits import check_size
+from graphc.limits import memory_limit as _memory_limit
 from graphc.ir.types import OptionalType, SequenceType
 from graphc.ops import lookup
 from graphc.ops.registry import canonical_domain
@@ -103,13 +105,16 @@ def _read_external(t: TensorProto, model_dir: str | None, label: str) -> TensorP
     return copy
 
 
-def tensor_to_array(t: TensorProto, model_dir: str | None = None, label: str = "model") -> np.ndarray:
-    if t.data_location == TensorProto.EXTERNAL:
-        t = _read_external(t, model_dir, label)
+def tensor_to_array(t: TensorProto, model_dir: str | None = None, label: str = "model", limit: int = 0) -> np.ndarray:
+    """Decode a TensorProto (reading external data from inside ``model_dir``); ``limit`` bounds its bytes."""
     try:
         DType(t.data_type)
     except ValueError:
         raise ModelLoadError(f"{label}: tensor '{t.name}' has unknown element type code {t.data_type}") from None
+    # Before reading or decoding anything: a few bytes of protobuf may declare dims of 10^18 elements.
+    check_size(f"{label}: tensor '{t.name}'", DType(t.data_type), [int(d) for d in t.dims], limit)
+    if t.data_location == TensorProto.EXTERNAL:
+        t = _read_external(t, model_dir, label)
     try:
         arr = numpy_helper.to_array(t)
     except Exception as e:
@@ -119,10 +124,24 @@ def tensor_to_array(t: TensorProto, model_dir: str | None = None, label: str = "
     return np.ascontiguousarray(arr).reshape(arr.shape) if isinstance(arr, np.ndarray) else arr
 
 
-def sparse_to_array(sp, model_dir, label) -> np.ndarray:
-    values = tensor_to_array(sp.values, model_dir, label)
-    indices = tensor_to_array(sp.indices, model_dir, label)
-    dense = np.zeros(tuple(sp.dims), dtype=values.dtype)
+def sparse_to_array(sp, model_dir, label, limit: int = 0) -> np.ndarray:
+    """A SparseTensorProto as a dense array; indices are checked against its dims."""
+    values = tensor_to_array(sp.values, model_dir, label, limit)
+    indices = tensor_to_array(sp.indices, model_dir, label, limit)
+    dims = tuple(int(d) for d in sp.dims)
+    where = f"{label}: sparse tensor '{sp.values.name}'"
+    if any(d < 0 for d in dims):
+        raise ModelLoadError(f"{where}: dims must be >= 0, got {list(dims)}")
+    check_size(where, DType.from_np(values.dtype) if values.dtype != object else DType.string, dims, limit)
+    n = values.size
+    if values.ndim != 1 or indices.dtype.kind not in "iu" or not (
+            (indices.ndim == 1 and indices.shape[0] == n) or (indices.ndim == 2 and indices.shape == (n, len(dims)))):
+        raise ModelLoadError(f"{where}: expected 1-D values [NNZ] and int64 indices [NNZ] or [NNZ, {len(dims)}], "
+                             f"got values {list(values.shape)} and indices {indices.dtype}{list(indices.shape)}")
+    bound = int(np.prod(dims, dtype=object)) if indices.ndim == 1 else np.array(dims, dtype=np.int64)
+    if indices.size and (np.any(indices < 0) or np.any(indices >= bound)):
+        raise ModelLoadError(f"{where}: an index lies outside the dims {list(dims)}")
+    dense = np.zeros(dims, dtype=values.dtype)
     if indices.ndim == 1:
         dense.reshape(-1)[indices] = values
     else:
@@ -143,7 +162,7 @@ def convert_type(tp: onnx.TypeProto, graph: Graph):
             return TensorType(dtype, None)
         dims = []
         for d in tt.shape.dim:
-            if d.HasField("dim_value"):
+            if d.HasField("dim_value") and d.dim_value >= 0:
                 dims.append(int(d.dim_value))
             elif d.HasField("dim_param") and d.dim_param:
                 dims.append(d.dim_param)
@@ -161,8 +180,9 @@ def convert_type(tp: onnx.TypeProto, graph: Graph):
 
 # ---- the importer -----------------------------------------------------------------------------
 class _Importer:
-    def __init__(self, model: onnx.ModelProto, model_dir: str | None, label: str):
+    def __init__(self, model: onnx.ModelProto, model_dir: str | None, label: str, limit: int = 0):
         self.model = model
+        self.limit = limit
         self.model_dir = model_dir
         self.label = label
         self.opsets = {canonical_domain(o.domain): int(o.version) for o in model.opset_import}
@@ -190,7 +210,7 @@ class _Importer:
         scope: dict[str, Value] = {}
         init_names = set()
         for t in gp.initializer:
-            arr = tensor_to_array(t, self.model_dir, self.label)
+            arr = tensor_to_array(t, self.model_dir, self.label, self.limit)
             v = Value(t.name, TensorType(DType.from_np(arr.dtype) if arr.dtype != object else DType.string,
                                          arr.shape), data=arr)
             g.reserve_name(t.name)
@@ -198,7 +218,7 @@ class _Importer:
             scope[t.name] = v
             init_names.add(t.name)
         for sp in gp.sparse_initializer:
-            arr = sparse_to_array(sp, self.model_dir, self.label)
+            arr = sparse_to_array(sp, self.model_dir, self.label, self.limit)
             name = sp.values.name
             v = Value(name, TensorType(DType.from_np(arr.dtype), arr.shape), data=arr)
             g.reserve_name(name)
@@ -349,11 +369,11 @@ class _Importer:
         if t == AttributeProto.STRINGS:
             return [_decode(x) for x in a.strings]
         if t == AttributeProto.TENSOR:
-            return tensor_to_array(a.t, self.model_dir, self.label)
+            return tensor_to_array(a.t, self.model_dir, self.label, self.limit)
         if t == AttributeProto.TENSORS:
-            return [tensor_to_array(x, self.model_dir, self.label) for x in a.tensors]
+            return [tensor_to_array(x, self.model_dir, self.label, self.limit) for x in a.tensors]
         if t == AttributeProto.SPARSE_TENSOR:
-            return sparse_to_array(a.sparse_tensor, self.model_dir, self.label)
+            return sparse_to_array(a.sparse_tensor, self.model_dir, self.label, self.limit)
         if t == AttributeProto.GRAPH:
             return self.import_graph(a.g, outer + [scope], g)
         if t == AttributeProto.GRAPHS:
@@ -497,14 +517,16 @@ def _function_proto(np_: onnx.NodeProto, opset: int, domain: str, inputs) -> onn
     return None
 
 
-def import_model(source: Any, infer: bool = True) -> Graph:
+def import_model(source: Any, infer: bool = True, memory_limit: int | str | None = None) -> Graph:
     """Import an ONNX model (path, bytes or ModelProto) into a Graph with inferred types.
 
     Raises ModelLoadError for unreadable input, UnsupportedOpError listing every unsupported op,
-    InvalidGraphError / OpAttributeError / ShapeError naming the node at fault.
+    InvalidGraphError / OpAttributeError / ShapeError naming the node at fault, ResourceLimitError
+    naming a tensor larger than ``memory_limit`` (see graphc/limits.py; default from the environment).
     """
+    limit = _memory_limit(memory_limit)
     model, model_dir, label = load_model_proto(source)
-    imp = _Importer(model, model_dir, label)
+    imp = _Importer(model, model_dir, label, limit)
     try:
         g = imp.import_graph(model.graph, [], None)
     except GraphcError:
@@ -519,7 +541,7 @@ def import_model(source: Any, infer: bool = True) -> Graph:
         g.metadata["expanded_functions"] = ",".join(f"{k}x{v}" for k, v in sorted(imp.expanded.items()))
     if infer:
         try:
-            infer_shapes(g)
+            infer_shapes(g, memory_limit=limit)
         except GraphcError as e:
             raise type(e)(f"{label}: {e}") from None
     return g

@@ -209,7 +209,7 @@ class Graph:
     def sort_topologically(self) -> None:
         """Reorder nodes so every value is defined before use (stable: keeps order where it can)."""
         defined = {id(v) for v in self.inputs} | {id(v) for v in self.constants.values()}
-        defined |= {id(v) for v in self.captures}
+        defined |= {id(v) for v in self.captures} | {id(v) for v in self.variables.values()}
         pending = list(self.nodes)
         ordered: list[Node] = []
         produced = {id(v) for n in self.nodes for v in n.outputs if v is not None}
@@ -254,6 +254,9 @@ class Graph:
 
         for v in self.inputs:
             define(v, "a graph input")
+        for v in self.variables.values():
+            if id(v) not in defined:  # a variable may also be listed as an input
+                define(v, "a variable")
         for name, v in self.constants.items():
             if v.data is None:
                 raise InvalidGraphError(f"{where}: constant '{name}' has no data")

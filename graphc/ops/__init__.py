@@ -7,8 +7,11 @@ from . import registry
 from .registry import REGISTRY, REQUIRED, Attr, InferContext, Kind, OpDef, get_opdef, lookup, register
 
 # Each family registers its ops on import.
-from . import (controlflow, conv, elementwise, linalg, ml, nn, norm, quantize, reduce, sequence,  # noqa: F401,E402
-               shape, training)
+from . import (controlflow, conv, elementwise, linalg, ml, ml_extra, nn, norm, quantize, reduce,  # noqa: F401,E402
+               sequence, shape, training)
+from . import variables  # noqa: F401,E402  (graphc.Assign, the variable update)
+from . import fused  # noqa: F401,E402  (graphc.FusedGroup, made by fusion)
+from . import image  # noqa: F401,E402  (ImageDecoder; decoding needs Pillow, the `images` extra)
 from .typecheck import check_node_types  # noqa: E402
 
 _graph_module.node_type_checker = check_node_types

@@ -5,6 +5,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..errors import OpAttributeError, node_label
 from ..ir import DType, Graph, Node, TensorType
 from .registry import InferContext
 
@@ -86,7 +87,15 @@ def attr_to_input(attr: str, index: int, dtype=np.int64) -> Callable[[Node, Grap
         if attr not in node.attrs:
             return
         value = node.attrs.pop(attr)
-        c = graph.add_constant(np.asarray(value, dtype=dtype), f"{node.name}_{attr}")
+        try:
+            if isinstance(value, (str, bytes)) or (isinstance(value, list) and any(
+                    isinstance(x, (str, bytes)) for x in value)):
+                raise TypeError("text")
+            array = np.asarray(value, dtype=dtype)
+        except (TypeError, ValueError, OverflowError):
+            raise OpAttributeError(f"{node_label(node)}: attribute '{attr}' must hold numbers "
+                                   f"({np.dtype(dtype).name}), got {value!r:.60}") from None
+        c = graph.add_constant(array, f"{node.name}_{attr}")
         while len(node.inputs) < index:
             node.inputs.append(None)
         if len(node.inputs) == index:

@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import ExecutionError, GraphcError, node_label
 from ..ir import DType, Graph, Node, TensorType
 from ..ir.types import OptionalType, SequenceType
-from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register
+from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register, set_grads
 from .interpret import run_graph
 from .common import tt
 
@@ -464,3 +464,8 @@ def _sequence_map_infer(ctx: InferContext) -> list:
 register(OpDef("SequenceMap", eval=_sequence_map_eval, infer=_sequence_map_infer, kind=Kind.OPAQUE,
                family=FAMILY, attrs={"body": Attr("graph", REQUIRED)}, inputs=(1, 2**31), outputs=(1, 2**31),
                doc="Applies a body to each element of the input sequence(s)."))
+
+
+# ---- gradients: none yet (graphc.autodiff names these ops when one cuts a gradient path) ------------
+set_grads({}, {name: "control flow: gradients through subgraph bodies are not supported yet"
+               for name in ("If", "Loop", "Scan", "SequenceMap")})

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..ir import DType
 from .common import tt
-from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register
+from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register, set_grads
 
 FAMILY = "conv"
 
@@ -639,16 +639,18 @@ def _maxunpool_eval(node, x, idx, output_shape=None):
     # output_shape pads that tensor with zeros at the end, as ONNX's reference and test data do
     # (onnxruntime instead reads the indices in output_shape's layout).
     inferred = x.shape[:2] + tuple(_unpool_spatial(node, x.shape[2:]))
-    y = np.zeros(inferred, dtype=x.dtype)
-    y.reshape(-1)[idx.reshape(-1)] = x.reshape(-1)
-    if output_shape is None:
-        return y
-    shape = tuple(int(v) for v in output_shape)
+    shape = inferred if output_shape is None else tuple(int(v) for v in output_shape)
     if shape == inferred:
+        y = np.zeros(inferred, dtype=x.dtype)
+        y.reshape(-1)[idx.reshape(-1)] = x.reshape(-1)
         return y
+    # Place each value straight into the output (the inferred-layout tensor may be far larger).
+    coords = np.unravel_index(idx.reshape(-1), inferred)
+    keep = np.ones(idx.size, dtype=bool)
+    for c, n in zip(coords, shape):
+        keep &= c < n
     out = np.zeros(shape, dtype=x.dtype)
-    common = tuple(slice(0, min(a, b)) for a, b in zip(shape, inferred))
-    out[common] = y[common]
+    out[tuple(c[keep] for c in coords)] = x.reshape(-1)[keep]
     return out
 
 
@@ -850,3 +852,180 @@ register(OpDef("MaxRoiPool", eval=_max_roi_pool_eval, infer=_infer_max_roi_pool,
                attrs={"pooled_shape": Attr("ints", REQUIRED), "spatial_scale": Attr("float", 1.0)},
                kind=Kind.OPAQUE, inputs=(2, 2), family=FAMILY,
                doc="Max pooling of each region of interest into a fixed grid."))
+
+
+# ---- gradients ------------------------------------------------------------------------------------
+# A rule maps (ctx, node, dys) to one gradient per input (see graphc.autodiff.GradContext). Convolution
+# gradients are convolutions again: wrt the input a ConvTranspose with the same weights, wrt the weights
+# a Conv of the input by the output gradient (strides and dilations swap roles), so no extra op is needed.
+def _static_spatial(ctx, node, x):
+    s = ctx.shape_of(x)
+    if s is None or len(s) < 3 or not all(isinstance(d, int) for d in s[1:]):
+        from ..errors import GradientError, node_label
+
+        raise GradientError(f"{node_label(node)}: its gradient needs the channel and spatial dims of "
+                            f"'{x.name}' to be known, got {x.type}")
+    return list(s[2:])
+
+
+def _fit_spatial(ctx, v, have: list[int], want: list[int]) -> list:
+    """Crop or zero-pad the spatial dims (from axis 2) of v from sizes ``have`` to ``want`` (at the end)."""
+    nd = len(want)
+    if any(h > w for h, w in zip(have, want)):
+        v = ctx.op("Slice", v, ctx.ints([0] * nd), ctx.ints(want), ctx.ints(range(2, 2 + nd)))
+    if any(h < w for h, w in zip(have, want)):
+        grow = [max(w - h, 0) for h, w in zip(have, want)]
+        v = ctx.op("Pad", v, ctx.ints([0] * (2 + nd) + [0, 0] + grow))
+    return v
+
+
+def conv_input_grad(ctx, g, w, spatial, kernel, outs, strides, dilations, pb, group):
+    """d(Conv(x, w))/dx applied to g: a ConvTranspose of g by w, fitted to x's spatial size."""
+    nd = len(kernel)
+    t = ctx.op("ConvTranspose", g, w, strides=strides, dilations=dilations, pads=list(pb) + [0] * nd, group=group,
+               kernel_shape=list(kernel))
+    full = [s * (o - 1) + d * (k - 1) + 1 - b for o, s, k, d, b in zip(outs, strides, kernel, dilations, pb)]
+    return _fit_spatial(ctx, t, full, spatial)
+
+
+def conv_weight_grad(ctx, x, g, channels, in_spatial, kernel, strides, dilations, pb, pe, group):
+    """d(Conv(x, w))/dw applied to g: correlate x with g, batch playing the role of input channels.
+
+    x (N, C, ...) becomes (C/G, G*N, ...) and g (N, O, ...) becomes (O, N, ...); a grouped Conv with the
+    forward dilations as strides and the forward strides as dilations gives (C/G, O, >= kernel).
+    """
+    nd = len(kernel)
+    cg = channels // group
+    spatial = list(range(2, 2 + nd))
+    if group == 1:
+        xt = ctx.op("Transpose", x, perm=[1, 0] + spatial)
+    else:
+        x5 = ctx.op("Reshape", x, ctx.ints([0, group, cg] + list(in_spatial)))
+        x5 = ctx.op("Transpose", x5, perm=[2, 1, 0] + [a + 1 for a in spatial])
+        xt = ctx.op("Reshape", x5, ctx.ints([cg, -1] + list(in_spatial)))
+    gt = ctx.op("Transpose", g, perm=[1, 0] + spatial)
+    r = ctx.op("Conv", xt, gt, strides=dilations, dilations=strides, pads=list(pb) + list(pe), group=group)
+    rs = ctx.shape_of(r)
+    have = [d if isinstance(d, int) else 2**62 for d in rs[2:]] if rs is not None else [2**62] * nd
+    r = _fit_spatial(ctx, r, have, list(kernel))
+    return ctx.op("Transpose", r, perm=[1, 0] + spatial)
+
+
+def _bias_grad(ctx, g):
+    return ctx.op("ReduceSum", g, ctx.ints([0] + list(range(2, ctx.rank(g)))), keepdims=0)
+
+
+def _conv_grad(ctx, node, dys):
+    x, w = node.inputs[:2]
+    g = dys[0]
+    spatial = _static_spatial(ctx, node, x)
+    ws = ctx.static_shape(w)
+    kernel = _kernel_of(node, ws)
+    outs, strides, dilations, pb, pe = geometry(node, spatial, kernel)
+    group = node.attrs["group"]
+    dx = conv_input_grad(ctx, g, w, spatial, kernel, outs, strides, dilations, pb, group)
+    dw = conv_weight_grad(ctx, x, g, ctx.shape_of(x)[1], spatial, kernel, strides, dilations, pb, pe, group)
+    grads = [dx, dw]
+    if len(node.inputs) > 2 and node.inputs[2] is not None:
+        grads.append(_bias_grad(ctx, g))
+    return grads
+
+
+def _convtranspose_grad(ctx, node, dys):
+    """ConvTranspose is the adjoint of a Conv: y = crop(full), with full = Conv^T x; so dx = Conv(pad(g)) and
+    dw is that Conv's weight gradient with the roles of x and g exchanged."""
+    x, w = node.inputs[:2]
+    g = dys[0]
+    ins = _static_spatial(ctx, node, x)
+    ws = ctx.static_shape(w)
+    kernel = _kernel_of(node, ws)
+    outs, begins, strides, dilations = _convtranspose_pads(node, ins, kernel)
+    opad = _spatial_attr(node, "output_padding", len(kernel), 0)
+    full = [s * (i - 1) + p + (k - 1) * d + 1 for i, s, p, k, d in zip(ins, strides, opad, kernel, dilations)]
+    nd = len(kernel)
+    ends = [f - b - o for f, b, o in zip(full, begins, outs)]
+    g_full = ctx.op("Pad", g, ctx.ints([0, 0] + list(begins) + [0, 0] + ends)) if any(begins) or any(ends) else g
+    group = node.attrs["group"]
+    dx = ctx.op("Conv", g_full, w, strides=strides, dilations=dilations, pads=[0] * (2 * nd), group=group)
+    dx = _fit_spatial(ctx, dx, [(f - (k - 1) * d - 1) // s + 1 for f, k, d, s in zip(full, kernel, dilations, strides)],
+                      ins)
+    dw = conv_weight_grad(ctx, g_full, x, ws[1] * group, full, kernel, strides, dilations, [0] * nd, [0] * nd,
+                          group)
+    grads = [dx, dw]
+    if len(node.inputs) > 2 and node.inputs[2] is not None:
+        grads.append(_bias_grad(ctx, g))
+    return grads
+
+
+def _maxpool_grad(ctx, node, dys):
+    """Each output's gradient goes to the input element its Indices output names (flat, row-major)."""
+    x = node.inputs[0]
+    if node.attrs["storage_order"] != 0:
+        from ..errors import GradientError, node_label
+
+        raise GradientError(f"{node_label(node)}: no gradient with storage_order=1 (column-major indices)")
+    idx = ctx.output(node, 1)
+    slots = ctx.zeros_like(ctx.op("Reshape", x, ctx.ints([-1])))
+    dx = ctx.op("ScatterElements", slots, ctx.op("Reshape", idx, ctx.ints([-1])),
+                ctx.op("Reshape", dys[0], ctx.ints([-1])), axis=0, reduction="add")
+    return [ctx.reshape_like(dx, x)]
+
+
+def _avgpool_grad(ctx, node, dys):
+    """Each output's gradient, divided by its window's count, is spread over the window: a depthwise
+    ConvTranspose with a kernel of ones."""
+    x = node.inputs[0]
+    spatial = _static_spatial(ctx, node, x)
+    channels = ctx.shape_of(x)[1]
+    kernel = list(node.attrs["kernel_shape"])
+    outs, strides, dilations, pb, pe = geometry(node, spatial, kernel, bool(node.attrs["ceil_mode"]))
+    count = _avgpool_counts(kernel, outs, strides, dilations, pb, pe, spatial, bool(node.attrs["count_include_pad"]))
+    g = ctx.op("Div", dys[0], ctx.const(count, like=x))
+    ones = ctx.const(np.ones([channels, 1] + kernel), like=x)
+    return [conv_input_grad(ctx, g, ones, spatial, kernel, outs, strides, dilations, pb, channels)]
+
+
+def _lppool_parts(ctx, node):
+    """LpPool from differentiable ops: (sum over the window of |x|^p)^(1/p), the sum as an AveragePool."""
+    x = node.inputs[0]
+    p = node.attrs["p"]
+    kernel = list(node.attrs["kernel_shape"])
+    attrs = {k: node.attrs[k] for k in ("auto_pad", "dilations", "pads", "strides", "ceil_mode") if k in node.attrs}
+    powered = ctx.op("Pow", ctx.op("Abs", x), ctx.scalar(p, x))
+    mean = ctx.op("AveragePool", powered, kernel_shape=kernel, count_include_pad=1, **attrs)
+    total = ctx.op("Mul", mean, ctx.scalar(math.prod(kernel), x))
+    return [ctx.op("Pow", total, ctx.scalar(1.0 / p, x))]
+
+
+def _global_lp_parts(ctx, node):
+    x = node.inputs[0]
+    p = node.attrs["p"]
+    axes = ctx.ints(range(2, ctx.rank(x)))
+    total = ctx.op("ReduceSum", ctx.op("Pow", ctx.op("Abs", x), ctx.scalar(p, x)), axes, keepdims=1)
+    return [ctx.op("Pow", total, ctx.scalar(1.0 / p, x))]
+
+
+def _global_avg_grad(ctx, node, dys):
+    x, y = node.inputs[0], node.outputs[0]
+    return [ctx.op("Div", ctx.expand_like(dys[0], x), ctx.op("Div", ctx.size(x, like=x), ctx.size(y, like=x)))]
+
+
+def _global_max_grad(ctx, node, dys):
+    x, y = node.inputs[0], node.outputs[0]
+    mask = ctx.op("Cast", ctx.op("Equal", x, y), to=ctx.dtype(x).value)
+    count = ctx.op("ReduceSum", mask, ctx.ints(range(2, ctx.rank(x))), keepdims=1)
+    return [ctx.op("Mul", dys[0], ctx.op("Div", mask, count))]
+
+
+set_grads({
+    "Conv": _conv_grad,
+    "ConvTranspose": _convtranspose_grad,
+    "MaxPool": _maxpool_grad,
+    "AveragePool": _avgpool_grad,
+    "LpPool": lambda ctx, node, dys: ctx.by_decomposition(node, dys, _lppool_parts),
+    "GlobalAveragePool": _global_avg_grad,
+    "GlobalMaxPool": _global_max_grad,
+    "GlobalLpPool": lambda ctx, node, dys: ctx.by_decomposition(node, dys, _global_lp_parts),
+}, {
+    "ConvInteger": "it works on integers only",
+})

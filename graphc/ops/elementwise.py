@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import OpAttributeError, node_label
 from ..ir import DType, Graph, Node, TensorType
 from .common import attr_to_input, broadcast_shapes, drop_attrs, tt
-from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register
+from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register, set_grads
 
 FAMILY = "elementwise"
 
@@ -543,7 +543,14 @@ def _cast(node, x):
 
 def _infer_cast(ctx: InferContext) -> list:
     _check_round_mode(ctx.node)
-    return [tt(_cast_target(ctx.node), ctx.shape(0))]
+    to = _cast_target(ctx.node)
+    # A shape cast between 32/64-bit integers keeps its dim symbols (the TorchScript exporter casts
+    # Gather(Shape(x)) to int64 before Range), so later Reshape/Range targets stay symbolic.
+    if to in (DType.int64, DType.int32) and ctx.dtype(0) in (DType.int64, DType.int32) and ctx.rank(0) in (0, 1):
+        dims = ctx.sym(0)
+        if dims is not None and any(isinstance(d, str) for d in dims):
+            ctx.set_sym(0, dims)
+    return [tt(to, ctx.shape(0))]
 
 
 def _cast_like(node, x, like):
@@ -696,3 +703,223 @@ def _infer_prelu(ctx: InferContext) -> list:
 
 register(OpDef("PRelu", eval=_prelu, infer=_infer_prelu, kind=Kind.BROADCAST, inputs=(2, 2),
                upgrades=_OLD_UNARY, family=FAMILY))
+
+
+# ==== gradients ==========================================================================================
+# A rule maps (ctx, node, dys) to one gradient per input; ``ctx`` (graphc.autodiff.GradContext) builds
+# the backward nodes from registered ops, so rules are themselves differentiable (higher order).
+def _unary_rule(fn):
+    """Rule for a one-input op from ``fn(ctx, node, x, y, g) -> dx``."""
+
+    def rule(ctx, node, dys):
+        return [fn(ctx, node, node.inputs[0], node.outputs[0], dys[0])]
+
+    return rule
+
+
+def _decomposed(build):
+    """Rule from a forward decomposition ``build(ctx, node, x) -> y`` into differentiable primitives."""
+    return lambda ctx, node, dys: ctx.by_decomposition(node, dys, lambda c, n: [build(c, n, n.inputs[0])])
+
+
+def _k(ctx, value, like):
+    return ctx.scalar(value, like)
+
+
+def _zero_grad(ctx, node, x, y, g):
+    return ctx.zeros_like(x)  # piecewise constant: the derivative is 0 wherever it exists
+
+
+def _mask(ctx, cond, g):
+    """g where ``cond`` holds, else 0."""
+    return ctx.op("Where", cond, g, _k(ctx, 0, g))
+
+
+def _sq(ctx, x):
+    return ctx.op("Mul", x, x)
+
+
+def _gelu_parts(ctx, node, x):
+    half = ctx.op("Mul", x, _k(ctx, 0.5, x))
+    if node.attrs["approximate"] == "tanh":
+        cube = ctx.op("Mul", _sq(ctx, x), x)
+        inner = ctx.op("Mul", ctx.op("Add", x, ctx.op("Mul", cube, _k(ctx, 0.044715, x))),
+                       _k(ctx, math.sqrt(2.0 / math.pi), x))
+        s = ctx.op("Tanh", inner)
+    else:
+        s = ctx.op("Erf", ctx.op("Mul", x, _k(ctx, 1.0 / math.sqrt(2.0), x)))
+    return ctx.op("Mul", half, ctx.op("Add", s, _k(ctx, 1.0, x)))
+
+
+def _binary_rule(fa, fb):
+    """Rule for a broadcasting binary op from ``fa/fb(ctx, a, b, y, g)`` (before un-broadcasting)."""
+
+    def rule(ctx, node, dys):
+        a, b = node.inputs
+        y, g = node.outputs[0], dys[0]
+        return [ctx.unbroadcast(fa(ctx, a, b, y, g), a), ctx.unbroadcast(fb(ctx, a, b, y, g), b)]
+
+    return rule
+
+
+def _pow_rule(ctx, node, dys):
+    a, b = node.inputs
+    y, g = node.outputs[0], dys[0]
+    bf = b if ctx.dtype(b) == ctx.dtype(a) else ctx.op("Cast", b, to=ctx.dtype(a).value)
+    da = ctx.op("Mul", g, ctx.op("Mul", bf, ctx.op("Pow", a, ctx.op("Sub", bf, _k(ctx, 1, bf)))))
+    db = None
+    if ctx.dtype(b).is_float:
+        db = ctx.op("Mul", g, ctx.op("Mul", y, ctx.op("Log", a)))
+        if ctx.dtype(b) != ctx.dtype(a):
+            db = ctx.op("Cast", db, to=ctx.dtype(b).value)
+        db = ctx.unbroadcast(db, b)
+    return [ctx.unbroadcast(da, a), db]
+
+
+def _mod_rule(ctx, node, dys):
+    a, b = node.inputs
+    g = dys[0]
+    if not ctx.dtype(a).is_float:
+        return [None, None]
+    q = ctx.op("Div", a, b)
+    if node.attrs["fmod"]:  # a - b * trunc(a / b)
+        q = ctx.op("Mul", ctx.op("Sign", q), ctx.op("Floor", ctx.op("Abs", q)))
+    else:  # a - b * floor(a / b)
+        q = ctx.op("Floor", q)
+    return [ctx.unbroadcast(g, a), ctx.unbroadcast(ctx.op("Neg", ctx.op("Mul", g, q)), b)]
+
+
+def _extremum_rule(ctx, node, dys):
+    """Max/Min of several inputs: the gradient goes to the inputs equal to the result, split among ties."""
+    g, y = dys[0], node.outputs[0]
+    if len(node.inputs) == 1:
+        return [g]
+    masks = [ctx.op("Cast", ctx.op("Equal", x, y), to=ctx.dtype(y).value) for x in node.inputs]
+    share = ctx.op("Div", g, ctx.op("Sum", *masks))
+    return [ctx.unbroadcast(ctx.op("Mul", share, m), x) for m, x in zip(masks, node.inputs)]
+
+
+def _where_rule(ctx, node, dys):
+    c, a, b = node.inputs
+    g = dys[0]
+    zero = _k(ctx, 0, g)
+    return [None, ctx.unbroadcast(ctx.op("Where", c, g, zero), a), ctx.unbroadcast(ctx.op("Where", c, zero, g), b)]
+
+
+def _clip_rule(ctx, node, dys):
+    x, g = node.inputs[0], dys[0]
+    lo = node.inputs[1] if len(node.inputs) > 1 else None
+    hi = node.inputs[2] if len(node.inputs) > 2 else None
+    inside = None
+    out = [None] * len(node.inputs)
+    for i, bound, op in ((1, lo, "Less"), (2, hi, "Greater")):
+        if bound is None:
+            continue
+        beyond = ctx.op(op, x, bound)
+        out[i] = ctx.reshape_like(ctx.op("ReduceSum", _mask(ctx, beyond, g), keepdims=0), bound)
+        keep = ctx.op("Not", beyond)
+        inside = keep if inside is None else ctx.op("And", inside, keep)
+    out[0] = g if inside is None else _mask(ctx, inside, g)
+    return out
+
+
+def _cast_rule(ctx, node, dys):
+    x, y = node.inputs[0], node.outputs[0]
+    if not (ctx.dtype(x).is_float and ctx.dtype(y).is_float):
+        return [None] * len(node.inputs)  # to or from integers: no gradient flows
+    return [ctx.op("Cast", dys[0], to=ctx.dtype(x).value)] + [None] * (len(node.inputs) - 1)
+
+
+def _prelu_rule(ctx, node, dys):
+    x, slope = node.inputs
+    g = dys[0]
+    neg = ctx.op("Less", x, _k(ctx, 0, x))
+    dx = ctx.op("Where", neg, ctx.op("Mul", g, slope), g)
+    ds = ctx.unbroadcast(_mask(ctx, neg, ctx.op("Mul", g, x)), slope)
+    return [dx, ds]
+
+
+_GRADS = {
+    "Abs": _unary_rule(lambda ctx, n, x, y, g: ctx.op("Mul", g, ctx.op("Sign", x))),
+    "Neg": _unary_rule(lambda ctx, n, x, y, g: ctx.op("Neg", g)),
+    "Sign": _unary_rule(_zero_grad),
+    "Floor": _unary_rule(_zero_grad),
+    "Ceil": _unary_rule(_zero_grad),
+    "Round": _unary_rule(_zero_grad),
+    "Reciprocal": _unary_rule(lambda ctx, n, x, y, g: ctx.op("Neg", ctx.op("Mul", g, _sq(ctx, y)))),
+    "Exp": _unary_rule(lambda ctx, n, x, y, g: ctx.op("Mul", g, y)),
+    "Log": _unary_rule(lambda ctx, n, x, y, g: ctx.op("Div", g, x)),
+    "Sqrt": _unary_rule(lambda ctx, n, x, y, g: ctx.op("Div", g, ctx.op("Mul", y, _k(ctx, 2, y)))),
+    "Sin": _unary_rule(lambda ctx, n, x, y, g: ctx.op("Mul", g, ctx.op("Cos", x))),
+    "Cos": _unary_rule(lambda ctx, n, x, y, g: ctx.op("Neg", ctx.op("Mul", g, ctx.op("Sin", x)))),
+    "Tan": _unary_rule(lambda ctx, n, x, y, g: ctx.op("Mul", g, ctx.op("Add", _sq(ctx, y), _k(ctx, 1, y)))),
+    "Asin": _unary_rule(lambda ctx, n, x, y, g: ctx.op(
+        "Div", g, ctx.op("Sqrt", ctx.op("Sub", _k(ctx, 1, x), _sq(ctx, x))))),
+    "Acos": _unary_rule(lambda ctx, n, x, y, g: ctx.op("Neg", ctx.op(
+        "Div", g, ctx.op("Sqrt", ctx.op("Sub", _k(ctx, 1, x), _sq(ctx, x)))))),
+    "Atan": _unary_rule(lambda ctx, n, x, y, g: ctx.op("Div", g, ctx.op("Add", _sq(ctx, x), _k(ctx, 1, x)))),
+    "Sinh": _unary_rule(lambda ctx, n, x, y, g: ctx.op("Mul", g, ctx.op("Cosh", x))),
+    "Cosh": _unary_rule(lambda ctx, n, x, y, g: ctx.op("Mul", g, ctx.op("Sinh", x))),
+    "Asinh": _unary_rule(lambda ctx, n, x, y, g: ctx.op(
+        "Div", g, ctx.op("Sqrt", ctx.op("Add", _sq(ctx, x), _k(ctx, 1, x))))),
+    "Acosh": _unary_rule(lambda ctx, n, x, y, g: ctx.op(
+        "Div", g, ctx.op("Sqrt", ctx.op("Sub", _sq(ctx, x), _k(ctx, 1, x))))),
+    "Atanh": _unary_rule(lambda ctx, n, x, y, g: ctx.op("Div", g, ctx.op("Sub", _k(ctx, 1, x), _sq(ctx, x)))),
+    "Erf": _unary_rule(lambda ctx, n, x, y, g: ctx.op("Mul", ctx.op("Mul", g, _k(ctx, 2 / math.sqrt(math.pi), x)),
+                                                      ctx.op("Exp", ctx.op("Neg", _sq(ctx, x))))),
+    "LeakyRelu": _unary_rule(lambda ctx, n, x, y, g: ctx.op(
+        "Where", ctx.op("Less", x, _k(ctx, 0, x)), ctx.op("Mul", g, _k(ctx, n.attrs["alpha"], g)), g)),
+    "Elu": _unary_rule(lambda ctx, n, x, y, g: ctx.op(
+        "Where", ctx.op("Greater", x, _k(ctx, 0, x)), g,
+        ctx.op("Mul", g, ctx.op("Add", y, _k(ctx, n.attrs["alpha"], y))))),
+    "Selu": _decomposed(lambda ctx, n, x: ctx.op("Mul", _k(ctx, n.attrs["gamma"], x), ctx.op(
+        "Elu", x, alpha=n.attrs["alpha"]))),
+    "Celu": _unary_rule(lambda ctx, n, x, y, g: ctx.op(
+        "Where", ctx.op("Greater", x, _k(ctx, 0, x)), g,
+        ctx.op("Mul", g, ctx.op("Exp", ctx.op("Div", x, _k(ctx, n.attrs["alpha"], x)))))),
+    "HardSigmoid": _unary_rule(lambda ctx, n, x, y, g: _mask(
+        ctx, ctx.op("And", ctx.op("Greater", y, _k(ctx, 0, y)), ctx.op("Less", y, _k(ctx, 1, y))),
+        ctx.op("Mul", g, _k(ctx, n.attrs["alpha"], g)))),
+    "HardSwish": _decomposed(lambda ctx, n, x: ctx.op("Mul", x, ctx.op("HardSigmoid", x, alpha=1 / 6, beta=0.5))),
+    "Sigmoid": _unary_rule(lambda ctx, n, x, y, g: ctx.op("Mul", ctx.op("Mul", g, y),
+                                                          ctx.op("Sub", _k(ctx, 1, y), y))),
+    "Tanh": _unary_rule(lambda ctx, n, x, y, g: ctx.op("Mul", g, ctx.op("Sub", _k(ctx, 1, y), _sq(ctx, y)))),
+    "Softplus": _unary_rule(lambda ctx, n, x, y, g: ctx.op("Mul", g, ctx.op("Sigmoid", x))),
+    "Softsign": _unary_rule(lambda ctx, n, x, y, g: ctx.op(
+        "Div", g, _sq(ctx, ctx.op("Add", ctx.op("Abs", x), _k(ctx, 1, x))))),
+    "Mish": _decomposed(lambda ctx, n, x: ctx.op("Mul", x, ctx.op("Tanh", ctx.op("Softplus", x)))),
+    "Swish": _decomposed(lambda ctx, n, x: ctx.op("Mul", x, ctx.op(
+        "Sigmoid", ctx.op("Mul", x, _k(ctx, n.attrs["alpha"], x))))),
+    "ThresholdedRelu": _unary_rule(lambda ctx, n, x, y, g: _mask(
+        ctx, ctx.op("Greater", x, _k(ctx, n.attrs["alpha"], x)), g)),
+    "Shrink": _unary_rule(lambda ctx, n, x, y, g: _mask(
+        ctx, ctx.op("Greater", ctx.op("Abs", x), _k(ctx, n.attrs["lambd"], x)), g)),
+    "Relu": _unary_rule(lambda ctx, n, x, y, g: _mask(ctx, ctx.op("Greater", x, _k(ctx, 0, x)), g)),
+    "Gelu": _decomposed(_gelu_parts),
+    "PRelu": _prelu_rule,
+    "Add": _binary_rule(lambda ctx, a, b, y, g: g, lambda ctx, a, b, y, g: g),
+    "Sub": _binary_rule(lambda ctx, a, b, y, g: g, lambda ctx, a, b, y, g: ctx.op("Neg", g)),
+    "Mul": _binary_rule(lambda ctx, a, b, y, g: ctx.op("Mul", g, b), lambda ctx, a, b, y, g: ctx.op("Mul", g, a)),
+    "Div": _binary_rule(lambda ctx, a, b, y, g: ctx.op("Div", g, b),
+                        lambda ctx, a, b, y, g: ctx.op("Neg", ctx.op("Div", ctx.op("Mul", g, y), b))),
+    "Pow": _pow_rule,
+    "Mod": _mod_rule,
+    "Sum": lambda ctx, node, dys: [ctx.unbroadcast(dys[0], x) for x in node.inputs],
+    "Mean": lambda ctx, node, dys: [ctx.unbroadcast(ctx.op("Div", dys[0], _k(ctx, len(node.inputs), dys[0])), x)
+                                    for x in node.inputs],
+    "Max": _extremum_rule,
+    "Min": _extremum_rule,
+    "Where": _where_rule,
+    "Clip": _clip_rule,
+    "Cast": _cast_rule,
+    "CastLike": _cast_rule,
+}
+_BOOLEAN_OUT = "its output is boolean"
+_NOT_DIFFERENTIABLE = {
+    **{name: _BOOLEAN_OUT for name in ("Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "IsNaN",
+                                       "IsInf", "And", "Or", "Xor", "Not")},
+    **{name: "it works on integers only" for name in ("BitwiseAnd", "BitwiseOr", "BitwiseXor", "BitwiseNot",
+                                                      "BitShift")},
+    "BitCast": "it reinterprets bit patterns, which is no smooth function of the input",
+}
+set_grads(_GRADS, _NOT_DIFFERENTIABLE)

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..ir import DType
 from .common import broadcast_shapes, drop_attrs, tt
-from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register
+from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register, set_grads
 
 FAMILY = "linalg"
 
@@ -266,3 +266,82 @@ def _infer_matmul_integer(ctx: InferContext) -> list:
 
 register(OpDef("MatMulInteger", eval=_matmul_integer_eval, infer=_infer_matmul_integer, kind=Kind.OPAQUE,
                inputs=(2, 4), family=FAMILY, doc="Integer matmul of (A - a_zero_point) and (B - b_zero_point)."))
+
+
+# ---- gradients ------------------------------------------------------------------------------------
+# A rule maps (ctx, node, dys) to one gradient per input (see graphc.autodiff.GradContext).
+def _swap_last(ctx, v):
+    r = ctx.rank(v)
+    return ctx.op("Transpose", v, perm=list(range(r - 2)) + [r - 1, r - 2])
+
+
+def _matmul_grad(ctx, node, dys):
+    a, b = node.inputs
+    g = dys[0]
+    ra, rb = ctx.rank(a), ctx.rank(b)
+    a2 = ctx.op("Unsqueeze", a, ctx.ints([0])) if ra == 1 else a  # [K] -> [1, K]
+    b2 = ctx.op("Unsqueeze", b, ctx.ints([1])) if rb == 1 else b  # [K] -> [K, 1]
+    if ra == 1 and rb == 1:
+        g = ctx.op("Unsqueeze", g, ctx.ints([0, 1]))
+    elif ra == 1:
+        g = ctx.op("Unsqueeze", g, ctx.ints([-2]))
+    elif rb == 1:
+        g = ctx.op("Unsqueeze", g, ctx.ints([-1]))
+    da = ctx.unbroadcast(ctx.op("MatMul", g, _swap_last(ctx, b2)), a2)
+    db = ctx.unbroadcast(ctx.op("MatMul", _swap_last(ctx, a2), g), b2)
+    return [ctx.reshape_like(da, a) if ra == 1 else da, ctx.reshape_like(db, b) if rb == 1 else db]
+
+
+def _gemm_grad(ctx, node, dys):
+    a, b = node.inputs[:2]
+    c = node.inputs[2] if len(node.inputs) > 2 else None
+    g = dys[0]
+    alpha, beta = node.attrs["alpha"], node.attrs["beta"]
+    ta, tb = node.attrs["transA"], node.attrs["transB"]
+    # op(A) @ op(B) = Y:  d op(A) = g op(B)^T,  d op(B) = op(A)^T g; transposed back where op transposes
+    if ta:
+        da = ctx.op("Gemm", b, g, alpha=alpha, transA=tb, transB=1)
+    else:
+        da = ctx.op("Gemm", g, b, alpha=alpha, transB=1 - tb)
+    if tb:
+        db = ctx.op("Gemm", g, a, alpha=alpha, transA=1, transB=ta)
+    else:
+        db = ctx.op("Gemm", a, g, alpha=alpha, transA=1 - ta)
+    dc = None
+    if c is not None:
+        dc = ctx.unbroadcast(g if beta == 1.0 else ctx.op("Mul", g, ctx.scalar(beta, g)), c)
+    return [da, db, dc][:len(node.inputs)]
+
+
+def _einsum_grad(ctx, node, dys):
+    """d operand i = einsum of the output gradient with the other operands, onto operand i's labels.
+
+    Labels of operand i that appear nowhere else were summed away: the result is broadcast back over them.
+    """
+    xs = node.inputs
+    terms, out = parse_einsum(node.attrs["equation"], [ctx.rank(x) for x in xs])
+    used = {ch for t in terms for ch in t} | set(out)
+    free = iter(ch for ch in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ" if ch not in used)
+    rename = {ch: next(free) for ch in sorted(used) if not ch.isalpha()}  # ellipsis dims get letters
+    terms = ["".join(rename.get(ch, ch) for ch in t) for t in terms]
+    out = "".join(rename.get(ch, ch) for ch in out)
+    grads = []
+    for i, (x, term) in enumerate(zip(xs, terms)):
+        if len(set(term)) != len(term):
+            from ..errors import GradientError, node_label
+
+            raise GradientError(f"{node_label(node)}: no gradient for operand {i} ('{term}'), which repeats a label "
+                                f"(a diagonal)")
+        others = [t for j, t in enumerate(terms) if j != i]
+        reached = "".join(ch for ch in term if ch in out or any(ch in t for t in others))
+        eq = ",".join([out] + others) + "->" + reached
+        d = ctx.op("Einsum", dys[0], *[x2 for j, x2 in enumerate(xs) if j != i], equation=eq)
+        if reached != term:
+            missing = [k for k, ch in enumerate(term) if ch not in reached]
+            d = ctx.expand_like(ctx.op("Unsqueeze", d, ctx.ints(missing)), x)
+        grads.append(d)
+    return grads
+
+
+set_grads({"MatMul": _matmul_grad, "Gemm": _gemm_grad, "Einsum": _einsum_grad},
+          {"MatMulInteger": "it works on integers only"})

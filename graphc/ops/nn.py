@@ -8,9 +8,10 @@ import re
 
 import numpy as np
 
+from ..errors import OpAttributeError, node_label
 from ..ir import DType
 from .common import broadcast_shapes, drop_attrs, normalize_axis, tt
-from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register
+from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register, set_grads
 
 FAMILY = "nn"
 
@@ -847,6 +848,8 @@ def _dft_infer(ctx: InferContext) -> list:
 def _dft_upgrade(node, graph) -> None:
     """DFT-17 took ``axis`` as an attribute (default 1); DFT-20 takes it as input 2 (default -2)."""
     axis = node.attrs.pop("axis", 1)
+    if isinstance(axis, bool) or not isinstance(axis, int):
+        raise OpAttributeError(f"{node_label(node)}: attribute 'axis' must be of type int, got {axis!r:.60}")
     c = graph.add_constant(np.asarray(axis, dtype=np.int64), f"{node.name}_axis")
     while len(node.inputs) < 2:
         node.inputs.append(None)
@@ -1059,7 +1062,9 @@ def _tfidf_eval(node, x):
         if not lo <= n <= hi or len(grams) == 0:
             continue
         # unigrams are counted once; longer n-grams once per skip distance
-        for skip in range(a["max_skip_count"] + 1 if n > 1 else 1):
+        # (skips so wide that no window fits in a row are left out: max_skip_count may be huge)
+        widest = (rows.shape[1] - 1) // (n - 1) - 1 if n > 1 else 0
+        for skip in range(min(a["max_skip_count"], widest) + 1 if n > 1 else 1):
             span = (n - 1) * (skip + 1) + 1
             starts = rows.shape[1] - span + 1
             if starts <= 0:
@@ -1100,3 +1105,84 @@ register(OpDef("TfIdfVectorizer", eval=_tfidf_eval, infer=_tfidf_infer, inputs=(
                       "min_gram_length": Attr("int", REQUIRED), "mode": Attr("string", REQUIRED),
                       "ngram_counts": Attr("ints", REQUIRED), "ngram_indexes": Attr("ints", REQUIRED),
                       "pool_int64s": Attr("ints"), "pool_strings": Attr("strings"), "weights": Attr("floats")}))
+
+
+# ---- gradients ------------------------------------------------------------------------------------
+# A rule maps (ctx, node, dys) to one gradient per input (see graphc.autodiff.GradContext). Attention and
+# SwiGLU are recomputed from differentiable primitives (MatMul, Softmax, Sigmoid...).
+def _attention_parts(ctx, node):
+    from ..errors import GradientError
+
+    a = node.attrs
+    q, k, v = node.inputs[:3]
+    extra = list(node.inputs[3:]) + [None] * (7 - len(node.inputs))
+    mask, past_k, past_v, nonpad = extra[0], extra[1], extra[2], extra[3]
+    if nonpad is not None or a["left_window_size"] >= 0 or a["right_window_size"] >= 0:
+        raise GradientError(f"{node_label(node)}: no gradient rule for Attention with nonpad_kv_seqlen or "
+                            f"sliding windows yet")
+    three_d = ctx.rank(q) == 3
+    if three_d:
+        def heads(x, n):
+            return ctx.op("Transpose", ctx.op("Reshape", x, ctx.ints([0, 0, n, -1])), perm=[0, 2, 1, 3])
+
+        q, k, v = heads(q, a["q_num_heads"]), heads(k, a["kv_num_heads"]), heads(v, a["kv_num_heads"])
+    pk = k if past_k is None else ctx.op("Concat", past_k, k, axis=2)
+    pv = v if past_v is None else ctx.op("Concat", past_v, v, axis=2)
+    qs, ks = ctx.shape_of(q), ctx.shape_of(pk)
+    hq, sq, dk, hkv, sk = qs[1], qs[2], qs[3], ks[1], ks[2]
+    if not all(isinstance(d, int) for d in (hq, sq, dk, hkv, sk)):
+        raise GradientError(f"{node_label(node)}: its gradient needs static head counts, lengths and head size")
+    k_, v_ = pk, pv
+    if hq != hkv:  # grouped-query attention: each key/value head serves hq / hkv query heads
+        def repeat(x):
+            d = ctx.shape_of(x)[3]
+            e = ctx.op("Expand", ctx.op("Unsqueeze", x, ctx.ints([2])), ctx.ints([1, 1, hq // hkv, 1, 1]))
+            return ctx.op("Reshape", e, ctx.ints([0, hq, sk, d]))
+
+        k_, v_ = repeat(pk), repeat(pv)
+    scale = a.get("scale") or 1.0 / np.sqrt(dk)
+    raw = ctx.op("Mul", ctx.op("MatMul", q, ctx.op("Transpose", k_, perm=[0, 1, 3, 2])), ctx.scalar(scale, q))
+    capped = raw
+    if a["softcap"] > 0:
+        cap = ctx.scalar(a["softcap"], q)
+        capped = ctx.op("Mul", ctx.op("Tanh", ctx.op("Div", raw, cap)), cap)
+    scores = capped
+    if mask is not None:
+        if ctx.shape_of(mask)[-1] != sk:
+            raise GradientError(f"{node_label(node)}: no gradient rule for a mask shorter than the keys yet")
+        if ctx.dtype(mask) is DType.bool:
+            scores = ctx.op("Where", mask, scores, ctx.scalar(-np.inf, q))
+        else:
+            scores = ctx.op("Add", scores, mask)
+    if a["is_causal"]:
+        past = 0 if past_k is None else ctx.shape_of(past_k)[2]
+        allowed = (np.arange(sq)[:, None] + past - np.arange(sk)[None, :]) >= 0
+        scores = ctx.op("Add", scores, ctx.const(np.where(allowed, 0.0, -np.inf), like=q))
+    probs = ctx.op("Softmax", scores, axis=-1)
+    y = ctx.op("MatMul", probs, v_)
+    if three_d:
+        y = ctx.op("Reshape", ctx.op("Transpose", y, perm=[0, 2, 1, 3]), ctx.ints([0, 0, -1]))
+    qk = {0: capped, 1: capped, 2: scores, 3: probs}[a["qk_matmul_output_mode"]]
+    return [y, pk, pv, qk]
+
+
+def _swiglu_parts(ctx, node):
+    a, b = node.inputs
+    gate = ctx.op("Sigmoid", ctx.op("Mul", a, ctx.scalar(node.attrs["alpha"], a)))
+    return [ctx.op("Mul", ctx.op("Mul", a, gate), b)]
+
+
+_RANDOM = "its output is random"
+_STRINGS = "it works on strings"
+set_grads({
+    "Attention": lambda ctx, node, dys: ctx.by_decomposition(node, dys, _attention_parts),
+    "SwiGLU": lambda ctx, node, dys: ctx.by_decomposition(node, dys, _swiglu_parts),
+}, {
+    **{name: _RANDOM for name in ("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
+                                  "Bernoulli", "Multinomial")},
+    **{name: _STRINGS for name in ("StringNormalizer", "StringConcat", "StringSplit", "RegexFullMatch")},
+    **{name: "its output depends only on an integer size" for name in ("HannWindow", "HammingWindow",
+                                                                       "BlackmanWindow", "MelWeightMatrix")},
+    "NonMaxSuppression": "its output holds integer indices",
+    "TfIdfVectorizer": "its input is integer tokens or strings",
+})

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..ir import DType, Graph, Node
 from .common import attr_to_input, drop_attrs, normalize_axis, np_axis, tt
-from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register
+from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register, set_grads
 
 FAMILY = "norm"
 
@@ -361,7 +361,8 @@ def _lrn_eval(node: Node, x):
     c = x.shape[1]
     lo, hi = (size - 1) // 2, size - 1 - (size - 1) // 2  # window [c - lo, c + hi]
     total = np.zeros_like(sq)
-    for off in range(-lo, hi + 1):  # one shifted add per window position
+    # One shifted add per window position; positions c or more channels away see only the zero padding.
+    for off in range(-min(lo, c - 1), min(hi, c - 1) + 1):
         if off >= 0:
             total[:, :c - off] += sq[:, off:]
         else:
@@ -442,3 +443,147 @@ register(OpDef("Dropout", eval=_dropout_eval, infer=infer_dropout,
                attrs={"seed": Attr("int"), LEGACY_FLOAT_MASK: Attr("int", internal=True)},
                kind=Kind.OPAQUE, inputs=(1, 3), outputs=(1, 2), family=FAMILY,
                upgrades={7: _upgrade_dropout_is_test, 10: _upgrade_dropout_mask, 12: _upgrade_dropout_ratio}))
+
+
+# ---- gradients ------------------------------------------------------------------------------------
+# A rule maps (ctx, node, dys) to one gradient per input (see graphc.autodiff.GradContext). Normalizations
+# are recomputed from differentiable primitives (ReduceMean, Sub, Mul, Sqrt...) whose rules give the
+# gradient, including the terms through the batch statistics; Dropout scales by its recorded mask.
+def _aligned(ctx, p, rank: int):
+    """A per-channel parameter (C,) or (C, D1, ...) reshaped to broadcast against (N, C, D1, ...)."""
+    extra = rank - 1 - ctx.rank(p)
+    return ctx.op("Unsqueeze", p, ctx.ints(range(ctx.rank(p), ctx.rank(p) + extra))) if extra > 0 else p
+
+
+def _normalized(ctx, x, axes, eps: float):
+    """(x - mean) / sqrt(var + eps) over ``axes``; returns (normalized, mean, inverse std), stats kept dims."""
+    ax = ctx.ints(axes)
+    mean = ctx.op("ReduceMean", x, ax, keepdims=1)
+    d = ctx.op("Sub", x, mean)
+    var = ctx.op("ReduceMean", ctx.op("Mul", d, d), ax, keepdims=1)
+    inv = ctx.op("Reciprocal", ctx.op("Sqrt", ctx.op("Add", var, ctx.scalar(eps, x))))
+    return ctx.op("Mul", d, inv), mean, inv, var
+
+
+def _batchnorm_parts(ctx, node):
+    x, scale, bias, mean, var = node.inputs
+    rank, eps = ctx.rank(x), node.attrs["epsilon"]
+    s, b = _aligned(ctx, scale, rank), _aligned(ctx, bias, rank)
+    if not node.attrs["training_mode"]:
+        inv = ctx.op("Reciprocal", ctx.op("Sqrt", ctx.op("Add", _aligned(ctx, var, rank), ctx.scalar(eps, var))))
+        xhat = ctx.op("Mul", ctx.op("Sub", x, _aligned(ctx, mean, rank)), inv)
+        return [ctx.op("Add", ctx.op("Mul", xhat, s), b)]
+    axes = [0] + list(range(1 + ctx.rank(scale), rank))
+    xhat, bmean, _, bvar = _normalized(ctx, x, axes, eps)
+    m = node.attrs["momentum"]
+    bmean, bvar = ctx.reshape_like(bmean, mean), ctx.reshape_like(bvar, var)
+    run_mean = ctx.op("Add", ctx.op("Mul", mean, ctx.scalar(m, mean)), ctx.op("Mul", bmean, ctx.scalar(1 - m, mean)))
+    run_var = ctx.op("Add", ctx.op("Mul", var, ctx.scalar(m, var)), ctx.op("Mul", bvar, ctx.scalar(1 - m, var)))
+    return [ctx.op("Add", ctx.op("Mul", xhat, s), b), run_mean, run_var, bmean, bvar]
+
+
+def _layernorm_parts(ctx, node):
+    x, scale = node.inputs[:2]
+    bias = node.inputs[2] if len(node.inputs) > 2 else None
+    rank = ctx.rank(x)
+    axes = list(range(node.attrs["axis"] % rank, rank))
+    xhat, mean, inv, _ = _normalized(ctx, x, axes, node.attrs["epsilon"])
+    y = ctx.op("Mul", xhat, scale)
+    return [y if bias is None else ctx.op("Add", y, bias), mean, inv]
+
+
+def _rmsnorm_parts(ctx, node):
+    x, scale = node.inputs
+    rank = ctx.rank(x)
+    axes = ctx.ints(range(node.attrs["axis"] % rank, rank))
+    ms = ctx.op("ReduceMean", ctx.op("Mul", x, x), axes, keepdims=1)
+    inv = ctx.op("Reciprocal", ctx.op("Sqrt", ctx.op("Add", ms, ctx.scalar(node.attrs["epsilon"], x))))
+    return [ctx.op("Mul", ctx.op("Mul", x, inv), scale)]
+
+
+def _instancenorm_parts(ctx, node):
+    x, scale, bias = node.inputs
+    rank = ctx.rank(x)
+    xhat = _normalized(ctx, x, list(range(2, rank)), node.attrs["epsilon"])[0]
+    return [ctx.op("Add", ctx.op("Mul", xhat, _aligned(ctx, scale, rank)), _aligned(ctx, bias, rank))]
+
+
+def _groupnorm_parts(ctx, node):
+    x, scale, bias = node.inputs
+    rank, groups = ctx.rank(x), node.attrs["num_groups"]
+    grouped = ctx.op("Reshape", x, ctx.ints([0, groups, -1]))
+    xhat = ctx.reshape_like(_normalized(ctx, grouped, [2], node.attrs["epsilon"])[0], x)
+    if node.attrs.get(LEGACY_GROUP_AFFINE):  # one entry per group: repeat it over the group's channels
+        per = ctx.shape_of(x)[1] // groups
+        scale, bias = (ctx.op("Reshape", ctx.op("Expand", ctx.op("Unsqueeze", p, ctx.ints([1])),
+                                                ctx.ints([groups, per])), ctx.ints([-1])) for p in (scale, bias))
+    return [ctx.op("Add", ctx.op("Mul", xhat, _aligned(ctx, scale, rank)), _aligned(ctx, bias, rank))]
+
+
+def _mvn_parts(ctx, node):
+    x = node.inputs[0]
+    ax = ctx.ints([a % ctx.rank(x) for a in node.attrs["axes"]])
+    d = ctx.op("Sub", x, ctx.op("ReduceMean", x, ax, keepdims=1))
+    std = ctx.op("Sqrt", ctx.op("ReduceMean", ctx.op("Mul", d, d), ax, keepdims=1))
+    return [ctx.op("Div", d, ctx.op("Add", std, ctx.scalar(1e-9, x)))]
+
+
+def _lpnorm_parts(ctx, node):
+    x = node.inputs[0]
+    ax = ctx.ints([node.attrs["axis"] % ctx.rank(x)])
+    norm = ctx.op("ReduceL1" if node.attrs["p"] == 1 else "ReduceL2", x, ax, keepdims=1)
+    return [ctx.op("Div", x, norm)]
+
+
+def _lrn_parts(ctx, node):
+    """x / (bias + alpha/size * (sum of x^2 over a window of channels))^beta, the window as shifted slices."""
+    x = node.inputs[0]
+    size, rank = node.attrs["size"], ctx.rank(x)
+    c = ctx.shape_of(x)[1]
+    lo, hi = (size - 1) // 2, size - 1 - (size - 1) // 2
+    sq = ctx.op("Mul", x, x)
+    padded = ctx.op("Pad", sq, ctx.ints([0, lo] + [0] * (rank - 2) + [0, hi] + [0] * (rank - 2)))
+    parts = [ctx.op("Slice", padded, ctx.ints([k]), ctx.ints([k + c]), ctx.ints([1])) for k in range(size)]
+    total = parts[0] if size == 1 else ctx.op("Sum", *parts)
+    base = ctx.op("Add", ctx.op("Mul", total, ctx.scalar(node.attrs["alpha"] / size, x)),
+                  ctx.scalar(node.attrs["bias"], x))
+    return [ctx.op("Div", x, ctx.op("Pow", base, ctx.scalar(node.attrs["beta"], x)))]
+
+
+def _dropout_grad(ctx, node, dys):
+    x, g = node.inputs[0], dys[0]
+    ratio = node.inputs[1] if len(node.inputs) > 1 else None
+    training = node.inputs[2] if len(node.inputs) > 2 else None
+    none = [None] * (len(node.inputs) - 1)
+    if g is None:
+        return [None] + none
+    if training is None or (training.data is not None and not bool(np.asarray(training.data).reshape(-1)[0])):
+        return [g] + none  # inference: the identity
+    mask = ctx.op("Cast", ctx.output(node, 1), to=ctx.dtype(x).value)
+    if ratio is None or ratio.data is not None:
+        r = 0.5 if ratio is None else float(np.asarray(ratio.data).reshape(-1)[0])
+        scale = ctx.scalar(0.0 if r == 1 else 1.0 / (1.0 - r), x)
+    else:
+        r = ctx.op("Reshape", ctx.op("Cast", ratio, to=ctx.dtype(x).value), ctx.ints([]))
+        scale = ctx.op("Reciprocal", ctx.op("Sub", ctx.scalar(1.0, x), r))
+    dx = ctx.op("Mul", ctx.op("Mul", g, mask), scale)
+    if training.data is None:
+        dx = ctx.op("Where", training, dx, g)
+    return [dx] + none
+
+
+def _decomposed(build):
+    return lambda ctx, node, dys: ctx.by_decomposition(node, dys, build)
+
+
+set_grads({
+    "BatchNormalization": _decomposed(_batchnorm_parts),
+    "LayerNormalization": _decomposed(_layernorm_parts),
+    "RMSNormalization": _decomposed(_rmsnorm_parts),
+    "InstanceNormalization": _decomposed(_instancenorm_parts),
+    "GroupNormalization": _decomposed(_groupnorm_parts),
+    "MeanVarianceNormalization": _decomposed(_mvn_parts),
+    "LpNormalization": _decomposed(_lpnorm_parts),
+    "LRN": _decomposed(_lrn_parts),
+    "Dropout": _dropout_grad,
+})

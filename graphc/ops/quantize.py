@@ -13,7 +13,7 @@ from ..ir import DType
 from .common import normalize_axis, np_axis, tt
 from .conv import CONV_ATTRS, infer_conv_like, integer_conv
 from .linalg import matmul_shape
-from .registry import Attr, InferContext, Kind, OpDef, register
+from .registry import Attr, InferContext, Kind, OpDef, register, set_grads
 
 FAMILY = "quantize"
 
@@ -273,3 +273,13 @@ def _infer_qlinear_conv(ctx: InferContext) -> list:
 register(OpDef("QLinearConv", eval=_qlinear_conv_eval, infer=_infer_qlinear_conv, attrs=dict(CONV_ATTRS),
                kind=Kind.OPAQUE, inputs=(8, 9), family=FAMILY,
                doc="Quantized convolution with requantized output."))
+
+
+# ---- gradients: none (graphc.autodiff names these ops when one cuts a gradient path) -----------------
+set_grads({}, {
+    "QuantizeLinear": "its output is integer (quantized)",
+    "DynamicQuantizeLinear": "its output is integer (quantized)",
+    "DequantizeLinear": "its input is integer (quantized)",
+    "QLinearMatMul": "it works on integers (quantized)",
+    "QLinearConv": "it works on integers (quantized)",
+})

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..ir import DType, Graph, Node, TensorType
 from .common import attr_to_input, normalize_axis, np_axis, tt
-from .registry import Attr, InferContext, Kind, OpDef, register
+from .registry import Attr, InferContext, Kind, OpDef, register, set_grads
 
 FAMILY = "reduce"
 
@@ -425,3 +425,136 @@ register(OpDef("NegativeLogLikelihoodLoss", eval=_nll_eval, infer=lambda ctx: _i
                attrs=dict(_LOSS_ATTRS), kind=Kind.OPAQUE, inputs=(2, 3), family=FAMILY))
 register(OpDef("SoftmaxCrossEntropyLoss", eval=_sce_eval, infer=lambda ctx: _infer_loss(ctx, "labels"),
                attrs=dict(_LOSS_ATTRS), kind=Kind.OPAQUE, inputs=(2, 3), outputs=(1, 2), family=FAMILY))
+
+
+# ---- gradients ------------------------------------------------------------------------------------
+# A rule maps (ctx, node, dys) to one gradient per input (see graphc.autodiff.GradContext).
+def _reduce_rule(local):
+    """Rule for Reduce*: ``local(ctx, node, x, y_kept, g_kept)`` gives dx from the kept-dims output/grad."""
+
+    def rule(ctx, node, dys):
+        x, y = node.inputs[0], node.outputs[0]
+        rank = ctx.rank(x)
+        axes = node.inputs[1] if len(node.inputs) > 1 else None
+        if node.attrs["noop_with_empty_axes"] and axes is not None and axes.data is not None and axes.data.size == 0:
+            g_kept, y_kept = dys[0], y  # a reduction over no axis is elementwise
+        else:
+            g_kept, y_kept = ctx.restore_reduced(dys[0], node, rank), ctx.restore_reduced(y, node, rank)
+        return [local(ctx, node, x, y_kept, ctx.expand_like(g_kept, x))] + [None] * (len(node.inputs) - 1)
+
+    return rule
+
+
+def _reduce_mean_local(ctx, node, x, y_kept, g):
+    count = ctx.op("Div", ctx.size(x, like=x), ctx.size(y_kept, like=x))
+    return ctx.op("Div", g, count)
+
+
+def _reduce_extremum_local(ctx, node, x, y_kept, g):
+    """The gradient goes to the elements equal to the extremum, split evenly among ties."""
+    mask = ctx.op("Cast", ctx.op("Equal", x, y_kept), to=ctx.dtype(x).value)
+    axes = node.inputs[1] if len(node.inputs) > 1 else None
+    count = ctx.op("ReduceSum", mask, axes, keepdims=1, noop_with_empty_axes=node.attrs["noop_with_empty_axes"])
+    return ctx.op("Mul", g, ctx.op("Div", mask, count))
+
+
+def _softmax_axes(ctx, node) -> list[int]:
+    rank = ctx.rank(node.inputs[0])
+    axis = node.attrs["axis"] % max(rank, 1)
+    return list(range(axis, rank)) if node.attrs.get(LEGACY_COERCE_2D) else [axis]
+
+
+def _softmax_rule(ctx, node, dys):
+    y, g = node.outputs[0], dys[0]
+    dot = ctx.op("ReduceSum", ctx.op("Mul", g, y), ctx.ints(_softmax_axes(ctx, node)), keepdims=1)
+    return [ctx.op("Mul", y, ctx.op("Sub", g, dot))]
+
+
+def _log_softmax_rule(ctx, node, dys):
+    y, g = node.outputs[0], dys[0]
+    total = ctx.op("ReduceSum", g, ctx.ints(_softmax_axes(ctx, node)), keepdims=1)
+    return [ctx.op("Sub", g, ctx.op("Mul", ctx.op("Exp", y), total))]
+
+
+def _cumulative_rule(ctx, node, dys):
+    x, axis = node.inputs
+    g, y = dys[0], node.outputs[0]
+    flip = {"reverse": 1 - node.attrs["reverse"], "exclusive": node.attrs["exclusive"]}
+    if node.op_type == "CumSum":
+        return [ctx.op("CumSum", g, axis, **flip), None]
+    # d y_i / d x_j = y_i / x_j for the j that enter y_i: a cumulative sum the other way, over x
+    return [ctx.op("Div", ctx.op("CumSum", ctx.op("Mul", g, y), axis, **flip), x), None]
+
+
+def _topk_rule(ctx, node, dys):
+    x = node.inputs[0]
+    if dys[0] is None:
+        return [None, None]
+    idx = ctx.output(node, 1)
+    return [ctx.op("ScatterElements", ctx.zeros_like(x), idx, dys[0], axis=node.attrs["axis"], reduction="add"),
+            None]
+
+
+def _nll_parts(ctx, node, logp):
+    """The NegativeLogLikelihoodLoss of ``logp`` (N, C, d...) from differentiable primitives."""
+    target = node.inputs[1]
+    weight = node.inputs[2] if len(node.inputs) > 2 else None
+    ignore = node.attrs.get("ignore_index")
+    keep = None
+    if ignore is not None:
+        keep = ctx.op("Not", ctx.op("Equal", target, ctx.const(np.array(ignore), like=target)))
+        target = ctx.op("Where", keep, target, ctx.const(np.array(0), like=target))
+    picked = ctx.op("GatherElements", logp, ctx.op("Unsqueeze", target, ctx.ints([1])), axis=1)
+    picked = ctx.op("Squeeze", picked, ctx.ints([1]))
+    w = ctx.op("Gather", weight, target) if weight is not None else None
+    if keep is not None:
+        k = ctx.op("Cast", keep, to=ctx.dtype(logp).value)
+        w = k if w is None else ctx.op("Mul", w, k)
+    loss = ctx.op("Neg", picked if w is None else ctx.op("Mul", picked, w))
+    reduction = node.attrs["reduction"]
+    if reduction == "none":
+        return loss
+    total = ctx.op("ReduceSum", loss, keepdims=0)
+    if reduction == "sum":
+        return total
+    if w is None:
+        return ctx.op("Div", total, ctx.size(loss, like=loss))
+    return ctx.op("Div", total, ctx.op("ReduceSum", w, keepdims=0))
+
+
+def _nll_rule(ctx, node, dys):
+    return ctx.by_decomposition(node, dys, lambda c, n: [_nll_parts(c, n, n.inputs[0])])
+
+
+def _sce_rule(ctx, node, dys):
+    def build(c, n):
+        logp = c.op("LogSoftmax", n.inputs[0], axis=1)
+        return [_nll_parts(c, n, logp), logp]
+
+    return ctx.by_decomposition(node, dys, build)
+
+
+set_grads({
+    "ReduceSum": _reduce_rule(lambda ctx, node, x, y, g: g),
+    "ReduceMean": _reduce_rule(_reduce_mean_local),
+    "ReduceMax": _reduce_rule(_reduce_extremum_local),
+    "ReduceMin": _reduce_rule(_reduce_extremum_local),
+    "ReduceProd": _reduce_rule(lambda ctx, node, x, y, g: ctx.op("Div", ctx.op("Mul", g, y), x)),
+    "ReduceL1": _reduce_rule(lambda ctx, node, x, y, g: ctx.op("Mul", g, ctx.op("Sign", x))),
+    "ReduceL2": _reduce_rule(lambda ctx, node, x, y, g: ctx.op("Mul", g, ctx.op("Div", x, y))),
+    "ReduceLogSum": _reduce_rule(lambda ctx, node, x, y, g: ctx.op("Div", g, ctx.op("Exp", y))),
+    "ReduceLogSumExp": _reduce_rule(lambda ctx, node, x, y, g: ctx.op("Mul", g, ctx.op("Exp", ctx.op("Sub", x, y)))),
+    "ReduceSumSquare": _reduce_rule(lambda ctx, node, x, y, g: ctx.op(
+        "Mul", g, ctx.op("Add", x, x))),
+    "Softmax": _softmax_rule,
+    "LogSoftmax": _log_softmax_rule,
+    "Hardmax": lambda ctx, node, dys: [ctx.zeros_like(node.inputs[0])],  # piecewise constant
+    "CumSum": _cumulative_rule,
+    "CumProd": _cumulative_rule,
+    "TopK": _topk_rule,
+    "NegativeLogLikelihoodLoss": _nll_rule,
+    "SoftmaxCrossEntropyLoss": _sce_rule,
+}, {
+    "ArgMax": "its output is an integer index",
+    "ArgMin": "its output is an integer index",
+})

@@ -63,7 +63,10 @@ class OpDef:
     - ``eval(node, *inputs) -> array or tuple of arrays``: the NumPy reference semantics.
     - ``upgrades``: {opset: fn(node, graph)} rewriting a node of an older opset (< key) into the form
       of the newest opset, which is what ``infer`` and ``eval`` expect.
-    - ``grad``: builds gradient nodes (None: not differentiable).
+    - ``grad(ctx, node, dys) -> one gradient Value (or None) per input``: builds the backward nodes with
+      ``ctx`` (a ``graphc.autodiff.GradContext``); ``dys`` holds one gradient per output (None: no gradient
+      reaches that output). None for an input means no gradient flows to it (indices, shapes, integers).
+      An op whose ``grad`` is None is not differentiable; ``no_grad`` then says why, for error messages.
     """
 
     name: str
@@ -76,6 +79,7 @@ class OpDef:
     outputs: tuple[int, int] = (1, 1)
     upgrades: dict[int, Callable[[Node, Graph], None]] = field(default_factory=dict)
     grad: Callable | None = None
+    no_grad: str = ""
     family: str = ""
     doc: str = ""
 
@@ -134,6 +138,15 @@ def register(opdef: OpDef) -> OpDef:
     return opdef
 
 
+def set_grads(rules: dict[str, Callable], not_differentiable: dict[str, str] | None = None,
+              domain: str = "") -> None:
+    """Attach gradient rules (op name -> rule) and declare ops non-differentiable (op name -> why)."""
+    for name, rule in rules.items():
+        REGISTRY[(canonical_domain(domain), name)].grad = rule
+    for name, why in (not_differentiable or {}).items():
+        REGISTRY[(canonical_domain(domain), name)].no_grad = why
+
+
 def lookup(domain: str, op_type: str) -> OpDef | None:
     return REGISTRY.get((canonical_domain(domain), op_type))
 
@@ -148,6 +161,10 @@ def get_opdef(node: Node) -> OpDef:
 
 
 # ---- inference context ---------------------------------------------------------------------
+#: Most unknown dims one node's inference may create (well above any real rank, NumPy's limit being 64).
+MAX_RANK_GUESS = 4096
+
+
 class InferContext:
     """What an OpDef's ``infer`` sees: the node, its input types, known constant inputs, attributes."""
 
@@ -225,6 +242,12 @@ class InferContext:
         return self.node.attrs.get(name, default)
 
     def fresh(self) -> str:
+        """A new symbol for an unknown dim. More than MAX_RANK_GUESS of them for one node means an input
+        claims an absurd rank (a 1-D shape input of length 2**31, say): refused rather than looped over."""
+        self._fresh_count = getattr(self, "_fresh_count", 0) + 1
+        if self._fresh_count > MAX_RANK_GUESS:
+            self.fail(f"its outputs would have more than {MAX_RANK_GUESS} unknown dims; an input's length "
+                      f"claims a rank no tensor can have (NumPy allows at most 64 dims)")
         return self.graph.fresh_symbol()
 
     def fail(self, msg: str) -> None:

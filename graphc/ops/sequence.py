@@ -11,7 +11,7 @@ from ..errors import ExecutionError, node_label
 from ..ir import DType
 from ..ir.types import OptionalType, SequenceType, TensorType
 from .common import normalize_axis, np_axis, tt
-from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register
+from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register, set_grads
 
 FAMILY = "sequence"
 
@@ -227,3 +227,10 @@ def _infer_optional_get_element(ctx):
 
 
 _reg("OptionalGetElement", _eval_optional_get_element, _infer_optional_get_element)
+
+
+# ---- gradients: none yet (graphc.autodiff names these ops when one cuts a gradient path) ------------
+set_grads({}, {name: "sequence and optional values carry no gradients yet"
+               for name in ("SequenceEmpty", "SequenceConstruct", "SequenceInsert", "SequenceAt", "SequenceErase",
+                            "SequenceLength", "SplitToSequence", "ConcatFromSequence", "Optional",
+                            "OptionalHasElement", "OptionalGetElement")})

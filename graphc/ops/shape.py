@@ -13,9 +13,10 @@ import numpy as np
 
 from ..errors import ExecutionError, OpAttributeError, node_label
 from ..ir import DType, Graph, Node
+from ..ir.dims import dim_from_factors, product_of
 from ..ir.types import TensorType
 from .common import attr_to_input, broadcast_shapes, drop_attrs, normalize_axis, np_axis, tt
-from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register
+from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register, set_grads
 
 FAMILY = "shape"
 
@@ -31,26 +32,14 @@ def _reg(name: str, eval, infer, attrs=None, kind=Kind.INJECTIVE, inputs=(1, 1),
 
 # ---- symbolic dim arithmetic -------------------------------------------------------------------
 def _factors(dims) -> tuple[int, Counter]:
-    """A product of dims as (product of the known ones, multiset of symbols)."""
-    n, syms = 1, Counter()
-    for d in dims:
-        if isinstance(d, int):
-            n *= d
-        else:
-            syms[d] += 1
-    return n, syms
+    """A product of dims as (product of the known ones, multiset of symbols); ``3*N`` counts as 3 and N."""
+    return product_of(dims)
 
 
 def _product_dim(ctx: InferContext, dims):
-    """The product of dims as one dim: an int, the symbol itself when it is the only factor, else fresh."""
+    """The product of dims as one dim: an int, the symbol itself when it is the only factor, else ``4*N``."""
     n, syms = _factors(dims)
-    if not syms:
-        return n
-    if n == 0:
-        return 0
-    if n == 1 and sum(syms.values()) == 1:
-        return next(iter(syms))
-    return ctx.fresh()
+    return dim_from_factors(n, syms)
 
 
 def _quotient_dim(ctx: InferContext, total, part):
@@ -66,12 +55,7 @@ def _quotient_dim(ctx: InferContext, total, part):
         if rest:
             return ctx.fresh()
         ctx.fail(f"cannot infer the -1 dim: {nt} elements do not divide into parts of {np_}")
-    q = nt // np_
-    if not rest:
-        return q
-    if q == 1 and sum(rest.values()) == 1:
-        return next(iter(rest))
-    return ctx.fresh()
+    return dim_from_factors(nt // np_, rest)
 
 
 def _fmt(shape) -> str:
@@ -614,6 +598,8 @@ _reg("Gather", _eval_gather, _infer_gather, attrs={"axis": Attr("int", 0)}, inpu
 def _eval_gather_elements(node, x, indices):
     axis = np_axis(node.attrs["axis"], x.ndim)
     idx = _check_indices(node, indices.astype(np.int64), x.shape[axis])
+    # indices may be shorter than data along the other axes: those read the leading part of data
+    x = x[tuple(slice(None) if a == axis else slice(0, n) for a, n in enumerate(idx.shape))]
     return np.take_along_axis(x, idx, axis=axis)
 
 
@@ -1662,3 +1648,130 @@ def _infer_affine_grid(ctx):
 
 _reg("AffineGrid", _eval_affine_grid, _infer_affine_grid, attrs={"align_corners": Attr("int", 0)},
      inputs=(2, 2), kind=Kind.OPAQUE)
+
+
+# ---- gradients ------------------------------------------------------------------------------------
+# A rule maps (ctx, node, dys) to one gradient per input (see graphc.autodiff.GradContext). Ops that only
+# move elements get theirs from ``ctx.route_back``; ops that only change the shape reshape back.
+def _reshape_back(ctx, node, dys):
+    return [ctx.reshape_like(dys[0], node.inputs[0])] + [None] * (len(node.inputs) - 1)
+
+
+def _route_back(ctx, node, dys):
+    return [ctx.route_back(node, dys[0], 0)] + [None] * (len(node.inputs) - 1)
+
+
+def _transpose_grad(ctx, node, dys):
+    rank = ctx.rank(node.inputs[0])
+    perm = node.attrs.get("perm") or list(reversed(range(rank)))
+    return [ctx.op("Transpose", dys[0], perm=[int(i) for i in np.argsort(perm)])]
+
+
+def _concat_grad(ctx, node, dys):
+    axis = node.attrs["axis"] % ctx.rank(node.inputs[0])
+    sizes = ctx.shape_vector([ctx.shape_of(x)[axis] if isinstance(ctx.shape_of(x)[axis], int) else ctx.dim(x, axis)
+                              for x in node.inputs])
+    return ctx.op_n("Split", dys[0], sizes, num_outputs=len(node.inputs), axis=axis)
+
+
+def _split_grad(ctx, node, dys):
+    parts = [g if g is not None else ctx.zeros_like(y) for y, g in zip(node.outputs, dys)]
+    return [ctx.op("Concat", *parts, axis=node.attrs["axis"])] + [None] * (len(node.inputs) - 1)
+
+
+def _slice_grad(ctx, node, dys):
+    x, g = node.inputs[0], dys[0]
+    shape = ctx.static_shape(x)
+    consts = [v.data if v is not None else None for v in node.inputs[1:]] + [None] * (5 - len(node.inputs))
+    starts, ends, axes, steps = consts[:4]
+    given = [v is not None for v in node.inputs[1:5]] + [False] * (5 - len(node.inputs))
+    if shape is None or starts is None or ends is None or (given[2] and axes is None) or (given[3] and steps is None):
+        return _route_back(ctx, node, dys)
+    rank = len(shape)
+    axes = list(range(len(starts))) if axes is None else [int(a) % rank for a in axes.reshape(-1)]
+    steps = [1] * len(axes) if steps is None else [int(s) for s in steps.reshape(-1)]
+    if any(s != 1 for s in steps):
+        return _route_back(ctx, node, dys)
+    pads = [0] * (2 * rank)
+    for a, st, en in zip(axes, starts.reshape(-1), ends.reshape(-1)):
+        b, e, _ = slice(int(st), int(en)).indices(shape[a])
+        e = max(e, b)
+        pads[a], pads[a + rank] = b, shape[a] - e
+    return [ctx.op("Pad", g, ctx.ints(pads))] + [None] * (len(node.inputs) - 1)
+
+
+def _pad_grad(ctx, node, dys):
+    if node.attrs["mode"] != "constant":
+        return _route_back(ctx, node, dys)
+    x, pads = node.inputs[0], node.inputs[1]
+    axes = node.inputs[3] if len(node.inputs) > 3 else None
+    # cropping by the pads undoes them (a negative pad crops, and padding back what was cropped gives 0)
+    dx = ctx.op("Pad", dys[0], ctx.op("Neg", pads), None, axes)
+    return [dx] + [None] * (len(node.inputs) - 1)
+
+
+def _scatter_grad(gather_op: str):
+    def rule(ctx, node, dys):
+        data, idx, upd = node.inputs
+        g = dys[0]
+        red = node.attrs.get("reduction", "none")
+        attrs = {"axis": node.attrs["axis"]} if "axis" in node.attrs else {}
+        if red not in ("none", "add"):
+            from ..errors import GradientError
+
+            raise GradientError(f"{node_label(node)}: no gradient for reduction '{red}' (only 'none' and 'add')")
+        d_upd = ctx.op(gather_op, g, idx, **attrs)
+        d_data = g if red == "add" else ctx.op(node.op_type, g, idx, ctx.zeros_like(upd), **attrs)
+        return [d_data, None, d_upd]
+
+    return rule
+
+
+def _resize_grad(ctx, node, dys):
+    if node.attrs.get("mode") != "nearest":
+        from ..errors import GradientError
+
+        raise GradientError(f"{node_label(node)}: Resize in mode '{node.attrs.get('mode')}' has no gradient rule "
+                            f"yet (only 'nearest')")
+    return _route_back(ctx, node, dys)
+
+
+set_grads({
+    "Identity": lambda ctx, node, dys: [dys[0]],
+    "Reshape": _reshape_back,
+    "Flatten": _reshape_back,
+    "Squeeze": _reshape_back,
+    "Unsqueeze": _reshape_back,
+    "Transpose": _transpose_grad,
+    "Concat": _concat_grad,
+    "Split": _split_grad,
+    "Slice": _slice_grad,
+    "Gather": _route_back,
+    "GatherElements": _route_back,
+    "GatherND": _route_back,
+    "Compress": _route_back,
+    "Tile": _route_back,
+    "DepthToSpace": _route_back,
+    "SpaceToDepth": _route_back,
+    "ReverseSequence": _route_back,
+    "CenterCropPad": _route_back,
+    "Resize": _resize_grad,
+    "Upsample": _resize_grad,
+    "Pad": _pad_grad,
+    "Expand": lambda ctx, node, dys: [ctx.unbroadcast(dys[0], node.inputs[0]), None],
+    "Trilu": lambda ctx, node, dys: [ctx.op("Trilu", dys[0], *node.inputs[1:], upper=node.attrs["upper"])]
+    + [None] * (len(node.inputs) - 1),
+    "ScatterElements": _scatter_grad("GatherElements"),
+    "Scatter": _scatter_grad("GatherElements"),
+    "ScatterND": _scatter_grad("GatherND"),
+}, {
+    "Shape": "its output is a shape (integers)",
+    "Size": "its output is an element count (integer)",
+    "NonZero": "its output holds integer indices",
+    "Unique": "its outputs are chosen by comparisons and include integer indices and counts",
+    "ConstantOfShape": "its input is a shape (integers)",
+    "EyeLike": "its output depends only on the input's shape",
+    "Range": "its output length depends on the values of its inputs",
+    "OneHot": "its output is built from integer indices",
+    "Constant": "it has no inputs",
+})

@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import ExecutionError, node_label
 from ..ir import DType
 from .common import tt
-from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register
+from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register, set_grads
 
 FAMILY = "training"
 DOMAIN = "ai.onnx.preview.training"
@@ -117,3 +117,8 @@ register(OpDef("Adam", eval=_adam_eval, infer=_infer_optimizer(4), domain=DOMAIN
                attrs={"alpha": Attr("float", 0.9), "beta": Attr("float", 0.999), "epsilon": Attr("float", 1e-6),
                       "norm_coefficient": Attr("float", 0.0), "norm_coefficient_post": Attr("float", 0.0)},
                doc="One step of Adam."))
+
+
+# ---- gradients: none (graphc.autodiff names these ops when one cuts a gradient path) -----------------
+set_grads({}, {name: "it is an optimizer's update step, not part of a differentiated function"
+               for name in ("Momentum", "Adagrad", "Adam")}, domain=DOMAIN)

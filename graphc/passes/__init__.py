@@ -1,4 +1,6 @@
-"""Graph-to-graph passes. Each is a plain function; the pass manager (a later step) runs them in order."""
+"""Graph-to-graph passes, each a plain function run by the pass manager (``manager.PassManager``)."""
 from .infer_shapes import infer_shapes
+from .manager import PASSES, PassManager, PassRecord, PassReport, register_pass
+from .pipeline import simplify
 
-__all__ = ["infer_shapes"]
+__all__ = ["PASSES", "PassManager", "PassRecord", "PassReport", "infer_shapes", "register_pass", "simplify"]

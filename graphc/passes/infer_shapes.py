@@ -11,6 +11,8 @@ import numpy as np
 from ..errors import GraphcError, ShapeError, node_label
 from ..ir import DType, Graph, TensorType
 from ..ir.types import OptionalType, SequenceType
+from ..limits import check_type
+from ..limits import memory_limit as _memory_limit
 from ..ops.interpret import eval_node
 from ..ops.registry import InferContext, lookup, types_conflict
 
@@ -22,8 +24,14 @@ _NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "Rando
                      "Multinomial", "Dropout"}
 
 
-def _merge(declared, inferred):
-    """Combine a declared type (from the model) with an inferred one, keeping the more precise dims."""
+def _merge(declared, inferred, keep=frozenset()):
+    """Combine a declared type (from the model) with an inferred one, keeping the more precise dims.
+
+    An inferred int wins; so does an inferred symbol in ``keep`` (the graph inputs' symbols: a dim
+    traced to a dynamic input axis outranks an exporter's stale declaration such as a traced length).
+    Any other inferred symbol was made up by inference, and a declared int, or a declared symbol in
+    ``keep`` (``pos[:seq]`` declared ``[seq, 32]``), says more.
+    """
     if declared is None:
         return inferred
     if inferred is None:
@@ -35,9 +43,14 @@ def _merge(declared, inferred):
         return TensorType(dtype, declared.shape)
     if declared.shape is None:
         return TensorType(dtype, inferred.shape)
-    dims = tuple(i if isinstance(i, int) or not isinstance(d, int) else d
+    dims = tuple(i if isinstance(i, int) or i in keep or not (isinstance(d, int) or d in keep) else d
                  for d, i in zip(declared.shape, inferred.shape))
     return TensorType(dtype, dims)
+
+
+def _input_symbols(graph: Graph) -> set:
+    return {d for v in graph.inputs if isinstance(v.type, TensorType) and v.type.shape is not None
+            for d in v.type.shape if isinstance(d, str)}
 
 
 def _type_of_array(x) -> TensorType | None:
@@ -49,55 +62,76 @@ def _type_of_array(x) -> TensorType | None:
     return None
 
 
-def infer_shapes(graph: Graph, known: dict | None = None, symbolic: dict | None = None) -> dict:
+def infer_shapes(graph: Graph, known: dict | None = None, symbolic: dict | None = None,
+                 memory_limit: int | str | None = None) -> dict:
     """Infer every value's type in place; returns the map of values known ahead of time (by id).
 
     ``symbolic`` collects integer values known only in part (see ``InferContext.sym``).
-    Raises ShapeError naming the node whose inputs contradict its rules.
+    Raises ShapeError naming the node whose inputs contradict its rules, ResourceLimitError naming an
+    output inferred larger than ``memory_limit`` bytes (graphc/limits.py) before anything computes it.
     """
     known = {} if known is None else known
     symbolic = {} if symbolic is None else symbolic
+    limit = _memory_limit(memory_limit)
     for node in graph.nodes:
-        op = lookup(node.domain, node.op_type)
-        if op is None:
-            continue
-        inferred = None
-        ctx = None
-        if op.infer is not None:
-            try:
-                ctx = InferContext(node, graph, known, symbolic=symbolic,
-                                   infer_graph=lambda body: infer_shapes(body, dict(known), dict(symbolic)))
-                inferred = op.infer(ctx)
-            except GraphcError:
-                raise
-            except Exception as e:  # a bug or gap in an infer rule must not hide the model's real problem
-                raise ShapeError(f"{node_label(node)}: shape inference failed: {type(e).__name__}: {e}") from e
-        if inferred is None:
-            inferred = [None] * len(node.outputs)
-        # Learn small values ahead of time (shape arithmetic in exported models).
-        values = None
-        if node.op_type not in _NONDETERMINISTIC and not node.subgraphs():
-            values = _try_known(node, known)
-        for i, v in enumerate(node.outputs):
-            if v is None:
-                continue
-            t = inferred[i] if i < len(inferred) else None
-            if (values is None or values[i] is None) and ctx is not None and i in ctx.produced_sym:
-                arr = _symbolic_to_array(ctx.produced_sym[i], t)
-                if arr is None:
-                    symbolic[id(v)] = ctx.produced_sym[i]
-                else:  # every entry is a number after all (e.g. the static dims of a symbolic shape)
-                    values = list(values) if values is not None else [None] * len(node.outputs)
-                    values[i] = arr
-            if values is not None and values[i] is not None:
-                known[id(v)] = values[i]
-                t = _merge(t, _type_of_array(values[i]))
-            why = types_conflict(v.type, t)
-            if why:
-                raise ShapeError(f"{node_label(node)}: output '{v.name}' is declared {v.type} "
-                                 f"but inferred as {t} ({why})")
-            v.type = _merge(v.type, t)
+        infer_node(graph, node, known, symbolic, limit)
     return known
+
+
+def infer_node(graph: Graph, node, known: dict, symbolic: dict, limit: int | None = None) -> None:
+    """Infer one node's output types in place (its inputs' types must be known already).
+
+    ``known`` and ``symbolic`` are the maps ``infer_shapes`` threads through a graph; a front end that
+    builds a graph node by node (the DSL) keeps them and calls this as each node is created.
+    ``limit``: the memory budget in bytes (None: from graphc/limits.py's configuration).
+    """
+    limit = _memory_limit() if limit is None else limit
+    op = lookup(node.domain, node.op_type)
+    if op is None:
+        return
+    inferred = None
+    ctx = None
+    if op.infer is not None:
+        try:
+            ctx = InferContext(node, graph, known, symbolic=symbolic,
+                               infer_graph=lambda body: infer_shapes(body, dict(known), dict(symbolic), limit))
+            inferred = op.infer(ctx)
+        except GraphcError:
+            raise
+        except Exception as e:  # a bug or gap in an infer rule must not hide the model's real problem
+            raise ShapeError(f"{node_label(node)}: shape inference failed: {type(e).__name__}: {e}") from e
+    if inferred is None:
+        inferred = [None] * len(node.outputs)
+    for v, t in zip(node.outputs, inferred):  # before anything below evaluates the node ahead of time
+        if v is not None:
+            if isinstance(t, TensorType) and t.shape is not None and any(
+                    isinstance(d, int) and d < 0 for d in t.shape):
+                raise ShapeError(f"{node_label(node)}: output '{v.name}' would have the negative dims {t} "
+                                 f"(check the node's attributes and input shapes)")
+            check_type(f"{node_label(node)}: output '{v.name}'", _merge(v.type, t), limit)
+    # Learn small values ahead of time (shape arithmetic in exported models).
+    values = None
+    if node.op_type not in _NONDETERMINISTIC and not node.subgraphs():
+        values = _try_known(node, known)
+    for i, v in enumerate(node.outputs):
+        if v is None:
+            continue
+        t = inferred[i] if i < len(inferred) else None
+        if (values is None or values[i] is None) and ctx is not None and i in ctx.produced_sym:
+            arr = _symbolic_to_array(ctx.produced_sym[i], t)
+            if arr is None:
+                symbolic[id(v)] = ctx.produced_sym[i]
+            else:  # every entry is a number after all (e.g. the static dims of a symbolic shape)
+                values = list(values) if values is not None else [None] * len(node.outputs)
+                values[i] = arr
+        if values is not None and values[i] is not None:
+            known[id(v)] = values[i]
+            t = _merge(t, _type_of_array(values[i]))
+        why = types_conflict(v.type, t)
+        if why:
+            raise ShapeError(f"{node_label(node)}: output '{v.name}' is declared {v.type} "
+                             f"but inferred as {t} ({why})")
+        v.type = _merge(v.type, t, _input_symbols(graph))
 
 
 def _symbolic_to_array(dims: tuple, t) -> np.ndarray | None:
@@ -145,4 +179,4 @@ def _shape_of_static(node, v):
     return [shape[start:end]]
 
 
-__all__ = ["infer_shapes", "types_conflict", "OptionalType", "SequenceType"]
+__all__ = ["infer_node", "infer_shapes", "types_conflict", "OptionalType", "SequenceType"]

@@ -6,10 +6,13 @@ lookups, and leave room for a memory plan to assign preallocated buffers to slot
 """
 from __future__ import annotations
 
+from time import perf_counter
 from typing import Any, Mapping, Sequence
 
-from graphc.errors import GraphcError, UnsupportedOpError
-from graphc.ir import Graph, Value
+from graphc.errors import GraphcError, UnsupportedOpError, node_label
+from graphc.ir import Graph, TensorType, Value
+from graphc.limits import check_before_eval, check_graph, check_type, input_bindings
+from graphc.limits import memory_limit as _memory_limit
 from graphc.ops import lookup
 from graphc.ops.interpret import eval_node, node_captures, outer_values
 
@@ -19,8 +22,22 @@ from ..feeds import normalize_feeds
 class NumpyExecutable:
     """A graph made ready to run: ``run(feeds) -> list of outputs`` (in the graph's output order)."""
 
-    def __init__(self, graph: Graph):
+    def __init__(self, graph: Graph, memory_limit: int | str | None = None, check_memory: bool | None = None):
+        #: A graphc.plan.Plan runs its graph; with ``check_memory`` (default: GRAPHC_CHECK_MEMORY) every run
+        #: keeps its values at the plan's arena offsets and checks them (runtime/numpy/memcheck.py).
+        self.plan = None
+        if not isinstance(graph, Graph):
+            self.plan, graph = graph, graph.graph
+        from .memcheck import check_memory_from_env
+
+        self.check_memory = self.plan is not None and (check_memory_from_env() if check_memory is None
+                                                       else check_memory)
         self.graph = graph
+        #: Profiling hook: ``fn(node, start, end)`` (perf_counter seconds) after each step; None = off.
+        self.step_timer = None
+        #: The memory budget in bytes for one tensor (graphc/limits.py); 0 = unchecked.
+        self.memory_limit = _memory_limit(memory_limit)
+        check_graph(graph, self.memory_limit)
         missing: dict = {}
         slot: dict[int, int] = {}
         self._values: list[Value] = []
@@ -71,6 +88,10 @@ class NumpyExecutable:
         self._steps = [(node, op, ins, outs, frees[i], self._outer.get(i))
                        for i, (node, op, ins, outs) in enumerate(steps)]
         self._n_slots = len(self._values)
+        # Steps whose output sizes are not fixed ahead of time: checked against the budget when run.
+        self._dynamic = {i for i, (node, _, _, _) in enumerate(steps)
+                         if any(v is not None and not (isinstance(v.type, TensorType) and v.type.is_static)
+                                for v in node.outputs)}
 
     def run(self, feeds: Mapping[str, Any] | Sequence[Any], outer: Mapping[Value, Any] | None = None) -> list:
         checked = normalize_feeds(self.graph, feeds)
@@ -87,15 +108,48 @@ class NumpyExecutable:
             else:
                 raise GraphcError(f"graph '{self.graph.name}' uses '{v.name}' of an enclosing graph; "
                                   f"run it from there")
-        for node, op, ins, outs, frees, caps in self._steps:
+        limit = self.memory_limit if self._dynamic else 0
+        bindings = input_bindings(self.graph, checked) if limit else {}
+        for i in self._dynamic if limit else ():  # sizes the feeds fix: refused before anything runs
+            node = self._steps[i][0]
+            for v in node.outputs:
+                if v is not None:
+                    check_type(f"{node_label(node)}: output '{v.name}'", v.type, limit, bindings)
+        evaluate = eval_node if self.step_timer is None else _timed(self.step_timer)
+        arena = self._arena(checked) if self.check_memory else None
+        for i, (node, op, ins, outs, frees, caps) in enumerate(self._steps):
             outer_env = None if caps is None else {v: env[s] for v, s in zip(*caps)}
-            results = eval_node(node, [env[s] if s >= 0 else None for s in ins], op, outer_env)
+            args = [env[s] if s >= 0 else None for s in ins]
+            if limit and i in self._dynamic:
+                check_before_eval(node, op, args, limit, bindings)
+            results = evaluate(node, args, op, outer_env)
             for s, x in zip(outs, results):
                 if s >= 0:
                     env[s] = x
+            if arena is not None:
+                arena.store(node, outs, results, env, frees)
+                arena.free(frees)
             for s in frees:
                 env[s] = None
         return [env[s] for s in self._output_slots]
+
+    def _arena(self, checked):
+        """The arena for one checked run, laid out by the plan's memory plan for the fed sizes."""
+        from .memcheck import ArenaRun
+
+        memory = self.plan.memory_for(input_bindings(self.graph, checked))
+        return None if memory is None else ArenaRun(memory, self._values)
+
+
+def _timed(step_timer):
+    """``eval_node`` that reports each step's start and end to ``step_timer`` (graphc/profile.py)."""
+    def evaluate(node, args, op, outer_env):
+        start = perf_counter()
+        results = eval_node(node, args, op, outer_env)
+        step_timer(node, start, perf_counter())
+        return results
+
+    return evaluate
 
 
 class NumpyBackend:
@@ -104,5 +158,7 @@ class NumpyBackend:
     name = "numpy"
 
     @staticmethod
-    def prepare(graph: Graph) -> NumpyExecutable:
-        return NumpyExecutable(graph)
+    def prepare(graph: Graph, memory_limit: int | str | None = None,
+                check_memory: bool | None = None) -> NumpyExecutable:
+        """``graph``: a Graph or a graphc.plan.Plan (``check_memory``: see NumpyExecutable)."""
+        return NumpyExecutable(graph, memory_limit, check_memory)

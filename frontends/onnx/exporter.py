@@ -1,0 +1,176 @@
+"""ONNX export: writes the inference subgraph of a graph as an ONNX model that onnxruntime can run.
+
+``export_onnx(graph_or_session, outputs, path, inputs=None)`` keeps only the nodes the outputs need,
+turns variables into initializers holding their current values (a Session's trained state, or the
+graph's initial values), and writes standard-domain nodes at a fixed opset. Attributes graphc filled
+in with defaults that the target opset does not know are dropped; any other mismatch is an error.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from graphc.errors import GraphcError
+from graphc.ir import Graph, TensorType, Value
+from graphc.ops import lookup
+
+#: Opset written by default: new enough for every op the DSL emits, old enough for current onnxruntime.
+DEFAULT_OPSET = 21
+
+
+class ExportError(GraphcError):
+    """The graph cannot be written as ONNX: a custom op, a missing input, an attribute the opset lacks."""
+
+
+def _value_info(name: str, t) -> onnx.ValueInfoProto:
+    if not isinstance(t, TensorType) or t.dtype is None:
+        return helper.make_empty_tensor_value_info(name)
+    shape = None if t.shape is None else [d if isinstance(d, int) else str(d) for d in t.shape]
+    return helper.make_tensor_value_info(name, t.dtype.value, shape)
+
+
+def _node_attrs(node, opset: int) -> dict[str, Any]:
+    """The node's attributes that the target opset's schema knows (defaults it does not know are dropped)."""
+    try:
+        schema = onnx.defs.get_schema(node.op_type, opset, node.domain)
+    except onnx.defs.SchemaError:
+        raise ExportError(f"{node.op_type} node '{node.name}': ONNX opset {opset} has no {node.op_type} "
+                          f"operator") from None
+    known = set(schema.attributes)
+    opdef = lookup(node.domain, node.op_type)
+    out = {}
+    for k, v in node.attrs.items():
+        if v is None:
+            continue
+        if k in known:
+            out[k] = v
+            continue
+        default = opdef.attrs[k].default if opdef is not None and k in opdef.attrs else None
+        if default is not None and v == default:
+            continue
+        raise ExportError(f"{node.op_type} node '{node.name}': attribute '{k}'={v!r} does not exist in ONNX "
+                          f"opset {opset}; export with a newer opset")
+    return out
+
+
+def _named(items, what: str) -> list[tuple[str | None, Value]]:
+    if items is None:
+        return []
+    if isinstance(items, Mapping):
+        return [(k, t.value) for k, t in items.items()]
+    if hasattr(items, "value"):
+        items = [items]
+    return [(None, t.value) for t in items]
+
+
+def to_onnx_model(graph: Graph, outputs, inputs=None, variables: Mapping[str, np.ndarray] | None = None,
+                  opset: int = DEFAULT_OPSET, name: str | None = None) -> onnx.ModelProto:
+    """The ONNX model computing ``outputs`` (tensors, or a dict name -> tensor) from ``inputs``.
+
+    ``inputs`` defaults to the placeholders the outputs need; tensors given as inputs cut the graph there.
+    Variables become initializers with the values in ``variables`` (by name).
+    """
+    outs = _named(outputs, "outputs")
+    ins = _named(inputs, "inputs")
+    if not outs:
+        raise ExportError("export_onnx: no outputs to export")
+    variables = dict(variables or {})
+    producer = {id(v): n for n in graph.nodes for v in n.outputs if v is not None}
+    input_ids = {id(v) for _, v in ins}
+    placeholders = {id(v): v for v in graph.inputs}
+    var_ids = {id(v): k for k, v in graph.variables.items()}
+    needed_nodes: set[int] = set()
+    used_placeholders: dict[int, Value] = {}
+    used_vars: dict[str, Value] = {}
+    used_consts: dict[int, Value] = {}
+    stack = [v for _, v in outs]
+    seen: set[int] = set()
+    while stack:
+        v = stack.pop()
+        if id(v) in seen:
+            continue
+        seen.add(id(v))
+        if id(v) in input_ids:
+            continue
+        if id(v) in placeholders:
+            used_placeholders[id(v)] = v
+            continue
+        if id(v) in var_ids:
+            used_vars[var_ids[id(v)]] = v
+            continue
+        if v.data is not None:
+            used_consts[id(v)] = v
+            continue
+        n = producer.get(id(v))
+        if n is None:
+            raise ExportError(f"export_onnx: '{v.name}' is neither computed by the graph nor an input")
+        if id(n) not in needed_nodes:
+            needed_nodes.add(id(n))
+            stack.extend(x for x in n.inputs if x is not None)
+    if ins and used_placeholders:
+        names = ", ".join(f"'{v.name}'" for v in used_placeholders.values())
+        raise ExportError(f"export_onnx: the outputs also need placeholder(s) {names}, which are not in `inputs`")
+    graph_inputs = [(k, v) for k, v in ins] if ins else [(None, v) for v in graph.inputs if id(v) in used_placeholders]
+    nodes = []
+    rename: dict[int, str] = {}
+    input_protos = []
+    for k, v in graph_inputs:
+        rename[id(v)] = k or v.name
+        input_protos.append(_value_info(k or v.name, v.type))
+
+    def nm(v: Value | None) -> str:
+        return "" if v is None else rename.get(id(v), v.name)
+
+    for n in graph.nodes:
+        if id(n) not in needed_nodes:
+            continue
+        if n.domain not in ("", "ai.onnx"):
+            raise ExportError(f"{n.op_type} node '{n.name}' is in graphc's own domain '{n.domain}' and has no "
+                              f"ONNX form; export the inference outputs only")
+        if n.subgraphs():
+            raise ExportError(f"{n.op_type} node '{n.name}': exporting subgraphs is not supported")
+        nodes.append(helper.make_node(n.op_type, [nm(x) for x in n.inputs], [nm(x) for x in n.outputs],
+                                      name=n.name, **{k: numpy_helper.from_array(a) if isinstance(a, np.ndarray) else a
+                                                      for k, a in _node_attrs(n, opset).items()}))
+    inits = []
+    for v in used_consts.values():
+        inits.append(numpy_helper.from_array(np.asarray(v.data), nm(v)))
+    for k, v in used_vars.items():
+        if k not in variables:
+            raise ExportError(f"export_onnx: no value for variable '{k}'")
+        inits.append(numpy_helper.from_array(np.asarray(variables[k]), nm(v)))
+    out_protos = []
+    for k, v in outs:
+        if k is not None and k != nm(v):
+            nodes.append(helper.make_node("Identity", [nm(v)], [k], name=f"output_{k}"))
+        out_protos.append(_value_info(k or nm(v), v.type))
+    gp = helper.make_graph(nodes, name or graph.name, input_protos, out_protos, initializer=inits)
+    model = helper.make_model(gp, opset_imports=[helper.make_opsetid("", opset)], producer_name="graphc")
+    model.ir_version = min(model.ir_version, 10)
+    onnx.checker.check_model(model)
+    return model
+
+
+def export_onnx(graph, outputs, path: str | os.PathLike, inputs=None, opset: int = DEFAULT_OPSET,
+                variables: Mapping[str, np.ndarray] | None = None) -> onnx.ModelProto:
+    """Write the inference subgraph computing ``outputs`` to ``path``; returns the ModelProto.
+
+    ``graph`` is a Graph (variables keep their initial values) or a Session (its trained values).
+    ``outputs``/``inputs`` are tensors or dicts name -> tensor (dict keys name the model's inputs/outputs).
+    """
+    if hasattr(graph, "state") and hasattr(graph, "graph"):  # a Session
+        values = dict(graph.state)
+        graph = graph.graph
+    else:
+        values = dict(getattr(graph, "initial_values", {}))
+    values.update(variables or {})
+    model = to_onnx_model(graph, outputs, inputs, values, opset)
+    onnx.save(model, os.fspath(path))
+    return model
+
+
+__all__ = ["DEFAULT_OPSET", "ExportError", "export_onnx", "to_onnx_model"]
