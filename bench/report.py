@@ -205,6 +205,11 @@ def markdown(results: list[Result], workloads: list[Workload], machine: dict, co
     if how:
         lines += ["How graphc ran (NumPy backend): " + "; ".join(f"`{e}`: {', '.join(sorted(h))}"
                                                                 for e, h in sorted(how.items())) + ".", ""]
+    wrong = [r for r in results if r.data.get("status") == "wrong"]
+    if wrong:
+        lines += ["Wrong answers (outputs that differ from onnxruntime's, so not timed): "
+                  + "; ".join(f"{r.engine} on {r.workload} (max relative error {r.data.get('error', float('nan')):.2g})"
+                              for r in wrong) + ".", ""]
     lines += ["## Results per workload", ""]
     for w in workloads:
         lines += workload_table(results, w)

@@ -51,6 +51,8 @@ _LAZY = {
     "Session": ("runtime.session", "Session"),
     "progress": ("runtime.session", "progress"),
     "export_onnx": ("frontends.onnx.exporter", "export_onnx"),
+    "compile": ("graphc.compiler", "compile"),
+    "load_plan": ("graphc.plan", "load_plan"),
 }
 
 

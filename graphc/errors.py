@@ -10,6 +10,10 @@ class GraphcError(Exception):
     """Root of every error graphc raises on purpose."""
 
 
+class GraphcWarning(UserWarning):
+    """Something in a model is suspicious but not fatal (e.g. a stale declared shape)."""
+
+
 class ModelLoadError(GraphcError):
     """A model file or buffer could not be read as an ONNX model."""
 

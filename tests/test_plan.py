@@ -210,3 +210,13 @@ def test_binding_a_symbol_the_plan_lacks_says_which_are_open():
     assert plan.bind({"N": 2}) is plan  # bound when compiled to the same size: nothing to do
     with pytest.raises(GraphcError, match=r"cannot set N, B: .*open symbols: none; bound when compiled: N=2"):
         plan.bind({"N": 3, "B": 1})
+
+
+def test_the_facade_offers_compile_and_load_plan(tmp_path):
+    import graphc as gc
+
+    plan = gc.compile(_block_graph(), level=2, sets={"N": 1})
+    plan.save(str(tmp_path / "p.onnx"))
+    loaded = gc.load_plan(str(tmp_path / "p.onnx"))
+    x = np.ones((1, 3, 6, 6), np.float32)
+    np.testing.assert_allclose(gc.prepare(loaded).run({"x": x})[0], gc.prepare(plan).run({"x": x})[0])

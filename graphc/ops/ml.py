@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import ExecutionError, OpAttributeError, node_label
 from ..ir import DType, Graph, Node, TensorType
+from ..ir.dims import dim_from_factors, product_of
 from .common import tt
 from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register
 
@@ -590,12 +591,8 @@ def _array_feature_extractor_infer(ctx: InferContext) -> list:
     s, si = ctx.shape(0), ctx.shape(1)
     if ctx.dtype(1) is not None and ctx.dtype(1) != DType.int64:
         ctx.fail(f"indices must be int64, got {ctx.dtype(1).name}")
-    k = None
-    if si is not None:
-        k = 1
-        for d in si:
-            k = k * d if isinstance(d, int) and isinstance(k, int) else None
-    k = k if k is not None else ctx.fresh()
+    # as many outputs as indices: an int, a symbol, or a product such as 3*N (indices [N, 1] give N)
+    k = dim_from_factors(*product_of(si)) if si is not None else ctx.fresh()
     if s is None:
         return [tt(ctx.dtype(0), None)]
     return [tt(ctx.dtype(0), (1, k) if len(s) <= 1 else tuple(s[:-1]) + (k,))]

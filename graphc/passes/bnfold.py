@@ -83,8 +83,8 @@ def _build_gemm_bn(ed: Editor, m: Match):
     c2 = (float(gemm.attrs.get("beta", 1.0)) * c.astype(np.float64)) * a + shift
     attrs = dict(gemm.attrs, beta=1.0)
     dt = bmat.dtype
-    return ed.node("Gemm", [m["x"], ed.const(b2.astype(dt), f"{gemm.name}_B"), ed.const(c2.astype(dt), f"{gemm.name}_C")],
-                   attrs, name=gemm.name).outputs[0]
+    ins = [m["x"], ed.const(b2.astype(dt), f"{gemm.name}_B"), ed.const(c2.astype(dt), f"{gemm.name}_C")]
+    return ed.node("Gemm", ins, attrs, name=gemm.name).outputs[0]
 
 
 def _build_matmul_bn(ed: Editor, m: Match):
@@ -135,8 +135,9 @@ def _build_affine_into_conv(ed: Editor, m: Match):
         b2 = b.astype(np.float64) * c
     else:
         w2, b2 = w, b.astype(np.float64) + c
-    return ed.node("Conv", [conv.inputs[0], ed.const(np.asarray(w2).astype(w.dtype), f"{conv.name}_w"),
-                            ed.const(b2.astype(w.dtype), f"{conv.name}_b")], dict(conv.attrs), name=conv.name).outputs[0]
+    ins = [conv.inputs[0], ed.const(np.asarray(w2).astype(w.dtype), f"{conv.name}_w"),
+           ed.const(b2.astype(w.dtype), f"{conv.name}_b")]
+    return ed.node("Conv", ins, dict(conv.attrs), name=conv.name).outputs[0]
 
 
 _CONST = P.const

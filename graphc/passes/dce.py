@@ -1,7 +1,7 @@
 """Dead-code elimination: drops nodes whose outputs nothing reads, and constants no node reads.
 
 A value counts as read when a node takes it as an input, a subgraph body of a node reads it, or it is
-a graph output. Graph outputs are never removed.
+a graph output. Graph outputs are never removed, nor nodes with effects (variable updates).
 """
 from __future__ import annotations
 
@@ -10,12 +10,21 @@ from ..ops.interpret import node_captures
 from .manager import register_pass
 
 
+#: Ops that act beyond their outputs (a variable update the Session applies after the run): never removed,
+#: merged or folded, whether or not anything reads their result.
+EFFECT_OPS = {("graphc", "Assign")}
+
+
+def has_effects(node) -> bool:
+    return (node.domain, node.op_type) in EFFECT_OPS
+
+
 def remove_dead(graph: Graph) -> bool:
     """Remove unread nodes (in one backward walk) and unread constants; True when anything went."""
     live = {id(v) for v in graph.outputs if v is not None}
     keep = []
     for node in reversed(graph.nodes):
-        if any(v is not None and id(v) in live for v in node.outputs):
+        if has_effects(node) or any(v is not None and id(v) in live for v in node.outputs):
             keep.append(node)
             live.update(id(v) for v in node.inputs if v is not None)
             if node.subgraphs():

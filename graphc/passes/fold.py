@@ -18,8 +18,9 @@ import numpy as np
 
 from ..errors import GraphcError
 from ..ir import DType, Graph, TensorType
-from ..ops.interpret import eval_node
+from ..ops.interpret import eval_node, node_captures
 from ..ops.registry import lookup
+from .dce import has_effects, remove_dead
 from .infer_shapes import _NONDETERMINISTIC, infer_shapes
 from .manager import register_pass
 
@@ -36,7 +37,7 @@ WEIGHT_INPUTS: dict[str, set[int]] = {
 
 
 def _foldable_op(node) -> bool:
-    return (node.op_type not in _NONDETERMINISTIC and not node.subgraphs()
+    return (node.op_type not in _NONDETERMINISTIC and not node.subgraphs() and not has_effects(node)
             and lookup(node.domain, node.op_type) is not None)
 
 
@@ -125,8 +126,6 @@ def fold_constants(graph: Graph, floor: int = FOLD_FLOOR) -> bool:
     # Turn folded outputs that anything still reads into constants (keeping the Value and its name).
     readers = {id(v) for n in graph.nodes if id(n) not in folded for v in n.inputs if v is not None}
     readers |= {id(v) for v in graph.outputs}
-    from ..ops.interpret import node_captures
-
     for n in graph.nodes:
         if id(n) not in folded and n.subgraphs():
             readers |= {id(v) for v in node_captures(n)}
@@ -142,8 +141,6 @@ def fold_constants(graph: Graph, floor: int = FOLD_FLOOR) -> bool:
             v.producer = None
             graph.constants[v.name] = v
     graph.nodes = [n for n in graph.nodes if id(n) not in folded]
-    from .dce import remove_dead
-
     remove_dead(graph)
     return True
 

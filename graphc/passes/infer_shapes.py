@@ -6,10 +6,13 @@ Each node's OpDef ``infer`` gives its output types. Values that are cheap to kno
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
-from ..errors import GraphcError, ShapeError, node_label
+from ..errors import GraphcWarning, GraphcError, ShapeError, node_label
 from ..ir import DType, Graph, TensorType
+from ..ir.dims import dim_factors
 from ..ir.types import OptionalType, SequenceType
 from ..limits import check_type
 from ..limits import memory_limit as _memory_limit
@@ -27,10 +30,10 @@ _NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "Rando
 def _merge(declared, inferred, keep=frozenset()):
     """Combine a declared type (from the model) with an inferred one, keeping the more precise dims.
 
-    An inferred int wins; so does an inferred symbol in ``keep`` (the graph inputs' symbols: a dim
-    traced to a dynamic input axis outranks an exporter's stale declaration such as a traced length).
-    Any other inferred symbol was made up by inference, and a declared int, or a declared symbol in
-    ``keep`` (``pos[:seq]`` declared ``[seq, 32]``), says more.
+    An inferred int wins; so does an inferred symbol traced to the graph inputs' symbols ``keep`` (one of
+    them or a product such as ``4*batch``): it outranks an exporter's stale declaration such as a traced
+    length. Any other inferred symbol was made up by inference, and a declared int, or a declared symbol
+    traced to ``keep`` (``pos[:seq]`` declared ``[seq, 32]``), says more.
     """
     if declared is None:
         return inferred
@@ -43,9 +46,14 @@ def _merge(declared, inferred, keep=frozenset()):
         return TensorType(dtype, declared.shape)
     if declared.shape is None:
         return TensorType(dtype, inferred.shape)
-    dims = tuple(i if isinstance(i, int) or i in keep or not (isinstance(d, int) or d in keep) else d
-                 for d, i in zip(declared.shape, inferred.shape))
+    dims = tuple(i if isinstance(i, int) or _traced(i, keep) or not (isinstance(d, int) or _traced(d, keep))
+                 else d for d, i in zip(declared.shape, inferred.shape))
     return TensorType(dtype, dims)
+
+
+def _traced(d, keep) -> bool:
+    """Whether a symbolic dim is one of ``keep`` or a product of them (``4*batch``)."""
+    return bool(keep) and all(s in keep for s in dim_factors(d)[1])
 
 
 def _input_symbols(graph: Graph) -> set:
@@ -128,9 +136,16 @@ def infer_node(graph: Graph, node, known: dict, symbolic: dict, limit: int | Non
             known[id(v)] = values[i]
             t = _merge(t, _type_of_array(values[i]))
         why = types_conflict(v.type, t)
-        if why:
+        if why and why.startswith("element type"):
             raise ShapeError(f"{node_label(node)}: output '{v.name}' is declared {v.type} "
                              f"but inferred as {t} ({why})")
+        if why:
+            # A declared shape is a hint that exporters sometimes leave stale (a traced length written
+            # as a fixed dim): the shape inferred from the inputs wins, as in onnxruntime, with a warning.
+            warnings.warn(f"{node_label(node)}: output '{v.name}' is declared {v.type} but inferred as {t} "
+                          f"({why}); using the inferred shape", GraphcWarning, stacklevel=2)
+            v.type = t
+            continue
         v.type = _merge(v.type, t, _input_symbols(graph))
 
 

@@ -2,7 +2,8 @@
 
 - Gelu: ``x * 0.5 * (1 + Erf(x / sqrt 2))`` in any association order, and the tanh approximation
   ``0.5 * x * (1 + Tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))``.
-- LayerNormalization: ``(x - mean) / Sqrt(ReduceMean((x - mean)^2) + eps)`` over trailing axes; a following
+- LayerNormalization: ``(x - mean) / Sqrt(ReduceMean((x - mean)^2) + eps)`` over trailing axes (or times the
+  Reciprocal of that Sqrt); a following
   ``* gamma`` and ``+ beta`` fold into its scale and bias.
 - Softmax: ``Exp(x [- ReduceMax(x)]) / ReduceSum(Exp(...))`` over one axis.
 - Attention: ``MatMul(Softmax(MatMul(Q, K^T) [/ c | * c] [+ mask]), V)`` over 3-D or 4-D tensors.
@@ -56,9 +57,9 @@ def product_factors(ed: Editor, v: Value, root: bool = True) -> tuple[float, lis
 
 
 def _sum_with_one(ed: Editor, v: Value, inner_op: str) -> tuple[Value, list] | None:
-    """``v = Add(inner_op(t), 1)`` (either order): returns (t, nodes)."""
+    """``v = Add(inner_op(t), 1)`` (either order; a two-input Sum too): returns (t, nodes)."""
     n = v.producer
-    if n is None or n.op_type != "Add" or n.domain != "" or not _private(ed, v):
+    if n is None or n.op_type not in ("Add", "Sum") or len(n.inputs) != 2 or n.domain != "" or not _private(ed, v):
         return None
     for a, b in (n.inputs, n.inputs[::-1]):
         if _close(_scalar(b), 1.0, 1e-6) and a.producer is not None and a.producer.op_type == inner_op \
@@ -99,7 +100,7 @@ def _tanh_argument(ed: Editor, t: Value, x: Value) -> list | None:
     if not _close(c, math.sqrt(2.0 / math.pi)) or len(factors) != 1:
         return None
     s = factors[0].producer
-    if s is None or s.op_type != "Add" or not _private(ed, factors[0]):
+    if s is None or s.op_type not in ("Add", "Sum") or len(s.inputs) != 2 or not _private(ed, factors[0]):
         return None
     for a, b in (s.inputs, s.inputs[::-1]):
         if a is x:
@@ -121,9 +122,10 @@ _SQ_POW = P("Pow", P.any("d"), P.const(None, all_equal(2.0)))
 _SQ_MUL = P("Mul", P.any("d"), P.any("d"))
 
 
-def _layernorm_pattern(square: P) -> P:
+def _layernorm_pattern(square: P, reciprocal: bool = False) -> P:
     var = P("ReduceMean", square, P.const("axes2"), attrs=_KEEP)
-    return P("Div", _D, P("Sqrt", P("Add", var, P.const("eps", lambda a: a.size == 1))))
+    std = P("Sqrt", P("Add", var, P.const("eps", lambda a: a.size == 1)))
+    return P("Mul", _D, P("Reciprocal", std)) if reciprocal else P("Div", _D, std)
 
 
 def _trailing_axis(axes: np.ndarray, rank: int) -> int | None:
@@ -167,7 +169,8 @@ def _build_layernorm_affine(ed: Editor, m: Match):
         scale, bias = np.broadcast_to(scale * c, norm), np.broadcast_to(bias * c, norm)
     else:
         bias = np.broadcast_to(bias + c, norm)
-    ins = [ln.inputs[0], ed.const(np.ascontiguousarray(scale), "ln_scale"), ed.const(np.ascontiguousarray(bias), "ln_bias")]
+    ins = [ln.inputs[0], ed.const(np.ascontiguousarray(scale), "ln_scale"),
+           ed.const(np.ascontiguousarray(bias), "ln_bias")]
     return ed.node("LayerNormalization", ins, dict(ln.attrs), name=ln.name).outputs[0]
 
 
@@ -264,6 +267,8 @@ RULES = [
     Rule("gelu", _build_gelu, find=_find_gelu, ops=("Mul",)),
     Rule("layernorm", _build_layernorm, _layernorm_pattern(_SQ_POW)),
     Rule("layernorm", _build_layernorm, _layernorm_pattern(_SQ_MUL)),
+    Rule("layernorm", _build_layernorm, _layernorm_pattern(_SQ_POW, reciprocal=True)),
+    Rule("layernorm", _build_layernorm, _layernorm_pattern(_SQ_MUL, reciprocal=True)),
     Rule("layernorm_scale", _build_layernorm_affine,
          P("Mul", P("LayerNormalization", any_inputs=True, name="y"), P.const("c"))),
     Rule("layernorm_bias", _build_layernorm_affine,

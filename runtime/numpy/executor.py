@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 
 from graphc.errors import GraphcError, UnsupportedOpError, node_label
 from graphc.ir import Graph, TensorType, Value
-from graphc.limits import check_before_eval, check_graph, check_type, input_bindings
+from graphc.limits import VALUE_SIZED_OPS, check_before_eval, check_graph, check_type, input_bindings
 from graphc.limits import memory_limit as _memory_limit
 from graphc.ops import lookup
 from graphc.ops.interpret import eval_node, node_captures, outer_values
@@ -92,6 +92,9 @@ class NumpyExecutable:
         self._dynamic = {i for i, (node, _, _, _) in enumerate(steps)
                          if any(v is not None and not (isinstance(v.type, TensorType) and v.type.is_static)
                                 for v in node.outputs)}
+        # Of those, the ones whose sizes depend on input values: re-inferred from the inputs as they run.
+        self._value_sized = {i for i in self._dynamic if steps[i][0].op_type in VALUE_SIZED_OPS}
+        self._checked_bindings: set[tuple] = set()  # symbol bindings already checked against the budget
 
     def run(self, feeds: Mapping[str, Any] | Sequence[Any], outer: Mapping[Value, Any] | None = None) -> list:
         checked = normalize_feeds(self.graph, feeds)
@@ -110,17 +113,21 @@ class NumpyExecutable:
                                   f"run it from there")
         limit = self.memory_limit if self._dynamic else 0
         bindings = input_bindings(self.graph, checked) if limit else {}
-        for i in self._dynamic if limit else ():  # sizes the feeds fix: refused before anything runs
-            node = self._steps[i][0]
-            for v in node.outputs:
-                if v is not None:
-                    check_type(f"{node_label(node)}: output '{v.name}'", v.type, limit, bindings)
+        key = tuple(sorted(bindings.items()))
+        if limit and key not in self._checked_bindings:  # sizes the feeds fix: refused before anything runs
+            for i in self._dynamic:
+                node = self._steps[i][0]
+                for v in node.outputs:
+                    if v is not None:
+                        check_type(f"{node_label(node)}: output '{v.name}'", v.type, limit, bindings)
+            if len(self._checked_bindings) < 256:
+                self._checked_bindings.add(key)
         evaluate = eval_node if self.step_timer is None else _timed(self.step_timer)
         arena = self._arena(checked) if self.check_memory else None
         for i, (node, op, ins, outs, frees, caps) in enumerate(self._steps):
             outer_env = None if caps is None else {v: env[s] for v, s in zip(*caps)}
             args = [env[s] if s >= 0 else None for s in ins]
-            if limit and i in self._dynamic:
+            if limit and i in self._value_sized:
                 check_before_eval(node, op, args, limit, bindings)
             results = evaluate(node, args, op, outer_env)
             for s, x in zip(outs, results):

@@ -117,7 +117,8 @@ def test_tanh_gelu_is_recognized():
     g = Graph()
     x = g.add_input("x", f32(2, 8))
     cube = g.add_node("Pow", [x, g.add_constant(np.float32(3))]).outputs[0]
-    inner = g.add_node("Add", [x, g.add_node("Mul", [g.add_constant(np.float32(0.044715)), cube]).outputs[0]]).outputs[0]
+    term = g.add_node("Mul", [g.add_constant(np.float32(0.044715)), cube]).outputs[0]
+    inner = g.add_node("Add", [x, term]).outputs[0]
     t = g.add_node("Tanh", [g.add_node("Mul", [inner, g.add_constant(np.float32(math.sqrt(2 / math.pi)))]).outputs[0]])
     s = g.add_node("Add", [t.outputs[0], g.add_constant(np.float32(1))]).outputs[0]
     y = g.add_node("Mul", [g.add_node("Mul", [g.add_constant(np.float32(0.5)), x]).outputs[0], s]).outputs[0]
@@ -135,8 +136,8 @@ def test_gelu_lookalike_with_a_wrong_constant_stays():
     assert not check_pass(g, recognize_patterns)
 
 
-@pytest.mark.parametrize("square", ["Pow", "Mul"])
-def test_layernorm_with_affine_is_recognized(square):
+@pytest.mark.parametrize("square, reciprocal", [("Pow", False), ("Mul", False), ("Pow", True)])
+def test_layernorm_with_affine_is_recognized(square, reciprocal):
     g = Graph()
     x = g.add_input("x", f32("N", 5, 8))
     axes = g.add_constant(np.array([-1], np.int64))
@@ -145,7 +146,10 @@ def test_layernorm_with_affine_is_recognized(square):
     sq = g.add_node("Pow", [d, g.add_constant(np.float32(2))]) if square == "Pow" else g.add_node("Mul", [d, d])
     var = g.add_node("ReduceMean", [sq.outputs[0], axes]).outputs[0]
     std = g.add_node("Sqrt", [g.add_node("Add", [var, g.add_constant(np.float32(1e-5))]).outputs[0]]).outputs[0]
-    y = g.add_node("Div", [d, std]).outputs[0]
+    if reciprocal:
+        y = g.add_node("Mul", [d, g.add_node("Reciprocal", [std]).outputs[0]]).outputs[0]
+    else:
+        y = g.add_node("Div", [d, std]).outputs[0]
     y = g.add_node("Mul", [y, _c(g, 8)]).outputs[0]
     y = g.add_node("Add", [_c(g, 8), y]).outputs[0]
     finish(g, y)

@@ -115,3 +115,17 @@ def test_cse_keeps_two_graph_outputs_apart():
     finish(g, c, b)
     assert check_pass(g, eliminate_common_subexpressions)
     assert ops(g) == ["Exp", "Neg"] and [v.name for v in g.outputs] == ["c", "b"]
+
+
+def test_variable_updates_are_never_removed_merged_or_folded():
+    g = Graph()
+    x = g.add_input("x", f32(2))
+    var = g.add_input("w", f32(2))
+    c = g.add_constant(np.ones(2, np.float32), "one")
+    g.add_node("Assign", [var, c], domain="graphc", name="a1")
+    g.add_node("Assign", [var, c], domain="graphc", name="a2")
+    y = g.add_node("Relu", [x], name="relu").outputs[0]
+    finish(g, y)
+    assert not fold_constants(g) and not eliminate_common_subexpressions(g)
+    eliminate_dead_code(g)
+    assert ops(g) == ["Assign", "Assign", "Relu"]
