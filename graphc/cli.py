@@ -226,7 +226,18 @@ def random_feeds(graph, seed: int = 0) -> dict[str, np.ndarray]:
     return feeds
 
 
+def _map_text(m: dict, limit: int = 5) -> str:
+    items = [f"{k!r}: {v:.5g}" if isinstance(v, float) else f"{k!r}: {v!r}" for k, v in list(m.items())[:limit]]
+    return "{" + ", ".join(items) + (", ..." if len(m) > limit else "") + "}"
+
+
 def _summary(x) -> str:
+    if isinstance(x, dict):
+        return f"map of {len(x)} entries {_map_text(x)}"
+    if isinstance(x, list) and x and all(isinstance(m, dict) for m in x):  # ZipMap's rows of class scores
+        return f"sequence of {len(x)} maps; first {_map_text(x[0])}"
+    if isinstance(x, list):
+        return f"sequence of {len(x)}" + (f"; first: {_summary(x[0])}" if x else "")
     if not isinstance(x, np.ndarray):
         return f"{type(x).__name__}"
     head = f"shape {list(x.shape)}, {x.dtype}"
@@ -280,6 +291,9 @@ def cmd_run(args) -> int:
         for v, x in zip(graph.outputs, outputs):
             safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in v.name)
             path = os.path.join(args.output_dir, f"{safe}.npy")
+            if not isinstance(x, np.ndarray) or x.dtype == object:  # .npy without pickle holds plain arrays only
+                print(f"not saved: output '{v.name}' ({_summary(x)}) does not fit a .npy file", file=sys.stderr)
+                continue
             np.save(path, x, allow_pickle=False)
             print(f"saved {path}", file=sys.stderr)
     return 0

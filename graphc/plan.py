@@ -22,7 +22,7 @@ import numpy as np
 
 from .errors import GraphcError, ModelLoadError, PlanFormatError
 from .ir import DType, Graph, Node, TensorType, Value
-from .ir.types import OptionalType, SequenceType
+from .ir.types import MapType, OptionalType, SequenceType
 from .ops.registry import lookup
 
 #: The on-disk plan format this graphc writes and reads. Bump it when a saved plan's meaning changes.
@@ -391,6 +391,10 @@ def _type_proto(t):
         tp.optional_type.SetInParent()
         if t.elem is not None:
             tp.optional_type.elem_type.CopyFrom(_type_proto(t.elem))
+    elif isinstance(t, MapType):
+        tp.map_type.key_type = t.key.value
+        if t.value is not None:
+            tp.map_type.value_type.CopyFrom(_type_proto(t.value))
     return tp
 
 
@@ -420,6 +424,9 @@ def _type_from_proto(tp):
     if which == "optional_type":
         ot = tp.optional_type
         return OptionalType(_type_from_proto(ot.elem_type) if ot.HasField("elem_type") else None)
+    if which == "map_type":
+        mt = tp.map_type
+        return MapType(DType(mt.key_type), _type_from_proto(mt.value_type) if mt.HasField("value_type") else None)
     return None
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from graphc.errors import FeedError
 from graphc.ir import DType, Graph, TensorType, Value
-from graphc.ir.types import OptionalType, SequenceType
+from graphc.ir.types import MapType, OptionalType, SequenceType
 
 
 def _describe(x: Any) -> str:
@@ -62,6 +62,8 @@ def check_value(v: Value, x: Any, bound: dict[str, tuple[int, str]]) -> Any:
             raise FeedError(f"input '{v.name}': expected a sequence ({t}), got {_describe(x)}")
         # The tensors of a sequence may differ in size: a symbol binds within one element, not across them.
         return [check_value(Value(f"{v.name}[{i}]", t.elem), e, dict(bound)) for i, e in enumerate(x)]
+    if isinstance(t, MapType):
+        return check_map(v.name, t, x)
     if not isinstance(t, TensorType):
         return x
     if not isinstance(x, np.ndarray):
@@ -96,3 +98,38 @@ def check_value(v: Value, x: Any, bound: dict[str, tuple[int, str]]) -> Any:
                                     f"set to {size}, but got {n} ({_describe(x)})")
                 bound.setdefault(d, (n, v.name))
     return x
+
+
+def _map_entry(what: str, want: DType, x: Any, declared: MapType, name: str):
+    """One key or value of a map as the plain Python scalar the map ops expect (str, int, float or bool)."""
+    if isinstance(x, np.ndarray) and x.ndim == 0:
+        x = x[()]
+    if want is DType.string:
+        if isinstance(x, bytes):
+            return x.decode("utf-8")
+        if isinstance(x, (str, np.str_)):
+            return str(x)
+    elif want is DType.bool:
+        if isinstance(x, (bool, np.bool_)):
+            return bool(x)
+    elif want.is_int:
+        if isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_)):
+            return int(x)
+    elif isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_)):
+        return float(x)
+    raise FeedError(f"input '{name}': expected a dict ({declared}) whose {what}s are {want.name}, "
+                    f"got the {what} {x!r} ({type(x).__name__})")
+
+
+def check_map(name: str, t: MapType, x: Any) -> dict:
+    """A fed map: a dict whose keys and values match ``t``, with numpy scalars made plain Python ones."""
+    if not isinstance(x, Mapping):
+        raise FeedError(f"input '{name}': expected a dict ({t}), got {_describe(x)}")
+    value_dtype = t.value.dtype if isinstance(t.value, TensorType) else None
+    if value_dtype is None and t.value is not None:
+        raise FeedError(f"input '{name}': maps whose values are {t.value} cannot be fed (only scalar values)")
+    out = {}
+    for k, val in x.items():
+        k = _map_entry("key", t.key, k, t, name)
+        out[k] = val if value_dtype is None else _map_entry("value", value_dtype, val, t, name)
+    return out

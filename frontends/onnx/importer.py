@@ -20,7 +20,7 @@ from graphc.errors import (ExternalDataError, GraphcError, InvalidGraphError, Mo
 from graphc.ir import DType, Graph, Node, TensorType, Value
 from graphc.limits import check_size
 from graphc.limits import memory_limit as _memory_limit
-from graphc.ir.types import OptionalType, SequenceType
+from graphc.ir.types import MapType, OptionalType, SequenceType
 from graphc.ops import lookup
 from graphc.ops.registry import canonical_domain
 from graphc.passes import infer_shapes
@@ -175,6 +175,13 @@ def convert_type(tp: onnx.TypeProto, graph: Graph):
     if which == "optional_type":
         return OptionalType(convert_type(tp.optional_type.elem_type, graph) if tp.optional_type.HasField(
             "elem_type") else None)
+    if which == "map_type":
+        try:
+            key = DType(tp.map_type.key_type)
+        except ValueError:  # no usable key type: the map's type is unknown, as for an unknown tensor element type
+            return None
+        return MapType(key, convert_type(tp.map_type.value_type, graph) if tp.map_type.HasField(
+            "value_type") else None)
     return None
 
 

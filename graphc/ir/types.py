@@ -1,4 +1,4 @@
-"""Tensor types: an element type and a shape whose dims are ints or named symbols."""
+"""Value types: tensors (an element type and a shape of ints or named symbols), sequences, optionals, maps."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -61,10 +61,25 @@ class TensorType:
 
 
 @dataclass(frozen=True)
-class SequenceType:
-    """An ONNX sequence of tensors, all of element type ``elem``."""
+class MapType:
+    """An ONNX map from keys of element type ``key`` (an integer type or string) to values of type ``value``.
 
-    elem: TensorType | None
+    At run time a map is a Python dict (what onnxruntime gives and takes): ``ZipMap`` makes a sequence of
+    them, one per row of class probabilities.
+    """
+
+    key: DType
+    value: object | None
+
+    def __str__(self) -> str:
+        return f"map({self.key.name}, {self.value if self.value is not None else '?'})"
+
+
+@dataclass(frozen=True)
+class SequenceType:
+    """An ONNX sequence of tensors (or of maps), all of element type ``elem``."""
+
+    elem: TensorType | MapType | None
 
     def __str__(self) -> str:
         return f"seq({self.elem if self.elem is not None else '?'})"

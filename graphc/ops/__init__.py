@@ -9,6 +9,7 @@ from .registry import REGISTRY, REQUIRED, Attr, InferContext, Kind, OpDef, get_o
 # Each family registers its ops on import.
 from . import (controlflow, conv, elementwise, linalg, ml, ml_extra, nn, norm, quantize, reduce,  # noqa: F401,E402
                sequence, shape, training)
+from . import ml_maps  # noqa: F401,E402  (ZipMap, CastMap, DictVectorizer, CategoryMapper)
 from . import variables  # noqa: F401,E402  (graphc.Assign, the variable update)
 from . import fused  # noqa: F401,E402  (graphc.FusedGroup, made by fusion)
 from . import image  # noqa: F401,E402  (ImageDecoder; decoding needs Pillow, the `images` extra)

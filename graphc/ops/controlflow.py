@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import ExecutionError, GraphcError, node_label
 from ..ir import DType, Graph, Node, TensorType
-from ..ir.types import OptionalType, SequenceType
+from ..ir.types import MapType, OptionalType, SequenceType
 from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register, set_grads
 from .interpret import run_graph
 from .common import tt
@@ -37,6 +37,8 @@ def join_types(ctx: InferContext, a, b):
         return SequenceType(join_types(ctx, a.elem, b.elem))
     if isinstance(a, OptionalType):
         return OptionalType(join_types(ctx, a.elem, b.elem))
+    if isinstance(a, MapType) and a.key == b.key:
+        return MapType(a.key, join_types(ctx, a.value, b.value))
     return None
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import OpAttributeError, ShapeError, node_label
 from ..ir import DType, Graph, Node, TensorType
-from ..ir.types import OptionalType, SequenceType
+from ..ir.types import MapType, OptionalType, SequenceType
 
 
 class Kind(enum.IntEnum):
@@ -272,4 +272,7 @@ def types_conflict(a, b) -> str | None:
         return f"{a} vs {b}"
     if isinstance(a, (SequenceType, OptionalType)):
         return types_conflict(a.elem, b.elem)
+    if isinstance(a, MapType):
+        return (f"element type of the map keys {a.key.name} vs {b.key.name}" if a.key != b.key
+                else types_conflict(a.value, b.value))
     return None

@@ -3,7 +3,8 @@
 
 The models are fitted on small seeded data sets (well under a second each). skl2onnx leaves the batch dim
 unnamed, so the input's dim is named ``batch`` here; the outputs' dims are left for graphc to infer.
-Probability outputs are plain tensors (``zipmap: False``): graphc has no map or sequence-of-map types.
+Probability outputs are plain tensors (``zipmap: False``) here; the default ZipMap output (a sequence of
+maps) is run in tests/ops/test_ml_maps.py.
 """
 from __future__ import annotations
 
