@@ -1,0 +1,339 @@
+"""Row kernels: reductions with their elementwise prologue, and Softmax, LogSoftmax and LayerNormalization.
+
+A reduction's input is split into rows: the kept dims number the rows (one output element each), the
+reduced dims number the elements of a row. Either a block reduces a row (threads stride along it, then
+a tree in shared memory) or, for many short rows, a thread does. A kernel is a sequence of *passes*
+over each row (each pass one reduction whose result every thread of the block then holds) and an
+optional *write* loop: ReduceSum is one pass; ReduceLogSumExp two (max, then the sum of exp(x - max));
+Softmax two passes and a write (exp(x - max) / sum); LayerNormalization two passes (mean, then variance)
+and a write. The prologue is recomputed by each pass from the group's inputs, which is cheaper than
+writing it to memory and reading it back.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from graphc.ir import DType, Node, Value
+
+from . import codegen_injective, codegen_ops  # noqa: F401  (fill OP_EMITTERS)
+from .codegen import (CodegenUnsupported, Coords, Emitter, Kernel, KernelGroup, NameSource, cctype, compute_dtype,
+                      convert, dtype_of, index_type, literal, numel, prelude, shape_of, store_expr, c_identifier)
+from .codegen_elementwise import header, kernel_params, param_list
+from .launch import DeviceProps, reduction_launch
+
+#: Reduce op -> (initial value kind, contribution of x, combine, finalize); see _reducer.
+REDUCE_OPS = frozenset({"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+                        "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp", "ArgMax", "ArgMin",
+                        "GlobalAveragePool", "GlobalMaxPool"})
+ROW_OPS = frozenset({"Softmax", "LogSoftmax", "LayerNormalization"})
+
+
+def _fn(name: str, dt: DType) -> str:
+    return name + "f" if compute_dtype(dt) == DType.float32 else name
+
+
+def _lowest(dt: DType) -> str:
+    if dt.is_float:
+        return literal(float("-inf"), dt)
+    return literal(np.iinfo(dt.np).min, dt)
+
+
+def _highest(dt: DType) -> str:
+    if dt.is_float:
+        return literal(float("inf"), dt)
+    return literal(np.iinfo(dt.np).max, dt)
+
+
+class _Pass:
+    """One reduction over each row: ``acc = combine(acc, contrib(x))`` from ``init``; result in ``var``."""
+
+    def __init__(self, var: str, acc_type: str, init: str, contrib, combine, helpers=()):
+        self.var, self.acc_type, self.init = var, acc_type, init
+        self.contrib, self.combine, self.helpers = contrib, combine, set(helpers)
+
+
+class _RowKernel:
+    """Builds a row kernel over ``shape`` with the ``reduced`` dims forming each row."""
+
+    def __init__(self, group: KernelGroup, shape: tuple, reduced: list[int], props: DeviceProps):
+        self.group, self.shape, self.reduced = group, shape, reduced
+        self.kept = [d for d in range(len(shape)) if d not in reduced]
+        self.rows = numel([shape[d] for d in self.kept])
+        self.row_len = numel([shape[d] for d in reduced])
+        self.strategy, self.grid, self.block = reduction_launch(self.rows, self.row_len, props)
+        self.it = index_type(max(numel(shape), self.rows))
+        self.params, self.loads, self.literals, self.dtypes = kernel_params(group)
+        self.names = NameSource()
+        self.helpers: set[str] = set()
+        self.lines: list[str] = []
+        self.row_dims = {}
+
+    def _row_coords(self) -> None:
+        kept_shape = [self.shape[d] for d in self.kept]
+        em = Emitter(self.loads, self.literals, self.it, indent="        ", names=self.names)
+        c = Coords(kept_shape, linear="row")
+        for j, d in enumerate(self.kept):
+            self.row_dims[d] = c.dim(em, j)
+        self.lines += em.lines
+
+    def _k_emitter(self, indent: str, k: str = "k") -> tuple[Emitter, Coords]:
+        em = Emitter(self.loads, self.literals, self.it, indent=indent, names=self.names)
+        red_shape = [self.shape[d] for d in self.reduced]
+        kc = Coords(red_shape, linear=k)
+        dims = [""] * len(self.shape)
+        for d, name in self.row_dims.items():
+            dims[d] = name
+        for j, d in enumerate(self.reduced):
+            dims[d] = kc.dim(em, j)
+        return em, Coords(self.shape, dims=dims)
+
+    def _k_loop(self, indent: str) -> str:
+        if self.strategy == "block":
+            return f"for ({self.it} k = threadIdx.x; k < {self.row_len}; k += blockDim.x) {{"
+        return f"for ({self.it} k = 0; k < {self.row_len}; ++k) {{"
+
+    def add_pass(self, p: _Pass, x: Value) -> None:
+        """Reduce ``contrib(value of x)`` over each row into ``p.var`` (held by every thread after)."""
+        ind = "        "
+        self.helpers |= p.helpers
+        em, coords = self._k_emitter(ind + "    ")
+        xv = em.value(x, coords)
+        em.line(f"acc = {p.combine('acc', p.contrib(xv))};")
+        self.helpers |= em.helpers
+        self.lines.append(f"{ind}{{ {p.acc_type} acc = {p.init};")
+        self.lines += [f"{ind}{self._k_loop(ind)}"] + em.lines + [f"{ind}}}"]
+        if self.strategy == "block":
+            self.lines += [
+                f"{ind}gc_partial_{p.var}[threadIdx.x] = acc;",
+                f"{ind}__syncthreads();",
+                f"{ind}for (int half = {self.block // 2}; half > 0; half >>= 1) {{",
+                f"{ind}    if (threadIdx.x < half) gc_partial_{p.var}[threadIdx.x] = "
+                f"{p.combine(f'gc_partial_{p.var}[threadIdx.x]', f'gc_partial_{p.var}[threadIdx.x + half]')};",
+                f"{ind}    __syncthreads();",
+                f"{ind}}}",
+                f"{ind}acc = gc_partial_{p.var}[0];",
+                f"{ind}__syncthreads();  // every thread has read the result: the buffer may be reused",
+            ]
+        self.lines += [f"{ind}{p.var} = acc; }}"]
+        self.shared.append((p.acc_type, f"gc_partial_{p.var}"))
+        self.declared.append((p.acc_type, p.var))
+
+    def add_write(self, outputs: list[tuple[int, Value]], value_of) -> None:
+        """A loop over each row writing ``value_of(em, coords)`` for each output of the row's shape."""
+        ind = "        "
+        em, coords = self._k_emitter(ind + "    ")
+        for k, v in outputs:
+            dt = dtype_of(v)
+            val = value_of(em, coords, v)
+            em.line(f"out{k}[{coords.linear(em)}] = {store_expr(val, dt)};")
+        self.helpers |= em.helpers
+        self.lines += [f"{ind}{self._k_loop(ind)}"] + em.lines + [f"{ind}}}"]
+
+    def add_row_store(self, k: int, v: Value, expr: str, acc_dt: DType) -> None:
+        """Write one value per row (the reduction's result) to output ``k``."""
+        dt = dtype_of(v)
+        store = f"out{k}[row] = {store_expr(convert(expr, acc_dt, dt), dt)};"
+        ind = "        "
+        self.lines.append(f"{ind}if (threadIdx.x == 0) {store}" if self.strategy == "block" else f"{ind}{store}")
+
+    def build(self, what: str, body) -> Kernel:
+        self.shared: list[tuple[str, str]] = []
+        self.declared: list[tuple[str, str]] = []
+        self._row_coords()
+        body(self)
+        name = c_identifier(self.group.name)
+        decl = [f"        {t} {v};" for t, v in self.declared]
+        if self.strategy == "block":
+            loop = f"    for ({self.it} row = blockIdx.x; row < {self.rows}; row += gridDim.x) {{"
+            shared = [f"    __shared__ {t} {v}[{self.block}];" for t, v in self.shared]
+        else:
+            loop = (f"    for ({self.it} row = blockIdx.x * ({self.it})blockDim.x + threadIdx.x; row < {self.rows}; "
+                    f"row += ({self.it})blockDim.x * gridDim.x) {{")
+            shared = []
+        how = (f"one block of {self.block} threads per row" if self.strategy == "block" else "one thread per row")
+        src = [header(self.group, f"{what}: {self.rows} rows of {self.row_len} elements, {how}"),
+               prelude(self.helpers, self.dtypes), "",
+               f'extern "C" __global__ void {name}({param_list(self.params)})', "{", *shared, loop,
+               *decl, *self.lines, "    }", "}", ""]
+        return Kernel(name, "\n".join(src), self.params, self.grid, self.block, self.group,
+                      self.rows)
+
+
+# ---- reductions -------------------------------------------------------------------------------
+def _axes(node: Node, rank: int) -> list[int]:
+    if node.op_type in ("ArgMax", "ArgMin"):
+        return [node.attrs["axis"] % rank]
+    if node.op_type.startswith("Global"):
+        return list(range(2, rank))
+    v = node.inputs[1] if len(node.inputs) > 1 else None
+    if v is not None and v.data is None:
+        raise CodegenUnsupported(node, "its axes are computed at run time; the CUDA backend needs them constant")
+    axes = [] if v is None else [int(a) % rank for a in np.asarray(v.data).reshape(-1)]
+    if not axes:
+        return [] if node.attrs.get("noop_with_empty_axes", 0) else list(range(rank))
+    return sorted(set(axes))
+
+
+def generate_reduction(group: KernelGroup, props: DeviceProps) -> Kernel:
+    """A reduction (the group's last node) with the group's other nodes as its elementwise prologue."""
+    root = group.nodes[-1]
+    out = root.outputs[0]
+    if len(group.outputs) != 1 or group.outputs[0] is not out:
+        raise CodegenUnsupported(root, "a value of the reduction's prologue also leaves the group")
+    x = root.inputs[0]
+    shape = shape_of(x)
+    dt = dtype_of(x)
+    if dt == DType.bool:
+        raise CodegenUnsupported(root, f"{root.op_type} of bool")
+    reduced = _axes(root, len(shape))
+    rk = _RowKernel(group, shape, reduced, props)
+    acc_dt = compute_dtype(dt)
+    acc = cctype(dt)
+    op = root.op_type
+    K = rk.row_len
+
+    def sum_pass(var, contrib=lambda x: x):
+        return _Pass(var, acc, literal(0, acc_dt), contrib, lambda a, b: f"{a} + {b}")
+
+    def body(rk: _RowKernel):
+        if op in ("ArgMax", "ArgMin"):
+            _arg_pass(rk, root, x, acc, acc_dt)
+            return
+        if op == "ReduceLogSumExp":
+            rk.add_pass(_Pass("m", acc, _lowest(acc_dt), lambda v: v, lambda a, b: f"gc_max({a}, {b})", {"max"}), x)
+            rk.lines.append(f"        const {acc} shift = (m == {_lowest(acc_dt)} || m == {_highest(acc_dt)}) ? "
+                            f"{literal(0, acc_dt)} : m;")
+            rk.add_pass(sum_pass("s", lambda v: f"{_fn('exp', acc_dt)}({v} - shift)"), x)
+            rk.add_row_store(0, out, f"shift + {_fn('log', acc_dt)}(s)", acc_dt)
+            return
+        if op in ("ReduceMax", "GlobalMaxPool"):
+            p = _Pass("r", acc, _lowest(acc_dt), lambda v: v, lambda a, b: f"gc_max({a}, {b})", {"max"})
+        elif op == "ReduceMin":
+            p = _Pass("r", acc, _highest(acc_dt), lambda v: v, lambda a, b: f"gc_min({a}, {b})", {"min"})
+        elif op == "ReduceProd":
+            p = _Pass("r", acc, literal(1, acc_dt), lambda v: v, lambda a, b: f"{a} * {b}")
+        elif op == "ReduceL1":
+            p = sum_pass("r", (lambda v: f"{_fn('fabs', acc_dt)}({v})") if acc_dt.is_float else
+                         (lambda v: f"({v} < 0 ? -{v} : {v})"))
+        elif op in ("ReduceL2", "ReduceSumSquare"):
+            p = sum_pass("r", lambda v: f"{v} * {v}")
+        else:
+            p = sum_pass("r")
+        rk.add_pass(p, x)
+        final = {"ReduceMean": f"r / {literal(K, acc_dt)}", "GlobalAveragePool": f"r / {literal(K, acc_dt)}",
+                 "ReduceLogSum": f"{_fn('log', acc_dt)}(r)"}.get(op, "r")
+        if op == "ReduceL2":
+            final = f"{_fn('sqrt', acc_dt)}(r)" if acc_dt.is_float else f"sqrt((double)r)"
+        rk.add_row_store(0, out, final, acc_dt)
+
+    return rk.build(f"{op} over axes {reduced} of {dt}{list(shape)}", body)
+
+
+def _arg_pass(rk: _RowKernel, root: Node, x: Value, acc: str, acc_dt: DType) -> None:
+    """ArgMax/ArgMin: a (value, index) pair per thread; ties go to the first index (or the last)."""
+    better = ">" if root.op_type == "ArgMax" else "<"
+    tie = ">" if root.attrs.get("select_last_index", 0) else "<"
+    ind = "        "
+    em, coords = rk._k_emitter(ind + "    ")
+    xv = em.value(x, coords)
+    em.line(f"if (bj < 0 || {xv} {better} bv) {{ bv = {xv}; bj = k; }}" if tie == "<" else
+            f"if (bj < 0 || {xv} {better} bv || {xv} == bv) {{ bv = {xv}; bj = k; }}")
+    rk.helpers |= em.helpers
+    rk.lines += [f"{ind}{acc} bv = {_lowest(acc_dt)}; long long bj = -1;", f"{ind}{rk._k_loop(ind)}"] + em.lines + [f"{ind}}}"]
+    if rk.strategy == "block":
+        a, b = "threadIdx.x", "threadIdx.x + half"
+        take = (f"(gc_j[{b}] >= 0 && (gc_j[{a}] < 0 || gc_v[{b}] {better} gc_v[{a}] || "
+                f"(gc_v[{b}] == gc_v[{a}] && gc_j[{b}] {tie} gc_j[{a}])))")
+        rk.lines += [
+            f"{ind}gc_v[threadIdx.x] = bv; gc_j[threadIdx.x] = bj;",
+            f"{ind}__syncthreads();",
+            f"{ind}for (int half = {rk.block // 2}; half > 0; half >>= 1) {{",
+            f"{ind}    if (threadIdx.x < half && {take}) {{ gc_v[{a}] = gc_v[{b}]; gc_j[{a}] = gc_j[{b}]; }}",
+            f"{ind}    __syncthreads();",
+            f"{ind}}}",
+            f"{ind}bj = gc_j[0];",
+            f"{ind}__syncthreads();",
+        ]
+        rk.shared += [(acc, "gc_v"), ("long long", "gc_j")]
+    rk.add_row_store(0, root.outputs[0], "(bj < 0 ? 0 : bj)", DType.int64)
+
+
+# ---- softmax and layer norm -------------------------------------------------------------------
+def generate_row_op(group: KernelGroup, props: DeviceProps) -> Kernel:
+    """Softmax, LogSoftmax or LayerNormalization (a lone node) as one reduce-then-map kernel."""
+    node = group.nodes[0]
+    x = node.inputs[0]
+    shape = shape_of(x)
+    dt = dtype_of(x)
+    if not dt.is_float:
+        raise CodegenUnsupported(node, f"{node.op_type} of {dt}")
+    rank = len(shape)
+    acc_dt = DType.float64 if dt == DType.float64 else DType.float32
+    acc = cctype(acc_dt)
+    if node.op_type in ("Softmax", "LogSoftmax"):
+        axis = node.attrs["axis"] % max(rank, 1)
+        rk = _RowKernel(group, shape, [axis] if rank else [], props)
+        log = node.op_type == "LogSoftmax"
+
+        def body(rk):
+            rk.add_pass(_Pass("m", acc, _lowest(acc_dt), lambda v: convert(v, dt, acc_dt),
+                              lambda a, b: f"gc_max({a}, {b})", {"max"}), x)
+            rk.add_pass(_Pass("s", acc, literal(0, acc_dt),
+                              lambda v: f"{_fn('exp', acc_dt)}({convert(v, dt, acc_dt)} - m)", lambda a, b: f"{a} + {b}"), x)
+            if log:
+                rk.lines.append(f"        const {acc} log_s = {_fn('log', acc_dt)}(s);")
+
+            def value(em, coords, v):
+                xv = convert(em.value(x, coords), dt, acc_dt)
+                expr = f"{xv} - m - log_s" if log else f"{_fn('exp', acc_dt)}({xv} - m) / s"
+                return em.temp("v", acc, expr, f"{node.op_type} '{node.name}'")
+
+            rk.add_write([(0, group.outputs[0])], value)
+
+        return rk.build(f"{node.op_type} over axis {axis} of {dt}{list(shape)}", body)
+    # LayerNormalization
+    axis = node.attrs["axis"] % rank
+    if node.attrs.get("stash_type", 1) not in (1, 11):
+        raise CodegenUnsupported(node, f"stash_type {node.attrs.get('stash_type')}")
+    if dt == DType.float64 or node.attrs.get("stash_type", 1) == 11:
+        acc_dt, acc = DType.float64, "double"
+    scale = node.inputs[1]
+    bias = node.inputs[2] if len(node.inputs) > 2 else None
+    outs = [(k, v) for k, v in enumerate(node.outputs) if v is not None]
+    rk = _RowKernel(group, shape, list(range(axis, rank)), props)
+    K = rk.row_len
+    eps = literal(node.attrs["epsilon"], acc_dt)
+
+    def param(em, coords, v):
+        if v is None:
+            return None
+        return convert(em.value(v, coords.broadcast_to(shape_of(v))), dtype_of(v), acc_dt)
+
+    def body(rk):
+        rk.add_pass(_Pass("sum", acc, literal(0, acc_dt), lambda v: convert(v, dt, acc_dt), lambda a, b: f"{a} + {b}"), x)
+        rk.lines.append(f"        const {acc} mean = sum / {literal(K, acc_dt)};")
+        rk.add_pass(_Pass("sq", acc, literal(0, acc_dt),
+                          lambda v: f"({convert(v, dt, acc_dt)} - mean) * ({convert(v, dt, acc_dt)} - mean)",
+                          lambda a, b: f"{a} + {b}"), x)
+        rk.lines.append(f"        const {acc} inv = {literal(1, acc_dt)} / {_fn('sqrt', acc_dt)}(sq / {literal(K, acc_dt)} + {eps});")
+
+        def value(em, coords, v):
+            xv = convert(em.value(x, coords), dt, acc_dt)
+            # as the reference: the normalized value is rounded to X's type before the scale applies
+            norm = convert(convert(f"({xv} - mean) * inv", acc_dt, dt), dt, acc_dt)
+            expr = f"{norm} * {param(em, coords, scale)}"
+            b = param(em, coords, bias)
+            if b is not None:
+                expr += f" + {b}"
+            return em.temp("v", acc, expr, f"LayerNormalization '{node.name}'")
+
+        # the group's outputs are the node's present outputs, in order
+        idx = {id(v): j for j, v in enumerate(group.outputs)}
+        rk.add_write([(idx[id(outs[0][1])], outs[0][1])], value)
+        for k, v in outs[1:]:
+            rk.add_row_store(idx[id(v)], v, "mean" if k == 1 else "inv", acc_dt)
+
+    return rk.build(f"LayerNormalization over axes {list(range(axis, rank))} of {dt}{list(shape)}", body)
+
+
+__all__ = ["REDUCE_OPS", "ROW_OPS", "generate_reduction", "generate_row_op"]

@@ -1,0 +1,96 @@
+"""The device the CUDA executor drives, through PyCUDA: memory, copies, kernel loading and prepared launches.
+
+The executor sees a small interface (``props``, ``alloc``, ``htod``, ``dtoh``, ``memset``, ``load``,
+``synchronize``), which ``runtime/cuda/emulator.py`` also implements on the CPU so that everything above
+it runs in tests without a GPU. PyCUDA is imported only here, and only when a device is made:
+``pycuda.autoprimaryctx`` retains the device's primary context, the one cuBLAS, CuPy and PyTorch use,
+so graphc's buffers and theirs live in one context (``pycuda.autoinit`` would make a context of its own).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from graphc.errors import GraphcError
+
+from .cache import KernelCache
+from .codegen import Kernel
+from .launch import DeviceProps
+
+#: What a user reads when the CUDA backend cannot start: one sentence, the fix included.
+NO_PYCUDA = ("the CUDA backend needs PyCUDA with an NVIDIA driver and the CUDA toolkit: install them and run "
+             "pip install -e '.[cuda]' (or use backend='numpy')")
+
+
+class CudaUnavailableError(GraphcError):
+    """PyCUDA is missing, or it found no driver or no GPU."""
+
+
+def require_pycuda() -> None:
+    """Raise CudaUnavailableError (one sentence) unless ``import pycuda.driver`` works."""
+    try:
+        import pycuda.driver  # noqa: F401
+    except ImportError as e:
+        raise CudaUnavailableError(f"{NO_PYCUDA} ({e})") from None
+
+
+Launcher = Callable[[int, int, list[int]], None]
+
+
+class PyCudaDevice:
+    """The current CUDA device in its primary context."""
+
+    def __init__(self, cache: KernelCache | None = None):
+        require_pycuda()
+        try:
+            import pycuda.autoprimaryctx  # noqa: F401
+            import pycuda.driver as drv
+        except Exception as e:  # pycuda.driver.Error: no driver, no device
+            raise CudaUnavailableError(f"{NO_PYCUDA} (PyCUDA could not open a device: {e})") from None
+        self.drv = drv
+        dev = drv.Context.get_device()
+        a = drv.device_attribute
+        attrs = dev.get_attributes()
+        self.props = DeviceProps(dev.name(), tuple(dev.compute_capability()), attrs[a.MULTIPROCESSOR_COUNT],
+                                 attrs[a.MAX_THREADS_PER_BLOCK], attrs[a.MAX_THREADS_PER_MULTIPROCESSOR],
+                                 attrs[a.WARP_SIZE])
+        self.cache = cache or KernelCache()
+        self._allocations = []
+        self._modules = {}
+
+    def alloc(self, nbytes: int) -> int:
+        a = self.drv.mem_alloc(max(int(nbytes), 1))
+        self._allocations.append(a)  # freed with the device object (with the executable)
+        return int(a)
+
+    def htod(self, ptr: int, array: np.ndarray) -> None:
+        if array.nbytes:
+            self.drv.memcpy_htod(ptr, np.ascontiguousarray(array))
+
+    def dtoh(self, array: np.ndarray, ptr: int) -> None:
+        if array.nbytes:
+            self.drv.memcpy_dtoh(array, ptr)
+
+    def memset(self, ptr: int, byte: int, nbytes: int) -> None:
+        if nbytes:
+            self.drv.memset_d8(ptr, byte, nbytes)
+
+    def load(self, kernel: Kernel) -> Launcher:
+        """The kernel compiled (through the on-disk cache), loaded and prepared for low-overhead calls."""
+        if kernel.source not in self._modules:
+            cubin = self.cache.compile_cuda(kernel.source, kernel.name, self.props.arch)
+            self._modules[kernel.source] = self.drv.module_from_buffer(cubin)
+        fn = self._modules[kernel.source].get_function(kernel.name)
+        fn.prepare(kernel.signature)
+
+        def launch(grid: int, block: int, ptrs: list[int]) -> None:
+            fn.prepared_call((grid, 1, 1), (block, 1, 1), *ptrs)
+
+        return launch
+
+    def synchronize(self) -> None:
+        self.drv.Context.synchronize()
+
+
+__all__ = ["CudaUnavailableError", "NO_PYCUDA", "PyCudaDevice", "require_pycuda"]

@@ -1,0 +1,182 @@
+"""A CPU stand-in for a CUDA device: generated kernels compiled as C++ by g++ and run with one OS thread per
+CUDA thread, so that the kernels' index arithmetic and reductions can be checked without a GPU.
+
+A small header maps CUDA's vocabulary onto C++: ``threadIdx``/``blockIdx`` are thread-local, ``blockDim``
+and ``gridDim`` global, ``__shared__`` arrays are function statics (blocks run one after another, so one
+block's threads share them), ``__syncthreads`` is a ``std::barrier`` over the block's threads, ``__half``
+is ``_Float16`` and ``__nv_bfloat16`` a 16-bit struct rounded to nearest even. The device reports tiny
+limits (8 threads a block, 2 multiprocessors) so launches stay cheap and grid-stride loops wrap many
+times. Memory is host memory: a pointer is an address inside a NumPy array.
+
+This is a testing and debugging tool (``GRAPHC_CUDA_EMULATE=1`` makes backend="cuda" use it): it checks
+semantics, not speed, warp-level behaviour or the GPU's math library (expf and friends are glibc's here).
+"""
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from .cache import KernelCache, KernelCompileError, cache_key, compiler_version
+from .codegen import Kernel, ctype
+from .launch import DeviceProps
+
+SHIM = r"""
+#include <barrier>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <thread>
+#include <vector>
+struct uint3 { unsigned x, y, z; };
+static thread_local uint3 threadIdx, blockIdx;
+static uint3 blockDim, gridDim;
+static std::barrier<>* gc_block_barrier;
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __shared__ static
+#define __restrict__ __restrict
+inline void __syncthreads() { gc_block_barrier->arrive_and_wait(); }
+inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
+struct alignas(16) float4 { float x, y, z, w; };
+typedef _Float16 __half;
+inline float __half2float(__half h) { return (float)h; }
+inline __half __float2half(float f) { return (__half)f; }
+struct __nv_bfloat16 { uint16_t bits; };
+inline float __bfloat162float(__nv_bfloat16 b) { uint32_t u = (uint32_t)b.bits << 16; float f; std::memcpy(&f, &u, 4); return f; }
+inline __nv_bfloat16 __float2bfloat16(float f) {
+    uint32_t u; std::memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return __nv_bfloat16{(uint16_t)((u >> 16) | 0x40)};
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return __nv_bfloat16{(uint16_t)(u >> 16)};
+}
+static void gc_run_grid(unsigned grid, unsigned block, const std::function<void()>& body) {
+    gridDim = uint3{grid, 1, 1};
+    blockDim = uint3{block, 1, 1};
+    for (unsigned b = 0; b < grid; ++b) {
+        std::barrier<> bar(block);
+        gc_block_barrier = &bar;
+        std::vector<std::thread> threads;
+        for (unsigned t = 0; t < block; ++t)
+            threads.emplace_back([&, b, t] { blockIdx = uint3{b, 0, 0}; threadIdx = uint3{t, 0, 0}; body(); });
+        for (auto& th : threads) th.join();
+    }
+}
+"""
+
+#: Headers the generated sources include, made empty: the shim defines what they would.
+_FAKE_HEADERS = ("cuda_fp16.h", "cuda_bf16.h")
+
+EMULATOR_PROPS = DeviceProps(name="CPU emulator", compute_capability=(0, 0), multiprocessors=2,
+                             max_threads_per_block=8, max_threads_per_multiprocessor=16, warp_size=4)
+
+
+def available() -> bool:
+    return shutil.which("g++") is not None
+
+
+def combined_source(kernels: list[Kernel]) -> str:
+    """Many kernels in one translation unit: each in a namespace of its own (so that two kernels of one
+    name, or their helpers, do not clash), their ``#include`` lines hoisted to the top."""
+    includes, parts = [], []
+    for j, k in enumerate(kernels):
+        body = []
+        for line in k.source.splitlines():
+            if line.startswith("#include"):
+                if line not in includes:
+                    includes.append(line)
+            else:
+                body.append(line.replace('extern "C" __global__', "__global__"))
+        parts.append(f"namespace gc_k{j} {{\n" + "\n".join(body) + f"\n}}  // namespace gc_k{j}\n")
+    return "\n".join(includes) + "\n" + "\n".join(parts)
+
+
+def launcher_source(kernel: Kernel, j: int) -> str:
+    """An ``extern "C"`` entry point that runs kernel ``j`` over a grid with its pointers from an array."""
+    args = ", ".join(f"({'' if p.role == 'output' else 'const '}{ctype(p.dtype)}*)args[{i}]"
+                     for i, p in enumerate(kernel.params))
+    return (f'extern "C" void gc_launch_{j}(void** args, unsigned grid, unsigned block) {{\n'
+            f"    gc_run_grid(grid, block, [&] {{ gc_k{j}::{kernel.name}({args}); }});\n}}\n")
+
+
+class EmulatedDevice:
+    """The device interface of ``runtime/cuda/device.py`` on the CPU (see the module docstring)."""
+
+    def __init__(self, cache: KernelCache | None = None, props: DeviceProps = EMULATOR_PROPS):
+        if not available():
+            raise KernelCompileError("the CUDA emulator compiles kernels with g++, which is not on the PATH")
+        self.props = props
+        self.cache = cache or KernelCache()
+        self._buffers: list[np.ndarray] = []
+        self._libs = []
+        self._launchers = {}
+        self.launches = 0
+
+    def alloc(self, nbytes: int) -> int:
+        raw = np.zeros(int(nbytes) + 256, dtype=np.uint8)
+        self._buffers.append(raw)
+        base = raw.ctypes.data
+        return base + (-base) % 256  # cudaMalloc returns 256-byte aligned pointers
+
+    def htod(self, ptr: int, array: np.ndarray) -> None:
+        a = np.ascontiguousarray(array)
+        ctypes.memmove(ptr, a.ctypes.data, a.nbytes)
+
+    def dtoh(self, array: np.ndarray, ptr: int) -> None:
+        ctypes.memmove(array.ctypes.data, ptr, array.nbytes)
+
+    def memset(self, ptr: int, byte: int, nbytes: int) -> None:
+        ctypes.memset(ptr, byte, nbytes)
+
+    def precompile(self, kernels: list[Kernel]) -> None:
+        """Compile kernels not loaded yet, all in one g++ run (the C++ headers dominate its time)."""
+        todo = list({k.source: k for k in kernels if k.source not in self._launchers}.values())
+        if not todo:
+            return
+        source = f"{SHIM}\n{combined_source(todo)}\n" + "".join(launcher_source(k, j) for j, k in enumerate(todo))
+        options = ("-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", "-w")
+        key = cache_key(source, "emulator", compiler_version("g++"), options)
+
+        def build(out: Path) -> None:
+            inc = self.cache.root / "emulator" / "include"
+            inc.mkdir(parents=True, exist_ok=True)
+            for h in _FAKE_HEADERS:
+                if not (inc / h).exists():
+                    (inc / h).write_text("// graphc CUDA emulator: the shim defines the half types\n")
+            src = out.with_suffix(".cpp")
+            src.write_text(source)
+            run = subprocess.run(["g++", *options, f"-I{inc}", "-o", str(out), str(src)], capture_output=True,
+                                 text=True)
+            src.unlink()
+            if run.returncode != 0:
+                names = ", ".join(f"gc_k{j}={k.name}" for j, k in enumerate(todo))
+                raise KernelCompileError(f"g++ rejected emulated kernels ({names}):\n{run.stderr.strip()[:4000]}")
+
+        lib = ctypes.CDLL(str(self.cache.get_or_build("emulator", key, ".so", build)))
+        self._libs.append(lib)
+        for j, k in enumerate(todo):
+            fn = getattr(lib, f"gc_launch_{j}")
+            fn.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_uint, ctypes.c_uint]
+            self._launchers[k.source] = self._launcher(fn, len(k.params))
+
+    def _launcher(self, fn, n: int):
+        def launch(grid: int, block: int, ptrs: list[int]) -> None:
+            self.launches += 1
+            fn((ctypes.c_void_p * max(n, 1))(*ptrs), grid, block)
+
+        return launch
+
+    def load(self, kernel: Kernel):
+        self.precompile([kernel])
+        return self._launchers[kernel.source]
+
+    def synchronize(self) -> None:
+        pass
+
+
+__all__ = ["EMULATOR_PROPS", "EmulatedDevice", "available", "launcher_source"]

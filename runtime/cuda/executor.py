@@ -1,0 +1,164 @@
+"""The CUDA executor: a Plan lowered to generated kernels, run over one device arena with prepared launches.
+
+``prepare`` does all the work once: compile the graph into a Plan when given a Graph, lower it to
+kernels (``MissingKernelError`` lists every op without one), lay out the arena from the memory plan,
+allocate it, upload the constants, compile or load every kernel (on-disk cache) and resolve each launch
+to its pointers. ``run`` then copies the feeds in, calls the prepared launches and copies the fetches
+out: no allocation, no compilation, no host-device traffic besides feeds and fetches. A plan with
+symbolic dims is prepared once per binding of them (cached).
+
+Debug mode (``debug=True`` or ``GRAPHC_CUDA_DEBUG=1``) fills every value's bytes with 0xFF (a NaN for
+floats) after its last reader, and synchronizes after each launch: a memory plan that let two live
+values share bytes then shows NaN in the outputs instead of a plausible wrong number.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from graphc.errors import ExecutionError
+from graphc.ir import Graph, TensorType, Value
+from graphc.limits import input_bindings
+
+from ..feeds import normalize_feeds
+from .arena import frees_after, layout_arena
+from .lowering import lower
+
+DEBUG_ENV = "GRAPHC_CUDA_DEBUG"
+EMULATE_ENV = "GRAPHC_CUDA_EMULATE"
+
+
+def default_device():
+    """The PyCUDA device, or the CPU emulator when GRAPHC_CUDA_EMULATE=1 (testing, debugging)."""
+    if os.environ.get(EMULATE_ENV, "") not in ("", "0"):
+        from .emulator import EmulatedDevice
+
+        return EmulatedDevice()
+    from .device import PyCudaDevice
+
+    return PyCudaDevice()
+
+
+class _Prepared:
+    """One static-shaped plan on the device: arena, kernels and launches resolved to pointers."""
+
+    def __init__(self, plan, device, debug: bool):
+        t0 = time.perf_counter()
+        self.plan = plan
+        self.graph: Graph = plan.graph
+        self.device = device
+        self.lowered = lower(self.graph, device.props)
+        steps = self.lowered.steps
+        args = [a for s in steps for a in s.args]
+        self.layout = layout_arena(self.graph, plan.memory, args, self.lowered.scratch)
+        self.base = device.alloc(self.layout.size)
+        for off, data in self.layout.constants:
+            device.htod(self.base + off, data)
+        self.compile_seconds = 0.0
+        t1 = time.perf_counter()
+        loaded = {}
+        if hasattr(device, "precompile"):  # the CPU emulator builds all kernels of a plan at once
+            device.precompile([s.kernel for s in steps])
+        self.launches: list[tuple[Any, int, int, list[int]]] = []
+        self.step_of_launch: list[int] = []
+        for i, s in enumerate(steps):
+            if s.kernel.n_elements == 0:
+                continue
+            if s.view_of is not None and self._ptr(s.view_of[0]) == self._ptr(s.view_of[1]):
+                continue  # a reshape the memory plan made in place: the bytes are already there
+            if s.kernel.source not in loaded:
+                loaded[s.kernel.source] = device.load(s.kernel)
+            self.launches.append((loaded[s.kernel.source], s.kernel.grid, s.kernel.block,
+                                  [self._ptr(a) for a in s.args]))
+            self.step_of_launch.append(i)
+        self.compile_seconds = time.perf_counter() - t1
+        self.kernels = len(loaded)
+        self.inputs = [(self.base + self.layout.offset(v), v) for v in self.graph.inputs]
+        self.outputs = []
+        for v in self.graph.outputs:
+            t = v.type
+            self.outputs.append((self._ptr(v), t.dtype.np, tuple(t.shape)))
+        self.debug = debug
+        self.fills: list[list[tuple[int, int]]] = []
+        if debug and plan.memory is not None:
+            node_index = {id(n): k for k, n in enumerate(self.graph.nodes)}
+            per_node = frees_after(plan.memory, len(self.graph.nodes), {v.name for v in self.graph.outputs})
+            self.fills = [[(self.base + o, n) for o, n in per_node[node_index[id(steps[i].node)]]]
+                          if id(steps[i].node) in node_index else [] for i in self.step_of_launch]
+        self.prepare_seconds = time.perf_counter() - t0
+
+    def _ptr(self, a) -> int:
+        return self.base + self.layout.offset(a)
+
+    def run(self, checked: Mapping[Value, Any]) -> list[np.ndarray]:
+        dev = self.device
+        for ptr, v in self.inputs:
+            x = np.ascontiguousarray(checked[v], dtype=v.type.dtype.np)
+            dev.htod(ptr, x)
+        for k, (launch, grid, block, ptrs) in enumerate(self.launches):
+            launch(grid, block, ptrs)
+            if self.debug:
+                dev.synchronize()
+                for ptr, n in self.fills[k] if self.fills else ():
+                    dev.memset(ptr, 0xFF, n)
+        outs = []
+        for ptr, dtype, shape in self.outputs:
+            host = np.empty(shape, dtype=dtype)
+            dev.dtoh(host, ptr)
+            outs.append(host)
+        return outs
+
+
+class CudaExecutable:
+    """A graph or Plan made ready on a CUDA device: ``run(feeds) -> list of outputs`` (NumPy arrays)."""
+
+    def __init__(self, graph, device=None, debug: bool | None = None, level: int = 2):
+        from graphc.compiler import compile as compile_graph
+        from graphc.plan import Plan
+
+        self.plan = graph if isinstance(graph, Plan) else compile_graph(graph, level=level)
+        self.graph = self.plan.graph
+        self.device = device if device is not None else default_device()
+        self.debug = (os.environ.get(DEBUG_ENV, "") not in ("", "0")) if debug is None else debug
+        self._prepared: dict[tuple, _Prepared] = {}
+        if not self.plan.symbols:
+            self._prepared[()] = _Prepared(self.plan, self.device, self.debug)
+
+    def prepared(self, bindings: Mapping[str, int] | None = None) -> _Prepared:
+        """The prepared plan for one binding of the symbolic dims (built on first use)."""
+        key = tuple(sorted((bindings or {}).items())) if self.plan.symbols else ()
+        if key not in self._prepared:
+            self._prepared[key] = _Prepared(self.plan.bind(dict(key)), self.device, self.debug)
+        return self._prepared[key]
+
+    def run(self, feeds: Mapping[str, Any] | Sequence[Any]) -> list[np.ndarray]:
+        checked = normalize_feeds(self.graph, feeds)
+        prepared = self.prepared(input_bindings(self.graph, checked) if self.plan.symbols else None)
+        if prepared.graph is not self.graph:  # bound copy: its input Values are its own
+            checked = {b: checked[v] for v, b in zip(self.graph.inputs, prepared.graph.inputs)}
+        for v, x in checked.items():
+            if not isinstance(x, np.ndarray) or not isinstance(v.type, TensorType):
+                raise ExecutionError(f"the CUDA backend takes tensors only; input '{v.name}' got {type(x).__name__}")
+        return prepared.run(checked)
+
+
+class CudaBackend:
+    """``prepare(graph_or_plan) -> CudaExecutable``: the interface every runtime backend shares."""
+
+    name = "cuda"
+
+    @staticmethod
+    def prepare(graph, device=None, debug: bool | None = None, check_memory: bool | None = None,
+                memory_limit=None) -> CudaExecutable:
+        """``graph``: a Graph (compiled here at -O2) or a graphc.plan.Plan; ``device``: default PyCUDA's.
+
+        ``check_memory`` (as the NumPy backend's) turns on the debug mode; ``memory_limit`` is accepted for
+        the shared interface (the arena's size is fixed by the memory plan).
+        """
+        return CudaExecutable(graph, device=device, debug=debug if check_memory is None else (debug or check_memory))
+
+
+__all__ = ["CudaBackend", "CudaExecutable", "default_device"]

@@ -1,0 +1,63 @@
+"""Launch configuration: block and grid sizes for each kind of kernel, from the device's properties.
+
+Kernels loop grid-stride, so the grid only needs to fill the device: at most as many blocks as its
+multiprocessors hold at once, never more than there is work for.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DeviceProps:
+    """What launch configuration and code generation need to know of a device."""
+
+    name: str = "NVIDIA H100 (assumed)"
+    compute_capability: tuple[int, int] = (9, 0)
+    multiprocessors: int = 132
+    max_threads_per_block: int = 1024
+    max_threads_per_multiprocessor: int = 2048
+    warp_size: int = 32
+
+    @property
+    def arch(self) -> str:
+        """nvcc's ``-arch`` for this device, e.g. ``sm_90``."""
+        return f"sm_{self.compute_capability[0]}{self.compute_capability[1]}"
+
+
+#: Threads per block for grid-stride elementwise loops.
+ELEMENTWISE_BLOCK = 256
+#: Most threads per block for a reduction over one row.
+REDUCTION_BLOCK = 256
+#: A row at least this long is reduced by a whole block; shorter rows by one thread each.
+BLOCK_ROW_MIN = 128
+
+
+def _resident_blocks(props: DeviceProps, block: int) -> int:
+    return props.multiprocessors * max(1, props.max_threads_per_multiprocessor // block)
+
+
+def elementwise_launch(n: int, props: DeviceProps) -> tuple[int, int]:
+    """(grid, block) for a grid-stride loop over ``n`` items."""
+    block = min(ELEMENTWISE_BLOCK, props.max_threads_per_block)
+    grid = max(1, min(-(-n // block), _resident_blocks(props, block)))
+    return grid, block
+
+
+def reduction_launch(rows: int, row_len: int, props: DeviceProps) -> tuple[str, int, int]:
+    """(strategy, grid, block) for ``rows`` reductions of ``row_len`` elements each.
+
+    ``"block"``: one block per row (grid-stride over rows), threads striding along the row and a tree
+    reduction in shared memory; ``"thread"``: one thread per row, for many short rows.
+    """
+    few_rows = rows < props.multiprocessors * 32
+    if row_len >= BLOCK_ROW_MIN or (few_rows and row_len > props.warp_size // 4):
+        block = min(REDUCTION_BLOCK, props.max_threads_per_block)
+        while block // 2 >= max(props.warp_size, 1) and block // 2 >= row_len:
+            block //= 2  # a power of two no larger than needed: the tree reduction halves it
+        return "block", max(1, min(rows, _resident_blocks(props, block))), block
+    grid, block = elementwise_launch(rows, props)
+    return "thread", grid, block
+
+
+__all__ = ["DeviceProps", "elementwise_launch", "reduction_launch"]

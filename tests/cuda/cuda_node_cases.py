@@ -1,0 +1,24 @@
+"""The ONNX node test cases whose every op has a CUDA kernel, lowered for a device (shared by the emulator,
+nvcc and GPU tests). A case the backend reports as missing (an element type it does not read yet, axes
+given at run time) is left out: the missing-ops error is what such a model gets."""
+from __future__ import annotations
+
+import graphc as gc
+from graphc.compiler import compile as compile_graph
+from graphc.conformance import node_cases
+from runtime.cuda.lowering import SUPPORTED_OPS, MissingKernelError, lower
+
+
+def lowered_node_cases(props):
+    """[(case, plan, steps)] for every node case the CUDA backend has kernels for."""
+    out = []
+    for c in node_cases():
+        if not {n.op_type for n in c.model.graph.node} <= SUPPORTED_OPS:
+            continue
+        plan = compile_graph(gc.import_onnx(c.model))
+        try:
+            steps = lower(plan.graph, props).steps
+        except MissingKernelError:
+            continue
+        out.append((c, plan, steps))
+    return out
