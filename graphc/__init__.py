@@ -53,6 +53,8 @@ _LAZY = {
     "export_onnx": ("frontends.onnx.exporter", "export_onnx"),
     "compile": ("graphc.compiler", "compile"),
     "load_plan": ("graphc.plan", "load_plan"),
+    "set_num_threads": ("runtime.numpy.threads", "set_num_threads"),  # also GRAPHC_NUM_THREADS
+    "get_num_threads": ("runtime.numpy.threads", "get_num_threads"),
 }
 
 

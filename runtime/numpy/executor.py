@@ -1,15 +1,21 @@
-"""Executes a graph in topological order on NumPy, freeing each intermediate after its last use.
+"""Executes a graph in topological order on NumPy.
 
 ``prepare`` turns the graph into a flat list of steps over numbered slots once; ``run`` then checks
-the feeds and walks the steps. Slots (rather than a dict keyed by name) keep the hot loop free of
-lookups, and leave room for a memory plan to assign preallocated buffers to slots later.
+the feeds and walks the steps. When every activation's shape is known (a Plan, a static graph, or a
+plan with symbolic dims once a run binds them), the steps are the fast ones of program.py: kernels
+writing into one preallocated arena laid out by the memory plan. Otherwise (and with
+``check_memory``) each step calls its op's reference ``eval`` and intermediates are freed after
+their last use.
 """
 from __future__ import annotations
 
+import os
 from time import perf_counter
 from typing import Any, Mapping, Sequence
 
-from graphc.errors import GraphcError, UnsupportedOpError, node_label
+import numpy as np
+
+from graphc.errors import ExecutionError, GraphcError, UnsupportedOpError, node_label
 from graphc.ir import Graph, TensorType, Value
 from graphc.limits import VALUE_SIZED_OPS, check_before_eval, check_graph, check_type, input_bindings
 from graphc.limits import memory_limit as _memory_limit
@@ -17,12 +23,18 @@ from graphc.ops import lookup
 from graphc.ops.interpret import eval_node, node_captures, outer_values
 
 from ..feeds import normalize_feeds
+from .program import Program, static_tensor
+from .threads import apply_env
+
+#: GRAPHC_FAST_KERNELS=0 runs every step with its op's reference ``eval`` (for comparisons and bisecting).
+FAST_ENV_VAR = "GRAPHC_FAST_KERNELS"
 
 
 class NumpyExecutable:
     """A graph made ready to run: ``run(feeds) -> list of outputs`` (in the graph's output order)."""
 
-    def __init__(self, graph: Graph, memory_limit: int | str | None = None, check_memory: bool | None = None):
+    def __init__(self, graph: Graph, memory_limit: int | str | None = None, check_memory: bool | None = None,
+                 fast: bool | None = None):
         #: A graphc.plan.Plan runs its graph; with ``check_memory`` (default: GRAPHC_CHECK_MEMORY) every run
         #: keeps its values at the plan's arena offsets and checks them (runtime/numpy/memcheck.py).
         self.plan = None
@@ -95,9 +107,63 @@ class NumpyExecutable:
         # Of those, the ones whose sizes depend on input values: re-inferred from the inputs as they run.
         self._value_sized = {i for i in self._dynamic if steps[i][0].op_type in VALUE_SIZED_OPS}
         self._checked_bindings: set[tuple] = set()  # symbol bindings already checked against the budget
+        apply_env()
+        self.fast = (os.environ.get(FAST_ENV_VAR, "1") != "0") if fast is None else fast
+        #: The fast steps (program.py), or None when this graph runs on ``eval``.
+        self.program: Program | None = None
+        self._bound: dict[tuple, "NumpyExecutable"] = {}  # a symbolic plan's executables per binding
+        if self.fast and not self.check_memory and not self._captures:
+            memory = self._static_memory()
+            if memory is not None:
+                self.program = Program(graph, memory, self._values, self._steps, self._const_slots,
+                                       self._output_slots, self._value_sized, self.memory_limit)
+
+    def _static_memory(self):
+        """The memory plan when every input and planned value has a static shape, else None."""
+        graph = self.graph
+        if not all(static_tensor(v) is not None for v in graph.inputs):
+            return None
+        if self.plan is not None:
+            return self.plan.memory
+        from graphc.passes.memory import plan_memory
+
+        return plan_memory(graph)
+
+    def _bound_executable(self, checked) -> "NumpyExecutable | None":
+        """For a plan with symbolic dims: the fast executable of the plan bound to the fed sizes (cached)."""
+        bindings = input_bindings(self.graph, checked)
+        key = tuple(sorted(bindings.items()))
+        exe = self._bound.get(key)
+        if exe is None:
+            if len(self._bound) >= 16:
+                return None
+            exe = self._bound[key] = NumpyExecutable(self.plan.bind(bindings), self.memory_limit, False, True)
+        return exe if exe.program is not None else None
+
+    def run_into(self, args: list, outs: list) -> None:
+        """Run the fast steps on input arrays (in input order, unchecked) writing the outputs into ``outs``
+        (used for fused group bodies: the caller owns the output buffers)."""
+        prog = self.program
+        env = prog.template.copy()
+        for s, x in zip(self._input_slots, args):
+            env[s] = x
+        written = prog.written_outputs
+        for s, x in zip(self._output_slots, outs):
+            if s in written:
+                env[s] = x
+        for step in prog.steps:
+            step(env)
+        for s, x in zip(self._output_slots, outs):
+            if env[s] is not x:  # an input passed through, or a new array from an op run by eval
+                np.copyto(x, env[s])
 
     def run(self, feeds: Mapping[str, Any] | Sequence[Any], outer: Mapping[Value, Any] | None = None) -> list:
         checked = normalize_feeds(self.graph, feeds)
+        if self.fast and self.program is None and self.plan is not None and self.plan.symbols and outer is None \
+                and not self.check_memory and self.step_timer is None:
+            exe = self._bound_executable(checked)
+            if exe is not None:
+                return exe.run(feeds)
         env: list[Any] = [None] * self._n_slots
         for s, data in self._const_slots:
             env[s] = data
@@ -122,6 +188,8 @@ class NumpyExecutable:
                         check_type(f"{node_label(node)}: output '{v.name}'", v.type, limit, bindings)
             if len(self._checked_bindings) < 256:
                 self._checked_bindings.add(key)
+        if self.program is not None and outer is None:
+            return self._run_fast(checked)
         evaluate = eval_node if self.step_timer is None else _timed(self.step_timer)
         arena = self._arena(checked) if self.check_memory else None
         for i, (node, op, ins, outs, frees, caps) in enumerate(self._steps):
@@ -138,6 +206,30 @@ class NumpyExecutable:
                 arena.free(frees)
             for s in frees:
                 env[s] = None
+        return [env[s] for s in self._output_slots]
+
+    def _run_fast(self, checked) -> list:
+        prog = self.program
+        env = prog.new_env()
+        for v, s in zip(self.graph.inputs, self._input_slots):
+            env[s] = checked[v]
+        timer = self.step_timer
+        i = -1
+        try:
+            with np.errstate(all="ignore"):
+                if timer is None:
+                    for i, step in enumerate(prog.steps):
+                        step(env)
+                else:
+                    for i, (step, node) in enumerate(zip(prog.steps, prog.nodes)):
+                        start = perf_counter()
+                        step(env)
+                        timer(node, start, perf_counter())
+        except GraphcError:
+            raise
+        except Exception as e:
+            node = prog.nodes[i]
+            raise ExecutionError(f"{node_label(node)} failed: {type(e).__name__}: {e}") from e
         return [env[s] for s in self._output_slots]
 
     def _arena(self, checked):
@@ -166,6 +258,6 @@ class NumpyBackend:
 
     @staticmethod
     def prepare(graph: Graph, memory_limit: int | str | None = None,
-                check_memory: bool | None = None) -> NumpyExecutable:
-        """``graph``: a Graph or a graphc.plan.Plan (``check_memory``: see NumpyExecutable)."""
-        return NumpyExecutable(graph, memory_limit, check_memory)
+                check_memory: bool | None = None, fast: bool | None = None) -> NumpyExecutable:
+        """``graph``: a Graph or a graphc.plan.Plan (``check_memory``, ``fast``: see NumpyExecutable)."""
+        return NumpyExecutable(graph, memory_limit, check_memory, fast)

@@ -1,0 +1,172 @@
+"""The NumPy backend's fast kernels agree with the ops' reference ``eval`` and run where expected."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from frontends.onnx.importer import import_model
+from graphc.compiler import compile
+from graphc.errors import GraphcError
+from graphc.ops.interpret import run_graph
+from runtime import get_backend
+from runtime.numpy import threads
+from runtime.numpy.conv import conv_runner
+from runtime.numpy.kernels import ELEMENTWISE
+
+
+def _model(nodes, inputs, outputs, inits=()):
+    g = helper.make_graph(nodes, "t", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
+                          [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outputs],
+                          initializer=[numpy_helper.from_array(a, n) for n, a in inits])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _check(model, feeds, level=2, kinds=None, rtol=1e-5):
+    graph = import_model(model)
+    want = run_graph(graph, {v: feeds[v.name] for v in graph.inputs})
+    exe = get_backend("numpy").prepare(compile(graph, level=level))
+    assert exe.program is not None
+    if kinds is not None:
+        assert exe.program.kinds == kinds
+    for _ in range(2):  # a second run reuses every buffer
+        got = exe.run(feeds)
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=rtol, atol=1e-6)
+    return exe, got
+
+
+class _Node:
+    def __init__(self, **attrs):
+        self.attrs = dict(attrs)
+        self.op_type, self.domain = "Conv", ""
+
+
+@pytest.mark.parametrize("group,kernel,stride,pad,dil", [
+    (1, 3, 1, 1, 1), (1, 3, 2, 1, 1), (1, 1, 1, 0, 1), (1, 1, 2, 0, 1), (1, 7, 2, 3, 1), (1, 3, 1, 2, 2),
+    (4, 1, 1, 0, 1), (2, 3, 1, 1, 1), (8, 3, 1, 1, 1), (8, 3, 2, 1, 1), (1, 3, 1, 0, 1)])
+def test_conv_runner_matches_eval(group, kernel, stride, pad, dil):
+    from graphc.ops.conv import _conv_eval
+
+    rng = np.random.default_rng(0)
+    node = _Node(group=group, strides=[stride, stride], pads=[pad] * 4, kernel_shape=[kernel, kernel],
+                 dilations=[dil, dil], auto_pad="NOTSET")
+    x = rng.standard_normal((2, 8, 11, 13)).astype(np.float32)
+    w = rng.standard_normal((8, 8 // group, kernel, kernel)).astype(np.float32)
+    b = rng.standard_normal(8).astype(np.float32)
+    want = _conv_eval(node, x, w, b)
+    for w_const in (w, None):  # weights known when prepared, or fed at run time
+        out = np.full(want.shape, np.nan, np.float32)
+        run = conv_runner(node, x.shape, w.shape, want.shape, np.float32, w_const, b if w_const is not None else None)
+        for _ in range(2):
+            run(x, w, b, out)
+            np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("op", sorted(k for k in ELEMENTWISE if k not in ("Identity", "Clip", "LeakyRelu", "Gelu")))
+def test_elementwise_kernel_matches_eval_in_place(op):
+    from graphc.ops import lookup
+
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0.1, 3.0, (3, 50)).astype(np.float32) * np.where(rng.random((3, 50)) < 0.3, -1, 1).astype(
+        np.float32)
+    if op in ("Log", "Sqrt"):
+        x = np.abs(x)
+    y = rng.uniform(0.5, 2.0, (3, 50)).astype(np.float32)
+    opdef = lookup("", op)
+    lo = opdef.inputs[0]
+    args = [x, y][:max(lo, 1) if opdef.inputs[1] < 2 else 2]
+
+    class N:
+        op_type, domain, attrs = op, "", {}
+    want = opdef.eval(N, *args)
+    apply = ELEMENTWISE[op](N, np.dtype(np.float32))
+    out = args[0].copy()
+    apply(out, out, *[a.copy() for a in args[1:]])  # in place over its first input, as plans run it
+    np.testing.assert_allclose(out, want, rtol=2e-6, atol=1e-7)
+
+
+def test_erf_and_gelu_kernels_match_eval():
+    from graphc.ops.elementwise import _erf
+
+    x = np.concatenate([np.linspace(-6, 6, 2001), [0.0, -0.0, np.inf, -np.inf, np.nan]]).astype(np.float32)
+    out = x.copy()
+    ELEMENTWISE["Erf"](None, np.dtype(np.float32))(out, out)
+    np.testing.assert_allclose(out, _erf(x), rtol=0, atol=2e-7)
+    assert np.isnan(out[-1])
+
+
+def test_conv_relu_residual_group_runs_fused_and_matches():
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal((4, 4, 3, 3)).astype(np.float32) * 0.3
+    m = _model([helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+                helper.make_node("Add", ["c", "x"], ["s"]), helper.make_node("Relu", ["s"], ["r"]),
+                helper.make_node("MaxPool", ["r"], ["y"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])],
+               [("x", [1, 4, 9, 9])], ["y"], [("w", w)])
+    exe, _ = _check(m, {"x": rng.standard_normal((1, 4, 9, 9)).astype(np.float32)})
+    assert exe.program.kinds == ["kernel"] * len(exe.program.kinds)
+    assert any(n.op_type == "FusedGroup" for n in exe.program.nodes)
+
+
+def test_elementwise_group_in_chunks_matches_and_does_not_alias_outputs():
+    from runtime.numpy import fused
+
+    rng = np.random.default_rng(3)
+    m = _model([helper.make_node("Mul", ["x", "x"], ["a"]), helper.make_node("Tanh", ["a"], ["b"]),
+                helper.make_node("Sigmoid", ["b"], ["c"]), helper.make_node("Sub", ["c", "x"], ["d"]),
+                helper.make_node("Add", ["d", "bias"], ["y"])],
+               [("x", [3, 300, 7])], ["y"], [("bias", rng.standard_normal(7).astype(np.float32))])
+    feeds = {"x": rng.standard_normal((3, 300, 7)).astype(np.float32)}
+    old = fused.CHUNK_ELEMENTS
+    fused.CHUNK_ELEMENTS = 500  # several chunks and a shorter last one
+    try:
+        exe, first = _check(m, feeds)
+    finally:
+        fused.CHUNK_ELEMENTS = old
+    second = exe.run(feeds)
+    assert first[0] is not second[0] and not np.shares_memory(first[0], second[0])
+
+
+def test_mlp_and_views_run_on_kernels_and_reuse_no_output_memory():
+    rng = np.random.default_rng(4)
+    w1 = rng.standard_normal((16, 8)).astype(np.float32)
+    m = _model([helper.make_node("Gemm", ["x", "w1"], ["h"], transB=1), helper.make_node("Relu", ["h"], ["r"]),
+                helper.make_node("Reshape", ["r", "shape"], ["y"]), helper.make_node("Softmax", ["y"], ["p"])],
+               [("x", [4, 8])], ["p", "y"], [("w1", w1)])
+    m.graph.initializer.append(numpy_helper.from_array(np.array([2, 32], np.int64), "shape"))
+    exe, got = _check(m, {"x": rng.standard_normal((4, 8)).astype(np.float32)}, level=0)
+    assert set(exe.program.kinds) == {"kernel"}
+    again = exe.run({"x": np.zeros((4, 8), np.float32)})
+    assert not np.shares_memory(got[1], again[1]) and not np.allclose(got[1], again[1])
+
+
+def test_fast_and_reference_paths_agree_on_a_light_cnn():
+    from models.light import NAMES, path, with_random_weights
+    import onnx
+
+    assert "squeezenet" in NAMES
+    model, feeds = with_random_weights(onnx.load(path("squeezenet")), seed=0)
+    graph = import_model(model)
+    named = {v.name: x for v, x in zip(graph.inputs, feeds)}
+    plan = compile(graph, level=2)
+    fast = get_backend("numpy").prepare(plan).run(named)
+    slow = get_backend("numpy").prepare(plan, fast=False).run(named)
+    for a, b in zip(fast, slow):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(np.abs(b).max()))
+
+
+def test_thread_count_is_settable_and_checked(monkeypatch):
+    before = threads.get_num_threads()
+    if before is None:
+        pytest.skip("NumPy is not built against OpenBLAS here")
+    try:
+        threads.set_num_threads(1)
+        assert threads.get_num_threads() == 1
+    finally:
+        threads.set_num_threads(before)
+    with pytest.raises(GraphcError, match="positive integer"):
+        threads.set_num_threads(0)
+    monkeypatch.setenv(threads.ENV_VAR, "two")
+    monkeypatch.setattr(threads, "_env_applied", False)
+    with pytest.raises(GraphcError, match="GRAPHC_NUM_THREADS"):
+        threads.apply_env()
