@@ -55,6 +55,7 @@ _LAZY = {
     "load_plan": ("graphc.plan", "load_plan"),
     "set_num_threads": ("runtime.numpy.threads", "set_num_threads"),  # also GRAPHC_NUM_THREADS
     "get_num_threads": ("runtime.numpy.threads", "get_num_threads"),
+    "distributed": ("graphc.distributed", None),  # data-parallel training over MPI (the `dist` extra)
 }
 
 

@@ -71,6 +71,10 @@ class GraphBuildError(GraphcError):
     """The Python DSL was used wrongly: no default graph, tensors of two graphs mixed, a bad argument."""
 
 
+class DistributedError(GraphcError):
+    """Data-parallel training went wrong: no MPI, ranks that disagree, a collective run before init()."""
+
+
 def node_label(node) -> str:
     """How errors name a node: ``Conv node 'conv1'`` (with the user's source line when known)."""
     label = f"{node.op_type} node '{node.name}'"

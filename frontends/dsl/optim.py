@@ -15,7 +15,7 @@ from graphc.errors import GraphBuildError
 from . import initializers as init
 from .gradients import gradients
 from .graph import Graph, Operation, group
-from .math import cos, floor, maximum, minimum, reduce_sum, sqrt
+from .math import cast, cos, floor, maximum, minimum, reduce_sum, sqrt
 from .tensor import Tensor, as_tensor
 from .variables import Variable, assign
 
@@ -118,6 +118,11 @@ class Optimizer:
         ``var_list`` defaults to the trainable variables ``loss`` depends on. The graph's pending update
         ops (batch-norm running statistics) run in the same step.
         """
+        return self.apply_gradients(self.compute_gradients(loss, var_list))
+
+    def compute_gradients(self, loss: Tensor, var_list: Sequence[Tensor] | None = None) -> list[tuple[Tensor, Tensor]]:
+        """The (gradient, variable) pairs ``minimize`` applies (a wrapper such as gc.distributed's
+        DistributedOptimizer transforms them before ``apply_gradients``)."""
         g = loss.graph
         if var_list is None:
             deps = _depends_on(g, loss)
@@ -126,7 +131,7 @@ class Optimizer:
                 raise GraphBuildError(f"minimize: loss '{loss.name}' depends on no trainable variable")
         var_list = list(var_list)
         grads = gradients(loss, var_list)
-        return self.apply_gradients(list(zip(grads, var_list)))
+        return list(zip(grads, var_list))
 
     def apply_gradients(self, grads_and_vars: Sequence[tuple[Tensor, Tensor]]) -> Operation:
         if not grads_and_vars:
@@ -142,7 +147,13 @@ class Optimizer:
             if self.clip_norm is not None:
                 grads, _ = clip_by_global_norm(grads, self.clip_norm)
             t_new = step + 1.0
-            ops = [self._update(v, gr, lr, t_new) for gr, (_, v) in zip(grads, grads_and_vars)]
+            # lr and the step count are float32; a variable of another float type (float64) gets them cast once.
+            by_dtype = {lr.dtype: (lr, t_new)}
+            ops = []
+            for gr, (_, v) in zip(grads, grads_and_vars):
+                if v.dtype not in by_dtype:
+                    by_dtype[v.dtype] = (cast(lr, v.dtype), cast(t_new, v.dtype))
+                ops.append(self._update(v, gr, *by_dtype[v.dtype]))
             ops.append(assign(step, t_new))
             ops.extend(g.update_ops)
         return group(*ops, name=f"{self.name}_step")
@@ -209,8 +220,8 @@ class Adam(Optimizer):
         # lr * sqrt(1 - b2^t) / (1 - b1^t), computed once per step and shared by every variable
         key = id(t.value)
         if key not in self._corrections:
-            c1 = 1.0 - as_tensor(self.beta1, t.graph) ** t
-            c2 = 1.0 - as_tensor(self.beta2, t.graph) ** t
+            c1 = 1.0 - as_tensor(self.beta1, t.graph, dtype=t.dtype) ** t
+            c2 = 1.0 - as_tensor(self.beta2, t.graph, dtype=t.dtype) ** t
             self._corrections[key] = (lr / c1, sqrt(c2))
         return self._corrections[key]
 

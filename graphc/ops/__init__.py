@@ -12,6 +12,7 @@ from . import (controlflow, conv, elementwise, linalg, ml, ml_extra, nn, norm, q
 from . import ml_maps  # noqa: F401,E402  (ZipMap, CastMap, DictVectorizer, CategoryMapper)
 from . import variables  # noqa: F401,E402  (graphc.Assign, the variable update)
 from . import fused  # noqa: F401,E402  (graphc.FusedGroup, made by fusion)
+from . import collective  # noqa: F401,E402  (graphc.AllReduce, data-parallel training)
 from . import image  # noqa: F401,E402  (ImageDecoder; decoding needs Pillow, the `images` extra)
 from .typecheck import check_node_types  # noqa: E402
 

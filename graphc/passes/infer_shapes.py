@@ -22,9 +22,10 @@ from ..ops.registry import InferContext, lookup, types_conflict
 #: Largest value (in elements) that inference computes ahead of time to learn shapes.
 KNOWN_VALUE_LIMIT = 1024
 
-#: Ops whose output is not a function of their inputs: never computed ahead of time.
+#: Ops whose output is not a function of their inputs: never computed ahead of time. (graphc.AllReduce's
+#: depends on the other processes' inputs, and computing it early would talk to them at compile time.)
 _NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Bernoulli",
-                     "Multinomial", "Dropout"}
+                     "Multinomial", "Dropout", "AllReduce"}
 
 
 def _merge(declared, inferred, keep=frozenset()):
