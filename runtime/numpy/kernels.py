@@ -149,45 +149,57 @@ def _clip(node, dtype):
 
 
 def _erf_fast(dtype):
-    """erf on whole arrays without masks: graphc's own two Chebyshev fits, each on clamped arguments."""
+    """erf on whole arrays: graphc's own two Chebyshev fits (graphc.ops.elementwise._ERF32) evaluated with
+    in-place Horner steps on their power-basis coefficients (in the fits' variable on [-1, 1], where that
+    basis stays well conditioned). The fit below 2 runs on every element; the one from 2 to the cutoff
+    only on the elements that need it, gathered (few in practice), so an erf costs about 30 passes."""
     from graphc.ops.elementwise import _ERF32
 
     if dtype != np.float32:
         return None
     fit = _ERF32
     cheb = np.polynomial.chebyshev
-    two, cut = np.float32(2.0), np.float32(fit.cutoff)
+    small = [np.float32(c) for c in cheb.cheb2poly(fit.small.astype(np.float64))[::-1]]
+    large = [np.float32(c) for c in cheb.cheb2poly(fit.large.astype(np.float64))[::-1]]
+    two, cut, half, one = np.float32(2.0), np.float32(fit.cutoff), np.float32(0.5), np.float32(1.0)
     scale = np.float32(2.0 / (fit.cutoff - 2.0))
     scratch = Scratch()
+
+    def horner(coefs, u, acc):
+        np.multiply(u, coefs[0], out=acc)
+        np.add(acc, coefs[1], out=acc)
+        for c in coefs[2:]:
+            np.multiply(acc, u, out=acc)
+            np.add(acc, c, out=acc)
+        return acc
 
     def apply(out, x):
         shape = out.shape
         a = scratch.get(shape, dtype, 1)
         s = scratch.get(shape, dtype, 2)
         u = scratch.get(shape, dtype, 3)
+        r = scratch.get(shape, dtype, 4)
+        far = scratch.get(shape, np.dtype(bool), 5)
         np.abs(x, out=a)
-        # below 2: a * p(a^2 / 2 - 1)
+        # below 2: s p(s^2 / 2 - 1), s = min(|x|, 2); NaN stays NaN through every step
         np.minimum(a, two, out=s)
         np.multiply(s, s, out=u)
-        np.multiply(u, np.float32(0.5), out=u)
-        np.subtract(u, np.float32(1.0), out=u)
-        small = cheb.chebval(u, fit.small) * s
-        # from 2 to the cutoff: 1 - e^{-m^2} q(t) / m
-        np.clip(a, two, cut, out=s)
-        np.subtract(s, two, out=u)
-        np.multiply(u, scale, out=u)
-        np.subtract(u, np.float32(1.0), out=u)
-        large = cheb.chebval(u, fit.large)
-        np.divide(large, s, out=large)
-        np.multiply(s, s, out=u)
-        np.negative(u, out=u)
-        np.exp(u, out=u)
-        np.multiply(large, u, out=large)
-        np.subtract(np.float32(1.0), large, out=large)
-        np.copyto(large, np.float32(1.0), where=a >= cut)
-        np.copyto(large, small, where=a < two)
-        np.copyto(large, a, where=np.isnan(a))
-        np.copysign(large, x, out=out)
+        np.multiply(u, half, out=u)
+        np.subtract(u, one, out=u)
+        horner(small, u, r)
+        np.multiply(r, s, out=r)
+        # from 2 on: 1 - e^{-m^2} q(t) / m with m = min(|x|, cutoff); 1 beyond the cutoff
+        np.greater_equal(a, two, out=far)
+        if far.any():
+            idx = np.flatnonzero(far)
+            m = np.minimum(a.reshape(-1)[idx], cut)
+            t = (m - two) * scale - one
+            q = horner(large, t, np.empty_like(t))
+            q /= m
+            q *= np.exp(-(m * m))
+            np.subtract(one, q, out=q)
+            r.reshape(-1)[idx] = q
+        np.copysign(r, x, out=out)
 
     return apply
 
@@ -370,6 +382,139 @@ def _softmax_kernel(ctx):
     return step
 
 
+def _only_first_output(ctx) -> bool:
+    return ctx.outs[0] >= 0 and all(s < 0 for s in ctx.outs[1:])
+
+
+def _layernorm_kernel(ctx):
+    """LayerNormalization over trailing axes, float32/64 stashed in their own type, Y only (no statistics)."""
+    node, xt = ctx.node, ctx.in_types[0]
+    if (xt is None or not _only_first_output(ctx) or xt.dtype.np not in FLOAT_TYPES or len(xt.shape) == 0
+            or np.promote_types(xt.dtype.np, _stash_dtype(node)) != xt.dtype.np
+            or any(t is not None and t.dtype != xt.dtype for t in ctx.in_types[1:3])):
+        return None
+    shape = tuple(xt.shape)
+    axis = np_axis(node.attrs.get("axis", -1), len(shape))
+    rows, cols = math.prod(shape[:axis]), math.prod(shape[axis:])
+    dt = xt.dtype.np
+    eps = dt.type(node.attrs.get("epsilon", 1e-5))
+    stat = np.empty((rows, 1), dt)
+    sq = np.empty((rows, cols), dt)
+    ins, o = list(ctx.ins) + [-1] * (3 - len(ctx.ins)), ctx.outs[0]
+    i0, i1, i2 = ins[:3]
+
+    def step(env):
+        x, out = env[i0].reshape(rows, cols), env[o]
+        o2 = out.reshape(rows, cols)
+        np.mean(x, axis=1, keepdims=True, out=stat)
+        np.subtract(x, stat, out=o2)
+        np.multiply(o2, o2, out=sq)
+        np.mean(sq, axis=1, keepdims=True, out=stat)
+        np.add(stat, eps, out=stat)
+        np.sqrt(stat, out=stat)
+        np.divide(o2, stat, out=o2)
+        np.multiply(out, env[i1], out=out)
+        if i2 >= 0:
+            np.add(out, env[i2], out=out)
+
+    return step
+
+
+def _stash_dtype(node):
+    from graphc.ir import DType
+
+    try:
+        return DType(node.attrs.get("stash_type", 1)).np
+    except ValueError:
+        return np.dtype(np.float64)  # a bad code: let eval report it
+
+
+def _attention_kernel(ctx):
+    """Attention on 4-D Q, K, V with as many K/V heads as Q heads, no cache, no soft cap, output Y only:
+    one batched product for the scores, the mask (constant or fed) added, softmax in place, one product."""
+    node, a = ctx.node, ctx.node.attrs
+    ts = ctx.in_types
+    if (len(ctx.ins) > 4 and any(s >= 0 for s in ctx.ins[4:])) or not _only_first_output(ctx):
+        return None
+    if any(t is None or len(t.shape) != 4 for t in ts[:3]) or ts[0].dtype.np not in FLOAT_TYPES:
+        return None
+    if (a.get("softcap", 0.0) or a.get("left_window_size", -1) >= 0 or a.get("right_window_size", -1) >= 0
+            or a.get("softmax_precision") not in (None, 0, ts[0].dtype.value)):
+        return None
+    dt = ts[0].dtype.np
+    b, h, sq, dk = ts[0].shape
+    if ts[1].shape[1] != h or ts[2].shape[1] != h or any(t.dtype.np != dt for t in ts[:3]):
+        return None
+    sk = ts[1].shape[2]
+    scale = a.get("scale")
+    scale = dt.type(1.0 / math.sqrt(dk) if scale is None else scale)
+    mask_slot = ctx.ins[3] if len(ctx.ins) > 3 else -1
+    bias = None  # constant additive bias (mask and causal frontier), or None
+    fed_mask = False
+    if mask_slot >= 0:
+        mt, mc = ts[3], ctx.consts[3]
+        if mt is None or mt.shape[-1] != sk:
+            return None
+        if mc is not None:
+            bias = np.where(mc, dt.type(0), dt.type(-np.inf)) if mc.dtype == np.bool_ else mc.astype(dt)
+        elif mt.dtype.np == dt:
+            fed_mask = True
+        else:
+            return None
+    if a.get("is_causal", 0):
+        causal = np.where(np.arange(sq)[:, None] >= np.arange(sk)[None, :], dt.type(0), dt.type(-np.inf))
+        if fed_mask:
+            return None
+        bias = causal if bias is None else bias + causal
+    scores = np.empty((b, h, sq, sk), dt)
+    qs = np.empty((b, h, sq, dk), dt)
+    stat = np.empty((b, h, sq, 1), dt)
+    neg_inf = dt.type(-np.inf)
+    iq, ik, iv, o = ctx.ins[0], ctx.ins[1], ctx.ins[2], ctx.outs[0]
+
+    def step(env):
+        np.multiply(env[iq], scale, out=qs)
+        np.matmul(qs, env[ik].swapaxes(-1, -2), out=scores)
+        if bias is not None:
+            np.add(scores, bias, out=scores)
+        elif fed_mask:
+            np.add(scores, env[mask_slot], out=scores)
+        np.max(scores, axis=-1, keepdims=True, out=stat)
+        np.copyto(stat, 0, where=stat == neg_inf)  # a row with no key to attend gives zeros, as eval does
+        np.subtract(scores, stat, out=scores)
+        np.exp(scores, out=scores)
+        np.sum(scores, axis=-1, keepdims=True, out=stat)
+        np.copyto(stat, 1, where=stat == 0)
+        np.divide(scores, stat, out=scores)
+        np.matmul(scores, env[iv], out=env[o])
+
+    return step
+
+
+def _split_kernel(ctx):
+    """Split with sizes known at prepare time: one copy per output."""
+    xt = ctx.in_types[0]
+    if xt is None or ctx.aliases_any() or any(t is None for t, s in zip(ctx.out_types, ctx.outs) if s >= 0):
+        return None
+    axis = np_axis(ctx.node.attrs.get("axis", 0), len(xt.shape))
+    parts, start = [], 0
+    for t, s in zip(ctx.out_types, ctx.outs):
+        n = t.shape[axis]
+        if s >= 0:
+            parts.append((s, (slice(None),) * axis + (slice(start, start + n),)))
+        start += n
+    if start != xt.shape[axis]:
+        return None
+    i0 = ctx.ins[0]
+
+    def step(env):
+        x = env[i0]
+        for s, index in parts:
+            np.copyto(env[s], x[index])
+
+    return step
+
+
 def _batchnorm_kernel(ctx):
     """Inference BatchNormalization with constant statistics: one multiply and one add per element."""
     node = ctx.node
@@ -421,7 +566,8 @@ KERNELS.update({
     "Identity": _view_kernel, "Gemm": _head_kernel, "MatMul": _head_kernel, "Concat": _concat_kernel,
     "Transpose": _transpose_kernel, "Softmax": _softmax_kernel, "BatchNormalization": _batchnorm_kernel,
     "GlobalAveragePool": _global_avgpool_kernel, "MaxPool": _pool_kernel, "AveragePool": _pool_kernel,
-    "Conv": _head_kernel,
+    "Conv": _head_kernel, "LayerNormalization": _layernorm_kernel, "Attention": _attention_kernel,
+    "Split": _split_kernel,
 })
 #: Kernels of the ``graphc`` domain.
 GRAPHC_KERNELS = {"FusedGroup": _fused_kernel}

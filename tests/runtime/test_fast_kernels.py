@@ -44,7 +44,9 @@ class _Node:
 
 @pytest.mark.parametrize("group,kernel,stride,pad,dil", [
     (1, 3, 1, 1, 1), (1, 3, 2, 1, 1), (1, 1, 1, 0, 1), (1, 1, 2, 0, 1), (1, 7, 2, 3, 1), (1, 3, 1, 2, 2),
-    (4, 1, 1, 0, 1), (2, 3, 1, 1, 1), (8, 3, 1, 1, 1), (8, 3, 2, 1, 1), (1, 3, 1, 0, 1)])
+    (4, 1, 1, 0, 1), (2, 3, 1, 1, 1), (8, 3, 1, 1, 1), (8, 3, 2, 1, 1), (1, 3, 1, 0, 1),
+    # grouped and depthwise: phase layouts for strides 2 and 3, dilations, no or wide padding
+    (8, 3, 2, 2, 2), (8, 5, 3, 2, 1), (4, 3, 2, 0, 1), (2, 5, 2, 2, 2), (8, 3, 1, 3, 1), (8, 2, 2, 0, 1)])
 def test_conv_runner_matches_eval(group, kernel, stride, pad, dil):
     from graphc.ops.conv import _conv_eval
 
@@ -61,6 +63,25 @@ def test_conv_runner_matches_eval(group, kernel, stride, pad, dil):
         for _ in range(2):
             run(x, w, b, out)
             np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel,stride,pad", [(3, 1, 1), (7, 2, 3), (1, 2, 0)])
+def test_wide_ungrouped_conv_takes_whole_rows_and_matches_eval(kernel, stride, pad, monkeypatch):
+    from graphc.ops.conv import _conv_eval
+    from runtime.numpy import conv
+
+    used, rows_runner = [], conv._rows_runner
+    monkeypatch.setattr(conv, "_rows_runner", lambda *a: used.append(1) or rows_runner(*a))
+    rng = np.random.default_rng(5)
+    node = _Node(group=1, strides=[stride] * 2, pads=[pad] * 4, kernel_shape=[kernel] * 2, dilations=[1, 1],
+                 auto_pad="NOTSET")
+    x = rng.standard_normal((2, 3, 9, 128)).astype(np.float32)
+    w = rng.standard_normal((5, 3, kernel, kernel)).astype(np.float32)
+    want = _conv_eval(node, x, w)
+    out = np.full(want.shape, np.nan, np.float32)
+    conv_runner(node, x.shape, w.shape, want.shape, np.float32, w)(x, w, None, out)
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+    assert used == [1]
 
 
 @pytest.mark.parametrize("op", sorted(k for k in ELEMENTWISE if k not in ("Identity", "Clip", "LeakyRelu", "Gelu")))
@@ -87,13 +108,21 @@ def test_elementwise_kernel_matches_eval_in_place(op):
 
 
 def test_erf_and_gelu_kernels_match_eval():
-    from graphc.ops.elementwise import _erf
+    from graphc.ops import lookup
+    from graphc.ops.elementwise import _erf_exact
 
-    x = np.concatenate([np.linspace(-6, 6, 2001), [0.0, -0.0, np.inf, -np.inf, np.nan]]).astype(np.float32)
+    x = np.concatenate([np.linspace(-6, 6, 20001), [0.0, -0.0, np.inf, -np.inf, np.nan]]).astype(np.float32)
     out = x.copy()
     ELEMENTWISE["Erf"](None, np.dtype(np.float32))(out, out)
-    np.testing.assert_allclose(out, _erf(x), rtol=0, atol=2e-7)
+    np.testing.assert_allclose(out, _erf_exact(x.astype(np.float64)), rtol=0, atol=2e-7)
     assert np.isnan(out[-1])
+
+    class N:
+        op_type, domain, attrs = "Gelu", "", {"approximate": "none"}
+    y = x[:-3].reshape(-1, 1)  # finite values, 2-D
+    got = np.empty_like(y)
+    ELEMENTWISE["Gelu"](N, np.dtype(np.float32))(got, y)
+    np.testing.assert_allclose(got, lookup("", "Gelu").eval(N, y), rtol=1e-6, atol=1e-6)  # |x| * (both erf errors)
 
 
 def test_conv_relu_residual_group_runs_fused_and_matches():
@@ -170,3 +199,20 @@ def test_thread_count_is_settable_and_checked(monkeypatch):
     monkeypatch.setattr(threads, "_env_applied", False)
     with pytest.raises(GraphcError, match="GRAPHC_NUM_THREADS"):
         threads.apply_env()
+
+
+@pytest.mark.parametrize("op,kernel,stride,pads,ceil,dil", [
+    ("MaxPool", [3, 3], [2, 2], [0, 0, 0, 0], 0, [1, 1]), ("MaxPool", [3, 3], [2, 2], [1, 1, 1, 1], 0, [1, 1]),
+    ("MaxPool", [3, 2], [1, 2], [1, 0, 0, 1], 1, [1, 1]), ("MaxPool", [2, 2], [2, 2], [0, 0, 0, 0], 0, [1, 1]),
+    ("MaxPool", [3, 3], [2, 1], [2, 2, 2, 2], 0, [2, 2]), ("AveragePool", [3, 3], [2, 2], [1, 1, 1, 1], 1, None),
+    ("AveragePool", [2, 2], [2, 2], [0, 0, 0, 0], 0, None)])
+def test_pool_kernels_match_eval(op, kernel, stride, pads, ceil, dil):
+    attrs = dict(kernel_shape=kernel, strides=stride, pads=pads, ceil_mode=ceil)
+    if dil is not None:
+        attrs["dilations"] = dil
+    m = _model([helper.make_node(op, ["x"], ["y"], **attrs)], [("x", [2, 5, 13, 12])], ["y"])
+    x = np.random.default_rng(4).standard_normal((2, 5, 13, 12)).astype(np.float32)
+    exe, got = _check(m, {"x": x}, kinds=["kernel"], rtol=1e-6)
+    if op == "MaxPool":  # a maximum is exact whatever the order of the passes
+        graph = import_model(m)
+        np.testing.assert_array_equal(got[0], run_graph(graph, {graph.inputs[0]: x})[0])
