@@ -231,8 +231,9 @@ class Session:
         if self.optimize and importlib.util.find_spec("graphc.compiler") is not None:
             from graphc.compiler import compile as compile_graph
 
-            # The plan's optimized graph is an ordinary graph, so every backend can prepare it.
-            return backend.prepare(compile_graph(sub, level=self.level).graph)
+            # The Plan itself, not only its graph: with symbolic dims (a batch size N) the backend then
+            # binds the fed sizes and runs a preallocated fast executable per binding.
+            return backend.prepare(compile_graph(sub, level=self.level))
         return backend.prepare(sub)
 
     # ---- state --------------------------------------------------------------------------------
