@@ -8,13 +8,13 @@ training graph and in inference mode for evaluation; both share the same variabl
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
 import graphc as gc
 
 from .digits_data import batches, load_digits_split
+from .training_loop import fit
 
 
 class LeNet:
@@ -54,19 +54,7 @@ def train(steps: int = 500, backend: str = "numpy", batch_size: int = 64, seed: 
     g, t = build(seed=seed)
     sess = gc.Session(g, backend=backend)
     data = batches(xtr, ytr, batch_size, np.random.default_rng(seed))
-    losses = []
-    start = time.perf_counter()
-    bar = gc.progress(steps, desc="lenet_digits", disable=not verbose)
-    for i in bar:
-        xb, yb = next(data)
-        _, loss = sess.run([t["step"], t["loss"]], {t["x"]: xb, t["y"]: yb})
-        losses.append(float(loss))
-        if verbose and (i % log_every == 0 or i == steps - 1):
-            bar.set_postfix(loss=f"{loss:.4f}")
-            bar.write(f"step {i:5d}  loss {loss:.4f}")
-    seconds = time.perf_counter() - start
-    acc = float(sess.run(t["accuracy"], {t["x"]: xte, t["y"]: yte}))
-    return {"losses": losses, "test_accuracy": acc, "seconds": seconds, "session": sess, "tensors": t}
+    return fit(sess, t, data, steps, xte, yte, "lenet_digits", verbose, log_every)
 
 
 def main(argv=None) -> None:

@@ -10,13 +10,13 @@ averaged over the ranks every step, and only rank 0 prints (and writes ``--check
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
 import graphc as gc
 
 from .digits_data import batches, load_digits_split
+from .training_loop import fit
 
 
 def build(hidden: int = 128, lr: float = 3e-3, seed: int = 0, distributed: bool = False):
@@ -59,21 +59,8 @@ def train(steps: int = 600, backend: str = "numpy", batch_size: int = 128, seed:
         verbose = verbose and rank == 0
     data = batches(xtr, ytr, batch_size, np.random.default_rng([seed, rank]) if distributed
                    else np.random.default_rng(seed))
-    losses = []
-    start = time.perf_counter()
-    bar = gc.progress(steps, desc="mlp_digits", disable=not verbose)
-    for i in bar:
-        xb, yb = next(data)
-        _, loss = sess.run([t["step"], t["loss"]], {t["x"]: xb, t["y"]: yb})
-        losses.append(float(loss))
-        if distributed and (i % log_every == 0 or i == steps - 1):  # every rank joins the average
-            loss = gc.distributed.average(loss)
-        if verbose and (i % log_every == 0 or i == steps - 1):
-            bar.set_postfix(loss=f"{loss:.4f}")
-            bar.write(f"step {i:5d}  loss {loss:.4f}")
-    seconds = time.perf_counter() - start
-    acc = float(sess.run(t["accuracy"], {t["x"]: xte, t["y"]: yte}))
-    return {"losses": losses, "test_accuracy": acc, "seconds": seconds, "session": sess, "tensors": t}
+    return fit(sess, t, data, steps, xte, yte, "mlp_digits", verbose, log_every,
+               average=gc.distributed.average if distributed else None)  # every rank joins the average
 
 
 def main(argv=None) -> None:

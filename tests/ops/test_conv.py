@@ -4,44 +4,18 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 import pytest
-from onnx import helper as oh
 from onnx.reference import ReferenceEvaluator
 
 import graphc.ops  # noqa: F401  (registers the ops)
 from frontends.onnx.backend import GraphcBackend
 from graphc.errors import OpAttributeError, ShapeError
-from graphc.ir import DType, Graph, TensorType
+from graphc.ir import DType, Graph
 from graphc.ops import lookup
 from graphc.ops.conv import conv_core
-from graphc.passes import infer_shapes
+from oputil import T, infer_one, model, one_node_model
 
 RNG = np.random.default_rng(0)
 F = DType.float32
-
-
-def T(dtype, *shape) -> TensorType:
-    return TensorType(dtype, shape)
-
-
-def infer_one(op: str, in_types: list, attrs: dict | None = None, n_out: int = 1) -> list:
-    g = Graph("t")
-    ins = [None if t is None else g.add_input(f"x{i}", t) for i, t in enumerate(in_types)]
-    node = g.add_node(op, ins, attrs or {}, num_outputs=n_out)
-    lookup("", op).complete_attrs(node)
-    g.outputs = list(node.outputs)
-    infer_shapes(g)
-    return [v.type for v in node.outputs]
-
-
-def model(op: str, inputs: list, attrs: dict | None = None, opset: int = 22, n_out: int = 1):
-    names = [f"x{i}" if x is not None else "" for i, x in enumerate(inputs)]
-    outs = [f"y{i}" for i in range(n_out)]
-    node = oh.make_node(op, names, outs, **(attrs or {}))
-    vis = [oh.make_tensor_value_info(n, oh.np_dtype_to_tensor_dtype(x.dtype), x.shape)
-           for n, x in zip(names, inputs) if x is not None]
-    graph = oh.make_graph([node], "t", vis, [oh.make_empty_tensor_value_info(o) for o in outs])
-    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", opset)])
-
 
 def run_graphc(m, inputs):
     return GraphcBackend.prepare(m).run([x for x in inputs if x is not None])
@@ -54,7 +28,7 @@ def run_ort(m, inputs):
 
 
 def check_vs_ort(op, inputs, attrs=None, opset=22, n_out=1, rtol=1e-4, atol=1e-5):
-    m = model(op, inputs, attrs, opset, n_out)
+    m = model(op, inputs, attrs, n_out, opset)
     got, want = run_graphc(m, inputs), run_ort(m, inputs)
     for g, w in zip(got, want):
         assert g.shape == w.shape and g.dtype == w.dtype, (g.shape, w.shape, g.dtype, w.dtype)
@@ -164,7 +138,7 @@ def test_conv_matches_onnxruntime(xs, ws, attrs):
 def test_conv_kernel_shape_attribute_and_float16():
     x, w = f32(1, 3, 8, 8), f32(4, 3, 3, 3)
     check_vs_ort("Conv", [x, w], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]})
-    got = run_graphc(model("Conv", [x.astype(np.float16), w.astype(np.float16)]),
+    got = run_graphc(model("Conv", [x.astype(np.float16), w.astype(np.float16)], opset=22),
                      [x.astype(np.float16), w.astype(np.float16)])[0]
     assert got.dtype == np.float16
     np.testing.assert_allclose(got.astype(np.float32), conv_core(x, w, [1, 1], [1, 1], [0, 0], [0, 0], 1),
@@ -225,7 +199,7 @@ def test_maxunpool_inverts_maxpool():
     x = f32(1, 2, 6, 6)
     mp = model("MaxPool", [x], {"kernel_shape": [2, 2], "strides": [2, 2]}, opset=12, n_out=2)
     y, idx = run_graphc(mp, [x])
-    got = run_graphc(model("MaxUnpool", [y, idx], {"kernel_shape": [2, 2], "strides": [2, 2]}), [y, idx])[0]
+    got = run_graphc(model("MaxUnpool", [y, idx], {"kernel_shape": [2, 2], "strides": [2, 2]}, opset=22), [y, idx])[0]
     want = np.where(x == np.repeat(np.repeat(y, 2, axis=2), 2, axis=3), x, 0)
     np.testing.assert_array_equal(got, want)
 
@@ -259,9 +233,10 @@ def test_deformconv_matches_reference_evaluator():
     off = (RNG.standard_normal((1, 2 * 2 * 2 * 2, 5, 5)) * 0.7).astype(np.float32)
     mask = RNG.uniform(0, 1, (1, 2 * 4, 5, 5)).astype(np.float32)
     b = f32(4)
-    m = model("DeformConv", [x, w, off, b, mask], {"group": 2, "offset_group": 2, "pads": [1, 1, 0, 0]}, opset=19)
+    m, feeds = one_node_model("DeformConv", [x, w, off, b, mask], {"group": 2, "offset_group": 2, "pads": [1, 1, 0, 0]},
+                              opset=19)
     got = run_graphc(m, [x, w, off, b, mask])[0]
-    want = ReferenceEvaluator(m).run(None, {"x0": x, "x1": w, "x2": off, "x3": b, "x4": mask})[0]
+    want = ReferenceEvaluator(m).run(None, feeds)[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 

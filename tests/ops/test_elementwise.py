@@ -14,39 +14,15 @@ from onnx.reference import ReferenceEvaluator
 import graphc.ops  # noqa: F401  (registers the ops)
 from frontends.onnx.backend import GraphcBackend
 from graphc.errors import OpAttributeError, ShapeError
-from graphc.ir import DType, Graph, Node, TensorType
+from graphc.ir import DType, Node, TensorType
 from graphc.ops import lookup
 from graphc.ops.elementwise import _erf, cast_array
-from graphc.passes import infer_shapes
+from oputil import T, infer_one, model, one_node_model
 
 RNG = np.random.default_rng(0)
 
 
 # ---- helpers ---------------------------------------------------------------------------------------
-def infer_one(op: str, in_types: list, attrs: dict | None = None, n_out: int = 1) -> list:
-    """Build a one-node graph over inputs of the given types (None: absent), infer, return output types."""
-    g = Graph("t")
-    ins = [None if t is None else g.add_input(f"x{i}", t) for i, t in enumerate(in_types)]
-    node = g.add_node(op, ins, attrs or {}, num_outputs=n_out)
-    lookup("", op).complete_attrs(node)
-    g.outputs = list(node.outputs)
-    infer_shapes(g)
-    return [v.type for v in node.outputs]
-
-
-def T(dtype, *shape) -> TensorType:
-    return TensorType(dtype, shape)
-
-
-def one_node_model(op: str, inputs: list, attrs: dict, opset: int):
-    names = [f"x{i}" for i in range(len(inputs))]
-    node = oh.make_node(op, names, ["y"], **attrs)
-    vis = [oh.make_tensor_value_info(n, oh.np_dtype_to_tensor_dtype(x.dtype), x.shape) for n, x in zip(names, inputs)]
-    out = oh.make_empty_tensor_value_info("y")
-    graph = oh.make_graph([node], "t", vis, [out])
-    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", opset)])
-
-
 def run_graphc(model, inputs):
     return GraphcBackend.prepare(model).run(list(inputs))[0]
 
@@ -140,7 +116,7 @@ def test_bitcast_width_and_clip_bounds_checked():
 
 
 def test_importer_rejects_unknown_attribute():
-    model = one_node_model("Relu", [f32(3)], {"alpha": 1.0}, 14)
+    model = one_node_model("Relu", [f32(3)], {"alpha": 1.0}, opset=14)[0]
     with pytest.raises(OpAttributeError, match="unknown attribute 'alpha'"):
         GraphcBackend.prepare(model)
 
@@ -215,9 +191,9 @@ ORT_CASES = [
                          ids=[f"{c[0]}-{i}" for i, c in enumerate(ORT_CASES)])
 def test_matches_onnxruntime(op, inputs, attrs, opset):
     ort = pytest.importorskip("onnxruntime")
-    model = one_node_model(op, inputs, attrs, opset)
+    model, feeds = one_node_model(op, inputs, attrs, opset=opset)
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    want = sess.run(None, {f"x{i}": x for i, x in enumerate(inputs)})[0]
+    want = sess.run(None, feeds)[0]
     got = run_graphc(model, inputs)
     assert got.dtype == want.dtype and got.shape == want.shape
     if want.dtype.kind == "f":
@@ -247,8 +223,8 @@ REFERENCE_CASES = [
 @pytest.mark.parametrize("op,inputs,attrs,opset", REFERENCE_CASES,
                          ids=[f"{c[0]}-{i}" for i, c in enumerate(REFERENCE_CASES)])
 def test_matches_reference_evaluator(op, inputs, attrs, opset):
-    model = one_node_model(op, inputs, attrs, opset)
-    want = ReferenceEvaluator(model).run(None, {f"x{i}": x for i, x in enumerate(inputs)})[0]
+    model, feeds = one_node_model(op, inputs, attrs, opset=opset)
+    want = ReferenceEvaluator(model).run(None, feeds)[0]
     got = run_graphc(model, inputs)
     assert got.dtype == want.dtype and got.shape == want.shape
     np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64), rtol=1e-6, atol=0)
@@ -258,16 +234,16 @@ def test_matches_reference_evaluator(op, inputs, attrs, opset):
 def test_integer_division_truncates_and_mod_signs():
     a = np.array([7, -7, 7, -7], np.int32)
     b = np.array([2, 2, -2, -2], np.int32)
-    assert run_graphc(one_node_model("Div", [a, b], {}, 14), [a, b]).tolist() == [3, -3, -3, 3]
-    assert run_graphc(one_node_model("Mod", [a, b], {}, 13), [a, b]).tolist() == [1, 1, -1, -1]
-    assert run_graphc(one_node_model("Mod", [a, b], {"fmod": 1}, 13), [a, b]).tolist() == [1, -1, 1, -1]
+    assert run_graphc(model("Div", [a, b], {}, opset=14), [a, b]).tolist() == [3, -3, -3, 3]
+    assert run_graphc(model("Mod", [a, b], {}, opset=13), [a, b]).tolist() == [1, 1, -1, -1]
+    assert run_graphc(model("Mod", [a, b], {"fmod": 1}, opset=13), [a, b]).tolist() == [1, -1, 1, -1]
 
 
 def test_bitshift_out_of_range_shifts_fill_with_sign():
     x = np.array([-8, 8, -8, 8, 1], np.int8)
     y = np.array([8, 8, -1, 100, 7], np.int8)
-    right = run_graphc(one_node_model("BitShift", [x, y], {"direction": "RIGHT"}, 28), [x, y])
-    left = run_graphc(one_node_model("BitShift", [x, y], {"direction": "LEFT"}, 28), [x, y])
+    right = run_graphc(model("BitShift", [x, y], {"direction": "RIGHT"}, opset=28), [x, y])
+    left = run_graphc(model("BitShift", [x, y], {"direction": "LEFT"}, opset=28), [x, y])
     assert right.tolist() == [-1, 0, -1, 0, 0]
     assert left.tolist() == [0, 0, 0, 0, -128]
 
@@ -275,23 +251,23 @@ def test_bitshift_out_of_range_shifts_fill_with_sign():
 def test_pow_negative_integer_exponent_and_mixed_types():
     a = np.array([2, -1, 1, 3], np.int32)
     b = np.array([-1, -3, -2, 2], np.int32)
-    got = run_graphc(one_node_model("Pow", [a, b], {}, 15), [a, b])
+    got = run_graphc(model("Pow", [a, b], {}, opset=15), [a, b])
     assert got.dtype == np.int32 and got.tolist() == [0, -1, 1, 9]
     x, e = np.array([1.5, 2.0], np.float16), np.array([2, 3], np.int64)
-    got = run_graphc(one_node_model("Pow", [x, e], {}, 15), [x, e])
+    got = run_graphc(model("Pow", [x, e], {}, opset=15), [x, e])
     assert got.dtype == np.float16 and got.tolist() == [2.25, 8.0]
 
 
 def test_clip_min_above_max_gives_max_and_missing_bounds():
     x = np.array([-3.0, 0.0, 3.0], np.float32)
     lo, hi = np.array(2.0, np.float32), np.array(1.0, np.float32)
-    assert run_graphc(one_node_model("Clip", [x, lo, hi], {}, 13), [x, lo, hi]).tolist() == [1.0, 1.0, 1.0]
+    assert run_graphc(model("Clip", [x, lo, hi], {}, opset=13), [x, lo, hi]).tolist() == [1.0, 1.0, 1.0]
     node = oh.make_node("Clip", ["x0", "", "x1"], ["y"])
     graph = oh.make_graph([node], "t", [oh.make_tensor_value_info("x0", TP.FLOAT, [3]),
                                        oh.make_tensor_value_info("x1", TP.FLOAT, [])],
                           [oh.make_tensor_value_info("y", TP.FLOAT, [3])])
-    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 13)])
-    assert run_graphc(model, [x, np.array(0.5, np.float32)]).tolist() == [-3.0, 0.0, 0.5]
+    m = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 13)])
+    assert run_graphc(m, [x, np.array(0.5, np.float32)]).tolist() == [-3.0, 0.0, 0.5]
 
 
 def test_cast_float8_saturation_table():

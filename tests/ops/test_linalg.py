@@ -5,44 +5,19 @@ import ml_dtypes
 import numpy as np
 import onnxruntime as ort
 import pytest
-from onnx import helper as oh
 
 import graphc.ops  # noqa: F401  (registers the ops)
 from frontends.onnx.backend import GraphcBackend
 from graphc.errors import ShapeError
-from graphc.ir import DType, Graph, TensorType
+from graphc.ir import DType
 from graphc.ops import lookup
 from graphc.ops.linalg import parse_einsum
-from graphc.passes import infer_shapes
+from oputil import T, infer_one, model
 
 RNG = np.random.default_rng(0)
 
-
-def T(dtype, *shape) -> TensorType:
-    return TensorType(dtype, shape)
-
-
-def infer_one(op: str, in_types: list, attrs: dict | None = None) -> list:
-    g = Graph("t")
-    ins = [None if t is None else g.add_input(f"x{i}", t) for i, t in enumerate(in_types)]
-    node = g.add_node(op, ins, attrs or {})
-    lookup("", op).complete_attrs(node)
-    g.outputs = list(node.outputs)
-    infer_shapes(g)
-    return [v.type for v in node.outputs]
-
-
-def model(op: str, inputs: list, attrs: dict | None = None, opset: int = 21):
-    names = [f"x{i}" if x is not None else "" for i, x in enumerate(inputs)]
-    node = oh.make_node(op, names, ["y"], **(attrs or {}))
-    vis = [oh.make_tensor_value_info(n, oh.np_dtype_to_tensor_dtype(x.dtype), x.shape)
-           for n, x in zip(names, inputs) if x is not None]
-    graph = oh.make_graph([node], "t", vis, [oh.make_empty_tensor_value_info("y")])
-    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", opset)])
-
-
 def run_both(op, inputs, attrs=None, opset=21):
-    m = model(op, inputs, attrs, opset)
+    m = model(op, inputs, attrs, opset=opset)
     present = [x for x in inputs if x is not None]
     got = GraphcBackend.prepare(m).run(present)[0]
     sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -126,7 +101,7 @@ def test_matmul_matches_onnxruntime(sa, sb):
 def test_matmul_half_precision_keeps_dtype():
     a = RNG.standard_normal((8, 16)).astype(np.float16)
     b = RNG.standard_normal((16, 4)).astype(np.float16)
-    got = GraphcBackend.prepare(model("MatMul", [a, b])).run([a, b])[0]
+    got = GraphcBackend.prepare(model("MatMul", [a, b], opset=21)).run([a, b])[0]
     assert got.dtype == np.float16
     np.testing.assert_allclose(got.astype(np.float32), a.astype(np.float32) @ b.astype(np.float32), rtol=2e-3,
                                atol=2e-2)

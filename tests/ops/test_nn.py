@@ -10,60 +10,32 @@ from onnx.reference import ReferenceEvaluator
 import graphc.ops  # noqa: F401  (registers the operators)
 from frontends.onnx.backend import GraphcBackend
 from graphc.errors import ShapeError
-from graphc.ir import DType, Graph, TensorType
-from graphc.ops import lookup
-from graphc.passes import infer_shapes
+from graphc.ir import DType, TensorType
+from oputil import infer_one, one_node_model
 
 F32 = DType.float32
 OPSET = onnx.defs.onnx_opset_version()
 
 
 # ---- helpers -----------------------------------------------------------------------------------------
-def infer_one(op: str, inputs: list, attrs: dict | None = None, num_outputs: int = 1, consts: dict | None = None):
-    """Build a one-node graph (inputs: TensorTypes, or None for an absent input), infer, return output types."""
-    g = Graph()
-    vals = []
-    for i, t in enumerate(inputs):
-        if consts and i in consts:
-            vals.append(g.add_constant(np.asarray(consts[i]), f"c{i}"))
-        elif t is None:
-            vals.append(None)
-        else:
-            vals.append(g.add_input(f"x{i}", t))
-    node = g.add_node(op, vals, dict(attrs or {}), num_outputs=num_outputs, name="n")
-    lookup("", op).complete_attrs(node)
-    g.outputs = [v for v in node.outputs]
-    infer_shapes(g)
-    return [v.type for v in node.outputs]
-
-
 def run_both(op: str, inputs: list, attrs: dict | None = None, n_out: int = 1, rtol=1e-5, atol=1e-6, ort=False):
     """Run one node in graphc and in onnx's ReferenceEvaluator (or onnxruntime); compare every output.
 
     ``inputs`` may hold None for absent optional inputs.
     """
-    names = [f"i{k}" if x is not None else "" for k, x in enumerate(inputs)]
-    while names and names[-1] == "":
-        names.pop()
-    outs = [f"o{k}" for k in range(n_out)]
-    node = helper.make_node(op, names, outs, **(attrs or {}))
-    present = [(n, x) for n, x in zip(names, inputs) if n]
-    vis = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(x.dtype) if x.dtype != object
-                                         else TensorProto.STRING, x.shape) for n, x in present]
-    out_type = vis[0].type.tensor_type.elem_type if ort else TensorProto.UNDEFINED  # onnxruntime wants one
-    ovi = [helper.make_tensor_value_info(o, out_type, None) for o in outs]
     opset = 22 if ort else OPSET  # the newest opset onnxruntime is sure to know
-    model = helper.make_model(helper.make_graph([node], "t", vis, ovi), opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 10
-    feeds = [x for _, x in present]
-    got = GraphcBackend.prepare(model).run(feeds)
+    model, feeds = one_node_model(op, inputs, attrs, n_out, opset)
+    if ort:  # onnxruntime wants output element types
+        for o in model.graph.output:
+            o.type.tensor_type.elem_type = model.graph.input[0].type.tensor_type.elem_type
+    got = GraphcBackend.prepare(model).run(list(feeds.values()))
     if ort:
         import onnxruntime
 
         sess = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-        want = sess.run(None, dict(present))
+        want = sess.run(None, feeds)
     else:
-        want = ReferenceEvaluator(model).run(None, dict(present))
+        want = ReferenceEvaluator(model).run(None, feeds)
     for g_, w in zip(got, want):
         assert g_.shape == w.shape
         if g_.dtype == object:  # the reference may give str_ arrays
@@ -89,7 +61,7 @@ def test_attention_infer_3d_gqa_symbolic():
     q = TensorType(F32, ("B", "S", 64))
     k = TensorType(F32, ("B", "L", 32))
     v = TensorType(F32, ("B", "L", 48))
-    y, pk, pv, qk = infer_one("Attention", [q, k, v], {"q_num_heads": 4, "kv_num_heads": 2}, num_outputs=4)
+    y, pk, pv, qk = infer_one("Attention", [q, k, v], {"q_num_heads": 4, "kv_num_heads": 2}, n_out=4)
     assert y == TensorType(F32, ("B", "S", 96))
     assert pk == TensorType(F32, ("B", 2, "L", 16))
     assert pv == TensorType(F32, ("B", 2, "L", 24))
@@ -102,7 +74,7 @@ def test_attention_infer_4d_with_past_adds_lengths():
     v = TensorType(F32, ("B", 2, 3, 8))
     pk = TensorType(F32, ("B", 2, 5, 16))
     pv = TensorType(F32, ("B", 2, 5, 8))
-    y, k2, v2, qk = infer_one("Attention", [q, k, v, None, pk, pv], num_outputs=4)
+    y, k2, v2, qk = infer_one("Attention", [q, k, v, None, pk, pv], n_out=4)
     assert y.shape == ("B", 8, 3, 8)
     assert k2.shape == ("B", 2, 8, 16) and v2.shape == ("B", 2, 8, 8)
     assert qk.shape == ("B", 8, 3, 8)
@@ -171,7 +143,7 @@ def test_causal_conv_with_state():
     x, w, b, past = randn(2, 3, 5), randn(3, 1, 4), randn(3), randn(2, 3, 3)
     run_both("CausalConvWithState", [x, w, b, past], {"activation": "silu"}, n_out=2)
     out, state = infer_one("CausalConvWithState", [TensorType(F32, ("B", 3, "T")), TensorType(F32, (3, 1, 4))],
-                           num_outputs=2)
+                           n_out=2)
     assert out.shape == ("B", 3, "T") and state.shape == ("B", 3, 3)
 
 
@@ -186,7 +158,7 @@ def test_linear_attention_gqa(rule):
              {"q_num_heads": hq, "kv_num_heads": hkv, "update_rule": rule}, n_out=2, rtol=1e-4, atol=1e-5)
     y, s = infer_one("LinearAttention", [TensorType(F32, ("B", "T", 12)), TensorType(F32, ("B", "T", 6)),
                                          TensorType(F32, ("B", "T", 10))],
-                     {"q_num_heads": 4, "kv_num_heads": 2, "update_rule": "linear"}, num_outputs=2)
+                     {"q_num_heads": 4, "kv_num_heads": 2, "update_rule": "linear"}, n_out=2)
     assert y.shape == ("B", "T", 20) and s.shape == ("B", 2, 3, 5)
 
 
@@ -213,11 +185,11 @@ def test_recurrent_bidirectional_seq_lens(op, gates, extra):
 def test_recurrent_infer_layout_and_errors():
     x = TensorType(F32, ("N", "T", 5))
     w, r = TensorType(F32, (1, 24, 5)), TensorType(F32, (1, 24, 6))
-    y, yh, yc = infer_one("LSTM", [x, w, r], {"layout": 1}, num_outputs=3)
+    y, yh, yc = infer_one("LSTM", [x, w, r], {"layout": 1}, n_out=3)
     assert y.shape == ("N", "T", 1, 6) and yh.shape == ("N", 1, 6) and yc.shape == ("N", 1, 6)
     with pytest.raises(ShapeError, match="W's first dim \\(num_directions\\): 1 vs 2"):
         infer_one("GRU", [x, TensorType(F32, (1, 18, 5)), TensorType(F32, (1, 18, 6))],
-                  {"direction": "bidirectional"}, num_outputs=2)
+                  {"direction": "bidirectional"}, n_out=2)
     with pytest.raises(ShapeError, match="hidden_size and W's shape: 4 vs 6"):
         infer_one("RNN", [x, TensorType(F32, (1, 6, 5)), TensorType(F32, (1, 6, 6))], {"hidden_size": 4})
 

@@ -4,16 +4,14 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from onnx import helper
 from onnx.reference import ReferenceEvaluator
 
 import graphc.ops  # noqa: F401  (registers the operators)
 from frontends.onnx.backend import GraphcBackend
 from frontends.onnx.importer import import_model
 from graphc.errors import ShapeError
-from graphc.ir import DType, Graph, TensorType
-from graphc.ops import lookup
-from graphc.passes import infer_shapes
+from graphc.ir import DType, TensorType
+from oputil import infer_one, one_node_model
 
 F32 = DType.float32
 OPSET = onnx.defs.onnx_opset_version()
@@ -21,29 +19,6 @@ rng = np.random.default_rng(1)
 
 
 # ---- helpers -----------------------------------------------------------------------------------------
-def infer_one(op: str, inputs: list, attrs: dict | None = None, num_outputs: int = 1):
-    """One-node graph over inputs given as TensorTypes (None: absent); returns the inferred output types."""
-    g = Graph()
-    vals = [None if t is None else g.add_input(f"x{i}", t) for i, t in enumerate(inputs)]
-    node = g.add_node(op, vals, dict(attrs or {}), num_outputs=num_outputs, name="n")
-    lookup("", op).complete_attrs(node)
-    g.outputs = list(node.outputs)
-    infer_shapes(g)
-    return [v.type for v in node.outputs]
-
-
-def one_node_model(op: str, inputs: list, attrs: dict | None, n_out: int, opset: int):
-    names = [f"i{k}" if x is not None else "" for k, x in enumerate(inputs)]
-    outs = [f"o{k}" for k in range(n_out)]
-    node = helper.make_node(op, names, outs, **(attrs or {}))
-    vis = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(x.dtype), x.shape)
-           for n, x in zip(names, inputs) if n]
-    ovi = [helper.make_tensor_value_info(o, 0, None) for o in outs]
-    model = helper.make_model(helper.make_graph([node], "t", vis, ovi), opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8 if opset < 21 else 10
-    return model, {n: x for n, x in zip(names, inputs) if n}
-
-
 def run_graphc(op: str, inputs: list, attrs: dict | None = None, n_out: int = 1, opset: int = OPSET):
     model, feeds = one_node_model(op, inputs, attrs, n_out, opset)
     rep = GraphcBackend.prepare(model)
@@ -84,7 +59,7 @@ def f32(*shape, lo=-2.0, hi=2.0):
 def test_batchnorm_infers_symbolic_shapes_and_statistics_outputs():
     x = TensorType(F32, ("N", 16, "H", "W"))
     p = TensorType(F32, (16,))
-    y, rm, rv = infer_one("BatchNormalization", [x, p, p, p, p], {"training_mode": 1}, num_outputs=3)
+    y, rm, rv = infer_one("BatchNormalization", [x, p, p, p, p], {"training_mode": 1}, n_out=3)
     assert y == x and rm == TensorType(F32, (16,)) and rv == TensorType(F32, (16,))
     assert infer_one("BatchNormalization", [TensorType(F32, ("N", "C")), p, p, p, p])[0].shape == ("N", "C")
 
@@ -122,10 +97,10 @@ def test_group_instance_lrn_dropout_infer():
     with pytest.raises(ShapeError, match=r"InstanceNormalization node 'n'.*B \(input 2\) must have shape \[6\]"):
         infer_one("InstanceNormalization", [x, c, TensorType(F32, (3,))])
     assert infer_one("LRN", [x], {"size": 3})[0] == x
-    y, mask = infer_one("Dropout", [x, TensorType(F32, ()), TensorType(DType.bool, ())], num_outputs=2)
+    y, mask = infer_one("Dropout", [x, TensorType(F32, ()), TensorType(DType.bool, ())], n_out=2)
     assert y == x and mask == TensorType(DType.bool, x.shape)
     with pytest.raises(ShapeError, match=r"training_mode \(input 2\) must be bool, got float32"):
-        infer_one("Dropout", [x, None, TensorType(F32, ())], num_outputs=2)
+        infer_one("Dropout", [x, None, TensorType(F32, ())], n_out=2)
     with pytest.raises(ShapeError, match=r"attribute 'p' must be 1 or 2, got 3"):
         infer_one("LpNormalization", [x], {"p": 3})
 

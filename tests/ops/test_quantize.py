@@ -6,53 +6,27 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto as TP
-from onnx import helper as oh
 from onnx.reference import ReferenceEvaluator
 
 import graphc.ops  # noqa: F401  (registers the ops)
 from frontends.onnx.backend import GraphcBackend
 from graphc.errors import ShapeError
-from graphc.ir import DType, Graph, TensorType
+from graphc.ir import DType
 from graphc.ops import lookup
-from graphc.passes import infer_shapes
+from oputil import T, infer_one, one_node_model
 
 RNG = np.random.default_rng(0)
 F = DType.float32
 
-
-def T(dtype, *shape) -> TensorType:
-    return TensorType(dtype, shape)
-
-
-def infer_one(op: str, in_types: list, attrs: dict | None = None, n_out: int = 1) -> list:
-    g = Graph("t")
-    ins = [None if t is None else g.add_input(f"x{i}", t) for i, t in enumerate(in_types)]
-    node = g.add_node(op, ins, attrs or {}, num_outputs=n_out)
-    lookup("", op).complete_attrs(node)
-    g.outputs = list(node.outputs)
-    infer_shapes(g)
-    return [v.type for v in node.outputs]
-
-
-def model(op: str, inputs: list, attrs: dict | None = None, opset: int = 21, n_out: int = 1):
-    names = [f"x{i}" if x is not None else "" for i, x in enumerate(inputs)]
-    outs = [f"y{i}" for i in range(n_out)]
-    node = oh.make_node(op, names, outs, **(attrs or {}))
-    vis = [oh.make_tensor_value_info(n, oh.np_dtype_to_tensor_dtype(x.dtype), x.shape)
-           for n, x in zip(names, inputs) if x is not None]
-    graph = oh.make_graph([node], "t", vis, [oh.make_empty_tensor_value_info(o) for o in outs])
-    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", opset)])
-
-
 def check(op, inputs, attrs=None, opset=21, n_out=1, oracle="ort", atol=0.0):
-    m = model(op, inputs, attrs, opset, n_out)
+    m, feeds = one_node_model(op, inputs, attrs, n_out, opset)
     present = [x for x in inputs if x is not None]
     got = GraphcBackend.prepare(m).run(present)
     if oracle == "ort":
         sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
         want = sess.run(None, {i.name: x for i, x in zip(sess.get_inputs(), present)})
     else:
-        want = ReferenceEvaluator(m).run(None, {f"x{i}": x for i, x in enumerate(inputs) if x is not None})
+        want = ReferenceEvaluator(m).run(None, feeds)
     for g, w in zip(got, want):
         assert g.shape == w.shape and g.dtype == w.dtype, (g.shape, w.shape, g.dtype, w.dtype)
         np.testing.assert_allclose(g.astype(np.float64), w.astype(np.float64), rtol=0, atol=atol)

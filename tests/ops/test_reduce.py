@@ -4,16 +4,14 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from onnx import helper
 from onnx.reference import ReferenceEvaluator
 
 import graphc.ops  # noqa: F401  (registers the operators)
 from frontends.onnx.backend import GraphcBackend
 from frontends.onnx.importer import import_model
 from graphc.errors import ShapeError
-from graphc.ir import DType, Graph, TensorType
-from graphc.ops import lookup
-from graphc.passes import infer_shapes
+from graphc.ir import DType, TensorType
+from oputil import infer_one, one_node_model
 
 F32, I64 = DType.float32, DType.int64
 OPSET = onnx.defs.onnx_opset_version()
@@ -21,37 +19,6 @@ rng = np.random.default_rng(0)
 
 
 # ---- helpers -----------------------------------------------------------------------------------------
-def infer_one(op: str, inputs: list, attrs: dict | None = None, num_outputs: int = 1, consts: dict | None = None):
-    """One-node graph; inputs are TensorTypes (None: absent), ``consts`` gives some as known arrays."""
-    g = Graph()
-    vals = []
-    for i, t in enumerate(inputs):
-        if consts and i in consts:
-            vals.append(g.add_constant(np.asarray(consts[i]), f"c{i}"))
-        elif t is None:
-            vals.append(None)
-        else:
-            vals.append(g.add_input(f"x{i}", t))
-    node = g.add_node(op, vals, dict(attrs or {}), num_outputs=num_outputs, name="n")
-    lookup("", op).complete_attrs(node)
-    g.outputs = list(node.outputs)
-    infer_shapes(g)
-    return [v.type for v in node.outputs]
-
-
-def one_node_model(op: str, inputs: list, attrs: dict | None, n_out: int, opset: int):
-    names = [f"i{k}" if x is not None else "" for k, x in enumerate(inputs)]
-    outs = [f"o{k}" for k in range(n_out)]
-    node = helper.make_node(op, names, outs, **(attrs or {}))
-    vis = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(x.dtype), x.shape)
-           for n, x in zip(names, inputs) if n]
-    ovi = [helper.make_tensor_value_info(o, 0, None) for o in outs]
-    model = helper.make_model(helper.make_graph([node], "t", vis, ovi), opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8 if opset < 21 else 10
-    feeds = {n: x for n, x in zip(names, inputs) if n}
-    return model, feeds
-
-
 def run_both(op: str, inputs: list, attrs: dict | None = None, n_out: int = 1, opset: int = OPSET, ort: bool = False,
              out_types: tuple = (), rtol=1e-5, atol=1e-6):
     """Run one node in graphc and in onnx's ReferenceEvaluator (or onnxruntime); compare every output.
@@ -117,9 +84,9 @@ def test_arg_topk_cumsum_softmax_infer():
     x = TensorType(F32, ("B", "T", 7))
     assert infer_one("ArgMax", [x], {"axis": 1, "keepdims": 0})[0] == TensorType(I64, ("B", 7))
     assert infer_one("ArgMin", [x], {"axis": -1})[0] == TensorType(I64, ("B", "T", 1))
-    v, i = infer_one("TopK", [x, None], {"axis": -1}, num_outputs=2, consts={1: np.array([3], np.int64)})
+    v, i = infer_one("TopK", [x, None], {"axis": -1}, n_out=2, consts={1: np.array([3], np.int64)})
     assert v == TensorType(F32, ("B", "T", 3)) and i == TensorType(I64, ("B", "T", 3))
-    v, _ = infer_one("TopK", [x, TensorType(I64, (1,))], {"axis": 1}, num_outputs=2)
+    v, _ = infer_one("TopK", [x, TensorType(I64, (1,))], {"axis": 1}, n_out=2)
     assert v.shape[0] == "B" and v.shape[2] == 7 and isinstance(v.shape[1], str) and v.shape[1] != "T"
     assert infer_one("CumSum", [x, None], consts={1: np.array(1, np.int32)})[0] == x
     assert infer_one("Softmax", [x], {"axis": 1})[0] == x
@@ -130,9 +97,9 @@ def test_arg_topk_cumsum_softmax_errors():
     with pytest.raises(ShapeError, match=r"ArgMax node 'n'.*axis 2 is out of range"):
         infer_one("ArgMax", [x], {"axis": 2})
     with pytest.raises(ShapeError, match=r"K = 6 is out of range for axis 1 of size 5"):
-        infer_one("TopK", [x, None], num_outputs=2, consts={1: np.array([6], np.int64)})
+        infer_one("TopK", [x, None], n_out=2, consts={1: np.array([6], np.int64)})
     with pytest.raises(ShapeError, match=r"K \(input 1\) must be a 1-D tensor of one element, got shape \[2\]"):
-        infer_one("TopK", [x, TensorType(I64, (2,))], num_outputs=2)
+        infer_one("TopK", [x, TensorType(I64, (2,))], n_out=2)
     with pytest.raises(ShapeError, match=r"axis \(input 1\) must be a scalar"):
         infer_one("CumSum", [x, TensorType(I64, (2,))])
     with pytest.raises(ShapeError, match=r"Softmax node 'n'.*floating-point.*int64"):
@@ -143,12 +110,12 @@ def test_loss_infer_and_shape_errors():
     x = TensorType(F32, ("N", 5, "D"))
     t = TensorType(I64, ("N", "D"))
     assert infer_one("NegativeLogLikelihoodLoss", [x, t], {"reduction": "none"})[0] == TensorType(F32, ("N", "D"))
-    loss, logp = infer_one("SoftmaxCrossEntropyLoss", [x, t], num_outputs=2)
+    loss, logp = infer_one("SoftmaxCrossEntropyLoss", [x, t], n_out=2)
     assert loss == TensorType(F32, ()) and logp == x
     with pytest.raises(ShapeError, match=r"target \(input 1\) must have shape \[N,D\].*got \[N\]"):
         infer_one("NegativeLogLikelihoodLoss", [x, TensorType(I64, ("N",))])
     with pytest.raises(ShapeError, match=r"weight \(input 2\) must have shape \[5\], got \[4\]"):
-        infer_one("SoftmaxCrossEntropyLoss", [x, t, TensorType(F32, (4,))], num_outputs=2)
+        infer_one("SoftmaxCrossEntropyLoss", [x, t, TensorType(F32, (4,))], n_out=2)
     with pytest.raises(ShapeError, match=r"'reduction' must be 'none', 'sum' or 'mean', got 'max'"):
         infer_one("NegativeLogLikelihoodLoss", [x, t], {"reduction": "max"})
 

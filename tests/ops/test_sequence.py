@@ -15,14 +15,10 @@ from graphc.ir import DType, Graph, TensorType
 from graphc.ir.types import OptionalType, SequenceType
 from graphc.ops import lookup
 from graphc.passes import infer_shapes
+from oputil import T
 
 F32, I64 = DType.float32, DType.int64
 RNG = np.random.default_rng(1)
-
-
-def T(dtype, *shape) -> TensorType:
-    return TensorType(dtype, shape)
-
 
 def build(ops: list) -> tuple[Graph, list]:
     """ops: list of (op, [input refs], attrs); refs are TensorTypes/SequenceTypes (new graph inputs), arrays

@@ -15,14 +15,10 @@ from graphc.errors import ExecutionError, ShapeError
 from graphc.ir import DType, Graph, TensorType
 from graphc.ops import lookup
 from graphc.passes import infer_shapes
+from oputil import T, infer_one
 
 F32, I64 = DType.float32, DType.int64
 RNG = np.random.default_rng(0)
-
-
-def T(dtype, *shape) -> TensorType:
-    return TensorType(dtype, shape)
-
 
 def node(g: Graph, op: str, inputs: list, attrs: dict | None = None, n_out: int = 1):
     """Add a node with attributes completed (as the importer does); returns its outputs."""
@@ -33,25 +29,6 @@ def node(g: Graph, op: str, inputs: list, attrs: dict | None = None, n_out: int 
 
 def i64(*v):
     return np.array(v, dtype=np.int64)
-
-
-def infer_one(op: str, inputs: list, attrs: dict | None = None, n_out: int = 1) -> list:
-    """One node over inputs given as TensorTypes (graph inputs), arrays (constants) or None (absent)."""
-    g = Graph("t")
-    ins = []
-    for i, x in enumerate(inputs):
-        if x is None:
-            ins.append(None)
-        elif isinstance(x, np.ndarray):
-            ins.append(g.add_constant(x, f"c{i}"))
-        else:
-            ins.append(g.add_input(f"x{i}", x))
-    outs = node(g, op, ins, attrs, n_out)
-    outs = outs if isinstance(outs, list) else [outs]
-    g.outputs = outs
-    infer_shapes(g)
-    return [v.type for v in outs]
-
 
 def is_fresh(d) -> bool:
     return isinstance(d, str) and d.startswith("unk__")
