@@ -8,8 +8,10 @@ Three forms, tried in order, each checked against the group's body at prepare ti
 - elementwise: every op is elementwise with the group's output shape. The body runs on cache-sized
   chunks of the output (about ``CHUNK_ELEMENTS`` values along its outermost non-unit axis), its inner
   values living in a few chunk-sized scratch buffers reused as they die; only the last op writes the
-  output. (numexpr was measured for this and lost: its float32 transcendental functions run several
-  times slower than NumPy's vectorised loops.)
+  output. Big groups split their chunks into contiguous runs over ``threads.get_num_threads()`` threads
+  (NumPy's loops release the GIL), each thread with its own scratch buffers. (numexpr was measured for
+  this and lost: its float32 transcendental functions run several times slower than NumPy's vectorised
+  loops.)
 - layout: only Reshape/Transpose/Squeeze/Unsqueeze/Flatten/Identity: one copy of the composed view.
 
 Any other body runs as a nested executable (its own fast steps and buffers), copying its outputs
@@ -18,6 +20,8 @@ into the group's buffers.
 from __future__ import annotations
 
 import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -25,9 +29,18 @@ from graphc.ir import Graph
 
 from .kernels import HEAD_RUNNERS, elementwise_apply
 from .program import static_tensor
+from .threads import get_num_threads
 
 #: Elements per chunk for elementwise groups (float32: 256 KiB per buffer, a few buffers fit in L2).
 CHUNK_ELEMENTS = 65536
+
+#: Elementwise groups with at least this many output elements split their chunks over
+#: ``threads.get_num_threads()`` threads (read each step); smaller ones run on the calling thread.
+PARALLEL_MIN_ELEMENTS = 1 << 19
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_SIZE = 0
+_POOL_LOCK = threading.Lock()
 
 LAYOUT_OPS = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity"})
 
@@ -168,9 +181,10 @@ def _elementwise(ctx, info: _Body):
         k = axis - (rank - ndim)
         return (slice(None),) * k + (slice(r0, r1),)
 
-    # Inner values: scratch buffers of one chunk, reused once their last reader has run.
+    # Inner values: scratch buffers of one chunk, reused once their last reader has run. The plan names
+    # them by index; each worker thread gets its own set (see ``compile_for``).
     chunk_shape = shape if not chunked else shape[:axis] + (rows,) + shape[axis + 1:]
-    buffers: list[np.ndarray] = []
+    n_buffers = 0
     free: list[int] = []
     where: dict[int, int] = {}  # id(inner value) -> buffer index
     left = dict(info.readers)
@@ -199,45 +213,42 @@ def _elementwise(ctx, info: _Body):
         if idx == len(body.nodes) - 1:
             dest = -1
         else:
-            dest = free.pop() if free else len(buffers)
-            if dest == len(buffers):
-                buffers.append(np.empty(chunk_shape, dtype))
+            dest = free.pop() if free else n_buffers
+            if dest == n_buffers:
+                n_buffers += 1
             where[id(n.outputs[0])] = dest
             if left.get(id(n.outputs[0]), 0) == 0:
                 free.append(dest)
         plan.append((applies[idx], specs, dest))
-    # Views of the scratch buffers per distinct chunk length (the last chunk may be shorter).
-    views = {}
-    for r0, r1 in chunks:
-        if r1 - r0 not in views:
-            views[r1 - r0] = [b[chunk_of(0, r1 - r0, rank)] if chunked else b for b in buffers]
     o = ctx.outs[0]
-    consts_by_chunk = {}
-    for r0, r1 in chunks:
-        consts_by_chunk[r0] = [(s[1][chunk_of(r0, r1, s[3])] if s[2] else s[1]) if s[0] == "const" else None
-                               for _, specs, _ in plan for s in specs]
-    compiled = []
-    for r0, r1 in chunks:
-        bufs = views[r1 - r0]
-        ops = []
-        k = 0
-        for apply, specs, dest in plan:
-            getters = []
-            for s in specs:
-                kind = s[0]
-                if kind == "none":
-                    getters.append((0, None))
-                elif kind == "const":
-                    getters.append((0, consts_by_chunk[r0][k]))
-                elif kind == "inner":
-                    getters.append((0, bufs[s[1]]))
-                else:
-                    getters.append((1, (s[1], chunk_of(r0, r1, s[3]) if s[2] else None)))
-                k += 1
-            ops.append((apply, getters, None if dest < 0 else bufs[dest]))
-        compiled.append((chunk_of(r0, r1, rank) if chunked else None, ops))
 
-    def step(env):
+    def compile_for(part):
+        """Per chunk of ``part`` (a list of (r0, r1)): (output index, ops), on a fresh set of scratch buffers."""
+        buffers = [np.empty(chunk_shape, dtype) for _ in range(n_buffers)]
+        views = {}  # scratch-buffer views per distinct chunk length (the last chunk may be shorter)
+        compiled = []
+        for r0, r1 in part:
+            if r1 - r0 not in views:
+                views[r1 - r0] = [b[chunk_of(0, r1 - r0, rank)] if chunked else b for b in buffers]
+            bufs = views[r1 - r0]
+            ops = []
+            for apply, specs, dest in plan:
+                getters = []
+                for s in specs:
+                    kind = s[0]
+                    if kind == "none":
+                        getters.append((0, None))
+                    elif kind == "const":
+                        getters.append((0, s[1][chunk_of(r0, r1, s[3])] if s[2] else s[1]))
+                    elif kind == "inner":
+                        getters.append((0, bufs[s[1]]))
+                    else:
+                        getters.append((1, (s[1], chunk_of(r0, r1, s[3]) if s[2] else None)))
+                ops.append((apply, getters, None if dest < 0 else bufs[dest]))
+            compiled.append((chunk_of(r0, r1, rank) if chunked else None, ops))
+        return compiled
+
+    def run_part(env, compiled):
         out_full = env[o]
         for out_index, ops in compiled:
             out = out_full if out_index is None else out_full[out_index]
@@ -252,7 +263,45 @@ def _elementwise(ctx, info: _Body):
                         args.append(g)
                 apply(out if dest is None else dest, *args)
 
+    single = compile_for(chunks)
+    if len(chunks) < 2 or math.prod(shape) < PARALLEL_MIN_ELEMENTS:
+
+        def step(env):
+            run_part(env, single)
+
+        return step
+
+    # Big enough to split: contiguous runs of chunks, one per thread, each on its own scratch buffers.
+    # The same ops run on the same chunks as on one thread, so results are bitwise identical.
+    parts_by_count: dict[int, list] = {1: [single]}
+
+    def step(env):
+        n = min(get_num_threads() or 1, len(chunks))
+        parts = parts_by_count.get(n)
+        if parts is None:
+            bounds = [len(chunks) * k // n for k in range(n + 1)]
+            parts = parts_by_count[n] = [compile_for(chunks[a:b]) for a, b in zip(bounds, bounds[1:])]
+        if len(parts) == 1:
+            run_part(env, parts[0])
+            return
+        pool = _pool(len(parts) - 1)
+        futures = [pool.submit(run_part, env, p) for p in parts[1:]]
+        try:
+            run_part(env, parts[0])
+        finally:
+            for f in futures:
+                f.result()
+
     return step
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """The process-wide pool for elementwise chunks, with at least ``workers`` threads."""
+    global _POOL, _POOL_SIZE
+    with _POOL_LOCK:
+        if _POOL is None or _POOL_SIZE < workers:  # a smaller old pool's threads end once it is collected
+            _POOL, _POOL_SIZE = ThreadPoolExecutor(workers, thread_name_prefix="graphc-elementwise"), workers
+        return _POOL
 
 
 # ---- layout --------------------------------------------------------------------------------------

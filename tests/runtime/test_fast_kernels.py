@@ -156,6 +156,37 @@ def test_elementwise_group_in_chunks_matches_and_does_not_alias_outputs():
     assert first[0] is not second[0] and not np.shares_memory(first[0], second[0])
 
 
+@pytest.mark.parametrize("n_threads", [2, 3])
+def test_threaded_elementwise_group_is_bitwise_the_single_threaded_result(n_threads, monkeypatch):
+    from runtime.numpy import fused
+
+    rng = np.random.default_rng(5)
+    m = _model([helper.make_node("Mul", ["x", "z"], ["a"]), helper.make_node("Tanh", ["a"], ["b"]),
+                helper.make_node("Exp", ["b"], ["c"]), helper.make_node("Sub", ["c", "x"], ["d"]),
+                helper.make_node("Sigmoid", ["d"], ["e"]), helper.make_node("Mul", ["e", "b"], ["f"]),
+                helper.make_node("Add", ["f", "bias"], ["y"])],
+               [("x", [1, 411, 9]), ("z", [411, 9])], ["y"], [("bias", rng.standard_normal(9).astype(np.float32))])
+    feed_sets = [{"x": rng.standard_normal((1, 411, 9)).astype(np.float32),
+                  "z": rng.standard_normal((411, 9)).astype(np.float32)} for _ in range(2)]
+    monkeypatch.setattr(fused, "CHUNK_ELEMENTS", 40)  # 4 rows of 9 per chunk along axis 1, a shorter last one
+    monkeypatch.setattr(fused, "PARALLEL_MIN_ELEMENTS", 1)
+    monkeypatch.setattr(fused, "get_num_threads", lambda: 1)
+    exe, _ = _check(m, feed_sets[0])
+    single = [exe.run(feeds)[0].copy() for feeds in feed_sets]
+    pooled = []
+    real_pool = fused._pool
+    monkeypatch.setattr(fused, "_pool", lambda n: pooled.append(n) or real_pool(n))
+    monkeypatch.setattr(fused, "get_num_threads", lambda: n_threads)
+    for k in range(4):  # the same executable, now splitting its chunks over threads; feeds alternate so
+        got = exe.run(feed_sets[k % 2])[0]  # a recycled output buffer holds the other set's result
+        assert got.tobytes() == single[k % 2].tobytes()
+    assert pooled and set(pooled) == {n_threads - 1}
+    monkeypatch.setattr(fused, "PARALLEL_MIN_ELEMENTS", 10 ** 9)  # too small a group: never threaded
+    pooled.clear()
+    small, _ = _check(m, feed_sets[1])
+    assert small.run(feed_sets[1])[0].tobytes() == single[1].tobytes() and not pooled
+
+
 def test_mlp_and_views_run_on_kernels_and_reuse_no_output_memory():
     rng = np.random.default_rng(4)
     w1 = rng.standard_normal((16, 8)).astype(np.float32)
