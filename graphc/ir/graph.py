@@ -109,25 +109,23 @@ class Graph:
         self._symbols = itertools.count()
 
     # ---- building -------------------------------------------------------------------------
-    def unique_name(self, base: str) -> str:
-        base = base or "v"
+    def _claim(self, base: str, taken: set[str]) -> str:
         name = base
-        while name in self._names:
+        while name in taken:
             name = f"{base}_{next(self._counter)}"
-        self._names.add(name)
+        taken.add(name)
         return name
+
+    def unique_name(self, base: str) -> str:
+        """A value name not used yet in this graph (``base``, else ``base_N``)."""
+        return self._claim(base or "v", self._names)
 
     def reserve_name(self, name: str) -> None:
         self._names.add(name)
 
     def unique_node_name(self, base: str) -> str:
         """Node names live apart from value names (as in ONNX) but are unique among nodes."""
-        base = base or "node"
-        name = base
-        while name in self._node_names:
-            name = f"{base}_{next(self._counter)}"
-        self._node_names.add(name)
-        return name
+        return self._claim(base or "node", self._node_names)
 
     def fresh_symbol(self, prefix: str = "unk") -> str:
         """A new dimension symbol for a size that nothing constrains yet."""
