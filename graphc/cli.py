@@ -202,10 +202,9 @@ def _load_array(path: str, name: str) -> np.ndarray:
 
 def random_feeds(graph, seed: int = 0) -> dict[str, np.ndarray]:
     """Seeded random values for every input; symbolic dims must have been bound with --set."""
-    from .ir import DType, TensorType
+    from .ir import TensorType
+    from .passes.manager import random_feeds as seeded_feeds
 
-    rng = np.random.default_rng(seed)
-    feeds = {}
     for v in graph.inputs:
         t = v.type
         if not isinstance(t, TensorType) or t.shape is None or t.dtype is None:
@@ -214,16 +213,10 @@ def random_feeds(graph, seed: int = 0) -> dict[str, np.ndarray]:
         if unbound:
             raise GraphcError(f"--random-inputs: input '{v.name}' has symbolic dims {', '.join(unbound)} ({t}); "
                               f"bind them with --set, e.g. --set {unbound[0]}=1")
-        if t.dtype.is_float:
-            x = rng.standard_normal(t.shape).astype(t.dtype.np)
-        elif t.dtype is DType.bool:
-            x = rng.random(t.shape) < 0.5
-        elif t.dtype.is_int:
-            x = rng.integers(0, 10, size=t.shape).astype(t.dtype.np)
-        else:
-            raise GraphcError(f"--random-inputs: cannot make random values of type {t} for input '{v.name}'")
-        feeds[v.name] = x
-    return feeds
+    try:
+        return seeded_feeds(graph, seed, int_high=10)
+    except GraphcError as e:
+        raise GraphcError(f"--random-inputs: {e}") from None
 
 
 def _map_text(m: dict, limit: int = 5) -> str:

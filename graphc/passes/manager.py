@@ -163,8 +163,10 @@ _RANDOM_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUnifo
                "Multinomial"}
 
 
-def random_feeds(graph: Graph, seed: int = 0, symbol_size: int = 2) -> dict[str, np.ndarray]:
+def random_feeds(graph: Graph, seed: int = 0, symbol_size: int = 2, int_high: int = 3) -> dict[str, np.ndarray]:
     """Seeded feeds for every input; each symbolic dim is ``symbol_size`` (the same symbol, the same size).
+    Floats are standard normal, booleans fair coins, integers in [0, ``int_high``) (small, so that they
+    stay valid as indices).
 
     Raises GraphcError when an input's type is not a tensor of known rank and element type.
     """
@@ -180,7 +182,7 @@ def random_feeds(graph: Graph, seed: int = 0, symbol_size: int = 2) -> dict[str,
         elif t.dtype is DType.bool:
             x = rng.random(shape) < 0.5
         elif t.dtype.is_int:
-            x = rng.integers(0, 3, size=shape).astype(t.dtype.np)
+            x = rng.integers(0, int_high, size=shape).astype(t.dtype.np)
         else:
             raise GraphcError(f"input '{v.name}' has type {t}: cannot make random values for it")
         feeds[v.name] = x
