@@ -22,6 +22,7 @@ import numpy as np
 
 from .errors import GraphcError, ModelLoadError, PlanFormatError
 from .ir import DType, Graph, Node, TensorType, Value
+from .ir.graph import resolve_scoped
 from .ir.types import MapType, OptionalType, SequenceType
 from .ops.registry import lookup
 
@@ -485,16 +486,7 @@ class _Reader:
         return Value(np_.output[0], TensorType(DType.from_np(data.dtype), data.shape), data=data)
 
     def resolve(self, name: str, scope, outer) -> Value | None:
-        if name in scope:
-            return scope[name]
-        for level in range(len(outer) - 1, -1, -1):
-            if name in outer[level]:
-                v = outer[level][name]
-                for inner in self.stack[level + 1:]:
-                    if v not in inner.captures:
-                        inner.captures.append(v)
-                return v
-        return None
+        return resolve_scoped(name, scope, outer, self.stack)
 
     def node(self, np_, g: Graph, scope, outer, types) -> Node:
         meta = {e.key: e.value for e in np_.metadata_props}

@@ -18,6 +18,7 @@ from onnx import AttributeProto, TensorProto, numpy_helper
 from graphc.errors import (ExternalDataError, GraphcError, InvalidGraphError, ModelLoadError, OpAttributeError,
                            UnsupportedOpError, node_label)
 from graphc.ir import DType, Graph, Node, TensorType, Value
+from graphc.ir.graph import resolve_scoped
 from graphc.limits import check_size
 from graphc.limits import memory_limit as _memory_limit
 from graphc.ir.types import MapType, OptionalType, SequenceType
@@ -244,7 +245,7 @@ class _Importer:
         declared = {vi.name: vi for vi in list(gp.value_info) + list(gp.output)}
         self._import_nodes(g, list(gp.node), scope, outer, declared)
         for vo in gp.output:
-            v = self._resolve(vo.name, scope, outer, g, None)
+            v = self._resolve(vo.name, scope, outer)
             if v is None:
                 raise InvalidGraphError(f"{self.label}: graph output '{vo.name}' of graph '{g.name}' is not "
                                         f"produced by any node, input or initializer")
@@ -253,19 +254,8 @@ class _Importer:
             g.outputs.append(v)
         return g
 
-    def _resolve(self, name: str, scope, outer, g: Graph, node_proto) -> Value | None:
-        """The Value a name refers to; a value of an enclosing graph becomes a capture of every graph
-        between the one that defines it and this one."""
-        if name in scope:
-            return scope[name]
-        for level in range(len(outer) - 1, -1, -1):
-            if name in outer[level]:
-                v = outer[level][name]
-                for inner in self._stack[level + 1:]:
-                    if v not in inner.captures:
-                        inner.captures.append(v)
-                return v
-        return None
+    def _resolve(self, name: str, scope, outer) -> Value | None:
+        return resolve_scoped(name, scope, outer, self._stack)
 
     def _import_nodes(self, g: Graph, nodes: list, scope, outer, declared) -> None:
         order = self._toposort(nodes, scope, outer, g)
@@ -306,7 +296,7 @@ class _Importer:
             if not x:
                 inputs.append(None)
                 continue
-            v = self._resolve(x, scope, outer, g, np_)
+            v = self._resolve(x, scope, outer)
             if v is None:
                 raise InvalidGraphError(f"{self.label}: {np_.op_type} node '{name}' reads '{x}', which is not defined")
             inputs.append(v)

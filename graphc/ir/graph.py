@@ -317,6 +317,25 @@ class Graph:
         return lines
 
 
+def resolve_scoped(name: str, scope: dict, outer: list, stack: list) -> Value | None:
+    """The Value ``name`` refers to, looking in ``scope`` and then in the enclosing ``outer`` scopes.
+
+    ``stack`` lists the graphs being built, outermost first (``stack[i]`` owns ``outer[i]``, the last one
+    owns ``scope``). A value of an enclosing graph becomes a capture of every graph between the one that
+    defines it and the innermost one.
+    """
+    if name in scope:
+        return scope[name]
+    for level in range(len(outer) - 1, -1, -1):
+        if name in outer[level]:
+            v = outer[level][name]
+            for inner in stack[level + 1:]:
+                if v not in inner.captures:
+                    inner.captures.append(v)
+            return v
+    return None
+
+
 def _t(v: Value) -> str:
     return str(v.type) if v.type is not None else "?"
 
