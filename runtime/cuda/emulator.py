@@ -23,6 +23,7 @@ import numpy as np
 from .cache import KernelCache, KernelCompileError, cache_key, compiler_version
 from .codegen import Kernel, ctype
 from .launch import DeviceProps
+from .libcall import Gemm, gemm_reference
 
 SHIM = r"""
 #include <barrier>
@@ -174,6 +175,24 @@ class EmulatedDevice:
     def load(self, kernel: Kernel):
         self.precompile([kernel])
         return self._launchers[kernel.source]
+
+    def call(self, call):
+        """A launcher for a library call: GEMMs run in NumPy (``gemm_reference``) on the arena's host memory."""
+        if not isinstance(call, Gemm):
+            raise TypeError(f"the CUDA emulator cannot run library call {call!r}")
+        dt = call.dtype.np
+
+        def view(ptr: int, which: str) -> np.ndarray:
+            n = call.extent(which)
+            return np.ctypeslib.as_array((ctypes.c_char * (n * dt.itemsize)).from_address(ptr)).view(dt) if n else \
+                np.empty(0, dt)
+
+        def launch(grid: int, block: int, ptrs: list[int]) -> None:
+            self.launches += 1
+            a, b, c = ptrs
+            gemm_reference(call, view(a, "a"), view(b, "b"), view(c, "c"))
+
+        return launch
 
     def synchronize(self) -> None:
         pass

@@ -61,10 +61,14 @@ class _Prepared:
         t1 = time.perf_counter()
         loaded = {}
         if hasattr(device, "precompile"):  # the CPU emulator builds all kernels of a plan at once
-            device.precompile([s.kernel for s in steps])
+            device.precompile([s.kernel for s in steps if s.kernel is not None])
         self.launches: list[tuple[Any, int, int, list[int]]] = []
         self.step_of_launch: list[int] = []
         for i, s in enumerate(steps):
+            if s.call is not None:  # a library call (cuBLAS): the device runs it with the resolved pointers
+                self.launches.append((device.call(s.call), 0, 0, [self._ptr(a) for a in s.args]))
+                self.step_of_launch.append(i)
+                continue
             if s.kernel.n_elements == 0:
                 continue
             if s.view_of is not None and self._ptr(s.view_of[0]) == self._ptr(s.view_of[1]):

@@ -9,9 +9,10 @@ one ``MissingKernelError``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from graphc.errors import GraphcError
-from graphc.ir import Graph, Node, Value
+from graphc.ir import DType, Graph, Node, TensorType, Value
 from graphc.passes.memory import VIEW_OPS
 
 from .codegen import CodegenUnsupported, Kernel, KernelGroup, c_identifier
@@ -21,8 +22,9 @@ from .codegen_ops import ELEMENTWISE_OPS
 from .codegen_reduce import REDUCE_OPS, ROW_OPS, generate_reduction, generate_row_op
 from .launch import DeviceProps
 
-#: Ops the CUDA backend has kernels for (part 1 of the backend).
-SUPPORTED_OPS = ELEMENTWISE_OPS | INJECTIVE_OPS | REDUCE_OPS | ROW_OPS
+#: Ops the CUDA backend has kernels for: generated ones (part 1 of the backend), and those lowered by a
+#: function of ``LOWERINGS`` (library calls and multi-kernel ops; ``register_lowering`` adds to this set).
+SUPPORTED_OPS = set(ELEMENTWISE_OPS | INJECTIVE_OPS | REDUCE_OPS | ROW_OPS)
 #: What part 2 adds (named in the error so that a user knows whether to wait or to rewrite).
 PART_2_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose", "MaxPool", "AveragePool", "BatchNormalization")
 
@@ -50,13 +52,15 @@ class MissingKernelError(GraphcError):
 
 @dataclass
 class Step:
-    """One launch: ``kernel`` with ``args`` (a Value per pointer parameter, or a constant's array)."""
+    """One launch: ``kernel`` with ``args`` (a Value per pointer parameter, or a constant's array), or
+    a library ``call`` (runtime/cuda/libcall.py) with ``args`` its pointer arguments in order."""
 
     kernel: Kernel | None
     args: list
     node: Node
     #: a view op whose output may share its input's bytes: no launch when the arena gives both one offset
     view_of: tuple[Value, Value] | None = None
+    call: object | None = None
 
 
 @dataclass
@@ -64,6 +68,49 @@ class Lowered:
     steps: list[Step] = field(default_factory=list)
     #: values that exist only inside a fused group lowered op by op: they need scratch memory
     scratch: list[Value] = field(default_factory=list)
+
+
+class LowerContext:
+    """What a lowering function (``LOWERINGS``) may use: the device's properties, kernels made from groups
+    of nodes (named uniquely within the plan), library-call steps, and scratch buffers in the arena."""
+
+    def __init__(self, props: DeviceProps, out: "Lowered", named: Callable[[KernelGroup], KernelGroup]):
+        self.props = props
+        self.out = out
+        self._named = named
+
+    def kernel_step(self, group: KernelGroup, node: Node, kernel: Kernel | None = None) -> Step:
+        """A step launching the kernel generated for ``group`` (or ``kernel``, made by the caller from it)."""
+        group = self._named(group)
+        if kernel is None:
+            kernel = generate(group, self.props)
+        else:
+            kernel.group = group
+        return Step(kernel, _args(kernel, group.inputs, group.outputs, group.constants), node)
+
+    def unique_name(self, name: str) -> str:
+        """A kernel name (C identifier) made from ``name``, unique within the plan."""
+        return self._named(KernelGroup(name, [], [], [])).name
+
+    def call_step(self, call, args: list, node: Node) -> Step:
+        return Step(None, list(args), node, call=call)
+
+    def scratch(self, name: str, dtype: DType, shape) -> Value:
+        """A buffer of its own in the arena (a workspace, an intermediate of a multi-kernel op)."""
+        v = Value(name, TensorType(dtype, tuple(int(d) for d in shape)))
+        self.out.scratch.append(v)
+        return v
+
+
+#: op type -> fn(node, ctx: LowerContext) -> list[Step]: ops lowered by code rather than by one generated
+#: kernel (matrix products through cuBLAS, convolutions as im2col + GEMM...). A function may raise
+#: CodegenUnsupported for a node it cannot handle (an attribute, a dtype): the op is then reported missing.
+LOWERINGS: dict[str, Callable[[Node, LowerContext], list[Step]]] = {}
+
+
+def register_lowering(op_type: str, fn: Callable[[Node, LowerContext], list[Step]]) -> None:
+    LOWERINGS[op_type] = fn
+    SUPPORTED_OPS.add(op_type)
 
 
 def generate(group: KernelGroup, props: DeviceProps) -> Kernel:
@@ -101,7 +148,22 @@ def lower(graph: Graph, props: DeviceProps) -> Lowered:
         group.name = name
         return group
 
+    ctx = LowerContext(props, out, named)
+
     def lone(node: Node, into: list[Step], rename: dict | None = None) -> None:
+        if node.op_type in LOWERINGS and not node.domain:
+            try:
+                steps = LOWERINGS[node.op_type](node, ctx)
+            except CodegenUnsupported as e:
+                missing.setdefault(node.op_type, []).append((node.name, e.why))
+                return
+            for st in steps:
+                if rename:
+                    st.args = [rename.get(id(a), a) for a in st.args]
+                    if st.view_of:
+                        st.view_of = tuple(rename.get(id(a), a) for a in st.view_of)
+                into.append(st)
+            return
         if node.op_type not in SUPPORTED_OPS or node.domain:
             why = "no CUDA kernel yet"
             missing.setdefault(node.op_type if not node.domain else f"{node.domain}.{node.op_type}",
@@ -167,4 +229,5 @@ def _split_group(node: Node, group: KernelGroup, lone, out: Lowered) -> None:
         lone(n, out.steps, outer)
 
 
-__all__ = ["MissingKernelError", "SUPPORTED_OPS", "Step", "Lowered", "generate", "lower"]
+__all__ = ["LOWERINGS", "LowerContext", "MissingKernelError", "SUPPORTED_OPS", "Step", "Lowered", "generate", "lower",
+           "register_lowering"]
