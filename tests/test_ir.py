@@ -163,3 +163,13 @@ def test_verify_accepts_variables():
     infer_shapes(g)
     g.verify()
     g.sort_topologically()
+
+
+def test_fresh_symbols_never_reuse_a_name_the_inputs_declare():
+    g = Graph("g")
+    x = g.add_input("x", TensorType(DType.float32, ("unk__0", "2*unk__1")))
+    (y,) = g.add_node("NonZero", [x], output_names=["y"]).outputs
+    g.outputs = [y]
+    infer_shapes(g)
+    count = y.type.shape[1]
+    assert isinstance(count, str) and count not in ("unk__0", "unk__1")

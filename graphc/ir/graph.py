@@ -8,6 +8,7 @@ A subgraph (the body of If/Loop/Scan) may use values of the enclosing graphs: it
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any, Callable
 
@@ -16,6 +17,9 @@ import numpy as np
 from ..errors import InvalidGraphError, node_label
 from .dtypes import DType
 from .types import OptionalType, SequenceType, TensorType
+
+#: The symbol names inside a dim (a product dim such as "4*N" names N).
+_SYMBOL_TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class Value:
@@ -128,8 +132,14 @@ class Graph:
         return self._claim(base or "node", self._node_names)
 
     def fresh_symbol(self, prefix: str = "unk") -> str:
-        """A new dimension symbol for a size that nothing constrains yet."""
-        return f"{prefix}__{next(self._symbols)}"
+        """A new dimension symbol for a size that nothing constrains yet, never one the graph's inputs
+        already name (a model may itself call a dim ``unk__3``)."""
+        taken = {tok for v in [*self.inputs, *self.outputs] if v is not None and isinstance(v.type, TensorType) and v.type.shape is not None
+                 for d in v.type.shape if isinstance(d, str) for tok in _SYMBOL_TOKEN.findall(d)}
+        while True:
+            name = f"{prefix}__{next(self._symbols)}"
+            if name not in taken:
+                return name
 
     def add_input(self, name: str, type: TensorType | None) -> Value:
         v = Value(self.unique_name(name), type)
