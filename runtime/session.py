@@ -4,7 +4,9 @@
 checks that every placeholder on the way is fed (listing all missing ones at once, each with the fetch
 that needs it), compiles that subgraph once per (fetches, feed signature), runs it with the variables'
 current values fed in, and writes the results of ``Assign`` nodes back into the state after the run.
-State is saved as ``.npz`` without pickle.
+State is saved as ``.npz`` without pickle. On a backend with a variable store (CUDA: runtime/cuda/state.py)
+the state lives where the plans run: variables are read and updated on the device, and copied to the
+host only when read (``variable``, ``save``, ``state[name]``).
 """
 from __future__ import annotations
 
@@ -80,7 +82,12 @@ class Session:
         self.optimize = optimize
         self.level = level
         initial = getattr(graph, "initial_values", {})
-        self.state: dict[str, np.ndarray] = {name: np.array(initial[name]) for name in graph.variables}
+        values = {name: np.array(initial[name]) for name in graph.variables}
+        # A backend with a variable store (CUDA: device buffers) keeps the variables where its plans run
+        # them; sess.state is then that store (a mapping that copies to the host when read).
+        store = getattr(self._backend(), "variable_store", None)
+        self._resident = store is not None
+        self.state: dict[str, np.ndarray] = store(values) if store is not None else values
         self._plans: dict[tuple, _Plan] = {}
         self._nodes_seen = -1
         self._producer_index: dict[int, int] = {}
@@ -115,11 +122,13 @@ class Session:
         args = {}
         for name in plan.input_names:
             args[name] = fed_by_name[name]
-        for name in plan.var_inputs:
-            args[name] = self.state[name]
+        if not self._resident:  # a resident store's variables are read by the plan where they are
+            for name in plan.var_inputs:
+                args[name] = self.state[name]
         results = plan.executable.run(args)
         for name, x in zip(plan.assign_targets, results[plan.n_fetch:]):
-            self.state[name] = x
+            if x is not None:  # None: the backend wrote the new value into its store itself
+                self.state[name] = x
         unique = results[: plan.n_fetch]
         out = []
         for i, x in enumerate(leaves):
@@ -219,22 +228,34 @@ class Session:
         sub = sub.copy()  # passes may rewrite the plan's graph; the user's graph stays as built
         for v in sub.inputs:
             v.producer = None
-        executable = self._prepare(sub, {v.name: x for v, x in feeds.items() if id(v) in need_inputs})
+        executable = self._prepare(sub, {v.name: x for v, x in feeds.items() if id(v) in need_inputs},
+                                   list(need_vars), {len(fetch_vals) + j: t for j, t in enumerate(targets)})
         plan = _Plan(executable, [v.name for v in input_vals], list(need_vars), len(fetch_vals), targets)
         plan.fetch_slot = fetch_slot
         return plan
 
-    def _prepare(self, sub: IRGraph, feeds: dict[str, Any]):
+    def _backend(self):
         from runtime import get_backend
 
-        backend = get_backend(self.backend)
+        return get_backend(self.backend)
+
+    def _prepare(self, sub: IRGraph, feeds: dict[str, Any], variables: list[str], assigns: dict[int, str]):
+        """The backend's executable for ``sub``; ``variables`` are its variable inputs, ``assigns`` maps
+        output index -> the variable that output updates (used by a backend with a variable store)."""
+        backend = self._backend()
+        resident = dict(state=self.state, variables=variables, assigns=assigns) if self._resident else {}
         if self.optimize and importlib.util.find_spec("graphc.compiler") is not None:
             from graphc.compiler import compile as compile_graph
+            from graphc.limits import input_bindings
 
             # The Plan itself, not only its graph: with symbolic dims (a batch size N) the backend then
-            # binds the fed sizes and runs a preallocated fast executable per binding.
-            return backend.prepare(compile_graph(sub, level=self.level))
-        return backend.prepare(sub)
+            # binds the fed sizes and runs a preallocated fast executable per binding. A backend that
+            # specializes shapes gets a plan compiled for the fed sizes (each feed signature has its own).
+            sets = None
+            if getattr(backend, "specialize_shapes", False):
+                sets = input_bindings(sub, {v: feeds[v.name] for v in sub.inputs if v.name in feeds}) or None
+            return backend.prepare(compile_graph(sub, level=self.level, sets=sets), **resident)
+        return backend.prepare(sub, **resident)
 
     # ---- state --------------------------------------------------------------------------------
     def variable(self, v) -> np.ndarray:

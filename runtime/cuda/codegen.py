@@ -181,12 +181,19 @@ class KernelGroup:
 @dataclass(frozen=True)
 class Param:
     """A kernel parameter: a pointer to group input ``index`` ("input"), output ("output"), or to a
-    constant's data ("constant", ``index`` into ``KernelGroup.constants``)."""
+    constant's data ("constant", ``index`` into ``KernelGroup.constants``); or a number passed by value
+    ("scalar": ``value``, a NumPy scalar of ``dtype``, one of SCALAR_CHARS' types; user kernels take shapes
+    and attributes so)."""
 
     role: str
     index: int
     name: str
     dtype: DType
+    value: object = None
+
+
+#: PyCUDA prepared-call format character of each element type a scalar parameter may have.
+SCALAR_CHARS = {DType.int64: "q", DType.int32: "i", DType.float32: "f", DType.float64: "d"}
 
 
 @dataclass
@@ -203,8 +210,8 @@ class Kernel:
 
     @property
     def signature(self) -> str:
-        """PyCUDA's prepared-call format: one pointer per parameter."""
-        return "P" * len(self.params)
+        """PyCUDA's prepared-call format: "P" per pointer parameter, SCALAR_CHARS' letter per scalar."""
+        return "".join(SCALAR_CHARS[p.dtype] if p.role == "scalar" else "P" for p in self.params)
 
 
 def c_identifier(name: str, prefix: str = "k_") -> str:

@@ -65,7 +65,7 @@ def _vectorizable(group: KernelGroup, shape: tuple) -> bool:
     if n < VECTOR or n % VECTOR or any(node.op_type not in ELEMENTWISE_OPS or node.op_type == "Identity"
                                        for node in group.nodes):
         return False
-    for v in group.inputs + group.outputs:
+    for v in group.inputs + group.outputs + group.constants:  # a full-size constant is loaded as a vector too
         full = shape_of(v) == shape
         if not (full or numel(shape_of(v)) == 1) or (full and dtype_of(v) != DType.float32):
             return False
@@ -125,7 +125,7 @@ def _vector_loop(group, shape, outs, loads, literals, names):
     it = index_type(numel(shape))
     coords = Coords(shape, linear="lane")  # never loaded through: every operand is whole (a lane) or one element
     vec_loads, overrides, pre = {}, {}, []
-    for v in group.inputs:
+    for v in group.inputs + [c for c in group.constants if id(c) in loads]:
         if shape_of(v) == shape:
             ptr, _ = loads[id(v)]
             pre.append(f"        float4 {ptr}_4 = reinterpret_cast<const float4*>({ptr})[i];")

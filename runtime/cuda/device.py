@@ -1,10 +1,11 @@
 """The device the CUDA executor drives, through PyCUDA: memory, copies, kernel loading and prepared launches.
 
-The executor sees a small interface (``props``, ``alloc``, ``htod``, ``dtoh``, ``memset``, ``load``,
-``synchronize``), which ``runtime/cuda/emulator.py`` also implements on the CPU so that everything above
-it runs in tests without a GPU. PyCUDA is imported only here, and only when a device is made:
-``pycuda.autoprimaryctx`` retains the device's primary context, the one cuBLAS, CuPy and PyTorch use,
-so graphc's buffers and theirs live in one context (``pycuda.autoinit`` would make a context of its own).
+The executor sees a small interface (``props``, ``alloc``, ``htod``, ``dtoh``, ``memset``, ``dtod``, ``load``,
+``call`` for library routines, ``synchronize``), which ``runtime/cuda/emulator.py`` also implements on the
+CPU so that everything above it runs in tests without a GPU. PyCUDA is imported only here, and only when
+a device is made: ``pycuda.autoprimaryctx`` retains the device's primary context, the one cuBLAS, CuPy
+and PyTorch use, so graphc's buffers and theirs live in one context (``pycuda.autoinit`` would make a
+context of its own).
 """
 from __future__ import annotations
 
@@ -58,6 +59,7 @@ class PyCudaDevice:
         self.cache = cache or KernelCache()
         self._allocations = []
         self._modules = {}
+        self._cublas = None  # made on the first library call (runtime/cuda/cublas.py)
 
     def alloc(self, nbytes: int) -> int:
         a = self.drv.mem_alloc(max(int(nbytes), 1))
@@ -76,6 +78,11 @@ class PyCudaDevice:
         if nbytes:
             self.drv.memset_d8(ptr, byte, nbytes)
 
+    def dtod(self, dst: int, src: int, nbytes: int) -> None:
+        """Copy ``nbytes`` between two device addresses (stream-ordered after the launches before it)."""
+        if nbytes:
+            self.drv.memcpy_dtod(dst, src, nbytes)
+
     def load(self, kernel: Kernel) -> Launcher:
         """The kernel compiled (through the on-disk cache), loaded and prepared for low-overhead calls."""
         if kernel.source not in self._modules:
@@ -87,7 +94,23 @@ class PyCudaDevice:
         def launch(grid: int, block: int, ptrs: list[int]) -> None:
             fn.prepared_call((grid, 1, 1), (block, 1, 1), *ptrs)
 
-        return launch
+        def launch_with_scalars(grid: int, block: int, ptrs: list) -> None:
+            # scalar parameters arrive as NumPy scalars: packed as the Python numbers the signature expects
+            fn.prepared_call((grid, 1, 1), (block, 1, 1), *[a.item() if isinstance(a, np.generic) else a for a in ptrs])
+
+        return launch_with_scalars if any(p.role == "scalar" for p in kernel.params) else launch
+
+    def call(self, call) -> Launcher:
+        """A launcher for a library call (``libcall.Gemm``: cuBLAS, its handle in this device's context)."""
+        from .libcall import Gemm
+
+        if not isinstance(call, Gemm):
+            raise TypeError(f"the CUDA device has no library routine for {call!r}")
+        if self._cublas is None:
+            from .cublas import Cublas
+
+            self._cublas = Cublas()
+        return self._cublas.gemm(call)
 
     def synchronize(self) -> None:
         self.drv.Context.synchronize()

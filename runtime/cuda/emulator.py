@@ -1,5 +1,6 @@
 """A CPU stand-in for a CUDA device: generated kernels compiled as C++ by g++ and run with one OS thread per
-CUDA thread, so that the kernels' index arithmetic and reductions can be checked without a GPU.
+CUDA thread where a kernel synchronizes its block (a plain loop over the threads otherwise), so that the
+kernels' index arithmetic and reductions can be checked without a GPU.
 
 A small header maps CUDA's vocabulary onto C++: ``threadIdx``/``blockIdx`` are thread-local, ``blockDim``
 and ``gridDim`` global, ``__shared__`` arrays are function statics (blocks run one after another, so one
@@ -26,6 +27,7 @@ from .launch import DeviceProps
 from .libcall import Gemm, gemm_reference
 
 SHIM = r"""
+#include <atomic>
 #include <barrier>
 #include <cmath>
 #include <cstdint>
@@ -44,6 +46,13 @@ static std::barrier<>* gc_block_barrier;
 #define __restrict__ __restrict
 inline void __syncthreads() { gc_block_barrier->arrive_and_wait(); }
 inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
+inline float __uint_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
+inline unsigned __float_as_uint(float f) { unsigned u; std::memcpy(&u, &f, 4); return u; }
+inline double __longlong_as_double(long long i) { double d; std::memcpy(&d, &i, 8); return d; }
+inline long long __double_as_longlong(double d) { long long i; std::memcpy(&i, &d, 8); return i; }
+template <class T> inline T atomicAdd(T* p, T v) { return std::atomic_ref<T>(*p).fetch_add(v); }
+template <class T> inline T atomicCAS(T* p, T expected, T v) {
+    std::atomic_ref<T>(*p).compare_exchange_strong(expected, v); return expected; }
 struct alignas(16) float4 { float x, y, z, w; };
 typedef _Float16 __half;
 inline float __half2float(__half h) { return (float)h; }
@@ -67,6 +76,17 @@ static void gc_run_grid(unsigned grid, unsigned block, const std::function<void(
             threads.emplace_back([&, b, t] { blockIdx = uint3{b, 0, 0}; threadIdx = uint3{t, 0, 0}; body(); });
         for (auto& th : threads) th.join();
     }
+}
+// a kernel that never waits at a barrier: each block's threads run one after another on this OS thread
+static void gc_run_grid_serial(unsigned grid, unsigned block, const std::function<void()>& body) {
+    gridDim = uint3{grid, 1, 1};
+    blockDim = uint3{block, 1, 1};
+    for (unsigned b = 0; b < grid; ++b)
+        for (unsigned t = 0; t < block; ++t) {
+            blockIdx = uint3{b, 0, 0};
+            threadIdx = uint3{t, 0, 0};
+            body();
+        }
 }
 """
 
@@ -98,11 +118,14 @@ def combined_source(kernels: list[Kernel]) -> str:
 
 
 def launcher_source(kernel: Kernel, j: int) -> str:
-    """An ``extern "C"`` entry point that runs kernel ``j`` over a grid with its pointers from an array."""
-    args = ", ".join(f"({'' if p.role == 'output' else 'const '}{ctype(p.dtype)}*)args[{i}]"
+    """An ``extern "C"`` entry point that runs kernel ``j`` over a grid with its pointers from an array: the
+    threads of a block as OS threads when the kernel synchronizes them (``__syncthreads``), else in a loop."""
+    args = ", ".join(f"*(const {ctype(p.dtype)}*)args[{i}]" if p.role == "scalar" else  # by value
+                     f"({'' if p.role == 'output' else 'const '}{ctype(p.dtype)}*)args[{i}]"
                      for i, p in enumerate(kernel.params))
+    run = "gc_run_grid" if "__syncthreads" in kernel.source else "gc_run_grid_serial"
     return (f'extern "C" void gc_launch_{j}(void** args, unsigned grid, unsigned block) {{\n'
-            f"    gc_run_grid(grid, block, [&] {{ gc_k{j}::{kernel.name}({args}); }});\n}}\n")
+            f"    {run}(grid, block, [&] {{ gc_k{j}::{kernel.name}({args}); }});\n}}\n")
 
 
 class EmulatedDevice:
@@ -133,6 +156,9 @@ class EmulatedDevice:
 
     def memset(self, ptr: int, byte: int, nbytes: int) -> None:
         ctypes.memset(ptr, byte, nbytes)
+
+    def dtod(self, dst: int, src: int, nbytes: int) -> None:
+        ctypes.memmove(dst, src, nbytes)
 
     def precompile(self, kernels: list[Kernel]) -> None:
         """Compile kernels not loaded yet, all in one g++ run (the C++ headers dominate its time)."""
@@ -168,7 +194,10 @@ class EmulatedDevice:
     def _launcher(self, fn, n: int):
         def launch(grid: int, block: int, ptrs: list[int]) -> None:
             self.launches += 1
-            fn((ctypes.c_void_p * max(n, 1))(*ptrs), grid, block)
+            # a scalar parameter (a NumPy scalar among the pointers) is passed as the address of a copy
+            boxed = [np.array(a) if isinstance(a, np.generic) else a for a in ptrs]
+            fn((ctypes.c_void_p * max(n, 1))(*[b.ctypes.data if isinstance(b, np.ndarray) else b for b in boxed]),
+               grid, block)
 
         return launch
 

@@ -5,7 +5,9 @@ kernels (``MissingKernelError`` lists every op without one), lay out the arena f
 allocate it, upload the constants, compile or load every kernel (on-disk cache) and resolve each launch
 to its pointers. ``run`` then copies the feeds in, calls the prepared launches and copies the fetches
 out: no allocation, no compilation, no host-device traffic besides feeds and fetches. A plan with
-symbolic dims is prepared once per binding of them (cached).
+symbolic dims is prepared once per binding of them (cached). Given a ``DeviceState`` (a Session's
+variables on the device), variable inputs are read from their buffers there and the values ``Assign``
+computed are copied into them on the device after the fetches: neither crosses to the host.
 
 Debug mode (``debug=True`` or ``GRAPHC_CUDA_DEBUG=1``) fills every value's bytes with 0xFF (a NaN for
 floats) after its last reader, and synchronizes after each launch: a memory plan that let two live
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import os
 import time
+from types import SimpleNamespace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -26,6 +29,7 @@ from graphc.limits import input_bindings
 from ..feeds import normalize_feeds
 from .arena import frees_after, layout_arena
 from .lowering import lower
+from .state import DeviceState
 
 DEBUG_ENV = "GRAPHC_CUDA_DEBUG"
 EMULATE_ENV = "GRAPHC_CUDA_EMULATE"
@@ -45,12 +49,15 @@ def default_device():
 class _Prepared:
     """One static-shaped plan on the device: arena, kernels and launches resolved to pointers."""
 
-    def __init__(self, plan, device, debug: bool):
+    def __init__(self, plan, device, debug: bool, state=None, variables=(), assigns=None, tf32: bool = False):
         t0 = time.perf_counter()
         self.plan = plan
         self.graph: Graph = plan.graph
         self.device = device
-        self.lowered = lower(self.graph, device.props)
+        # Inputs named in ``variables`` are read where ``state`` (runtime/cuda/state.py) keeps them, not from
+        # the arena; the outputs of ``assigns`` (output index -> variable) are copied there after the run.
+        self.external = {id(v): state.pointer(v.name) for v in self.graph.inputs if v.name in variables}
+        self.lowered = lower(self.graph, device.props, tf32=tf32)
         steps = self.lowered.steps
         args = [a for s in steps for a in s.args]
         self.layout = layout_arena(self.graph, plan.memory, args, self.lowered.scratch)
@@ -80,21 +87,31 @@ class _Prepared:
             self.step_of_launch.append(i)
         self.compile_seconds = time.perf_counter() - t1
         self.kernels = len(loaded)
-        self.inputs = [(self.base + self.layout.offset(v), v) for v in self.graph.inputs]
+        self.inputs = [(self.base + self.layout.offset(v), v) for v in self.graph.inputs if id(v) not in self.external]
         self.outputs = []
         for v in self.graph.outputs:
             t = v.type
             self.outputs.append((self._ptr(v), t.dtype.np, tuple(t.shape)))
+        self.state = state
+        self.writes = [(k, name, state.pointer(name), self.outputs[k][0], state.nbytes(name))
+                       for k, name in (assigns or {}).items()]
         self.debug = debug
         self.fills: list[list[tuple[int, int]]] = []
         if debug and plan.memory is not None:
             node_index = {id(n): k for k, n in enumerate(self.graph.nodes)}
             per_node = frees_after(plan.memory, len(self.graph.nodes), {v.name for v in self.graph.outputs})
+            # a node lowered to several launches (im2col + GEMM) frees its dead inputs after the last one
+            last = {id(steps[i].node): k for k, i in enumerate(self.step_of_launch)}
             self.fills = [[(self.base + o, n) for o, n in per_node[node_index[id(steps[i].node)]]]
-                          if id(steps[i].node) in node_index else [] for i in self.step_of_launch]
+                          if id(steps[i].node) in node_index and last[id(steps[i].node)] == k else []
+                          for k, i in enumerate(self.step_of_launch)]
         self.prepare_seconds = time.perf_counter() - t0
 
     def _ptr(self, a) -> int:
+        if isinstance(a, np.generic):  # a scalar parameter (codegen.Param role "scalar"): passed by value
+            return a
+        if id(a) in self.external:  # a variable in device memory outside the arena
+            return self.external[id(a)]
         return self.base + self.layout.offset(a)
 
     def run(self, checked: Mapping[Value, Any]) -> list[np.ndarray]:
@@ -108,41 +125,58 @@ class _Prepared:
                 dev.synchronize()
                 for ptr, n in self.fills[k] if self.fills else ():
                     dev.memset(ptr, 0xFF, n)
+        kept = {k for k, *_ in self.writes}
         outs = []
-        for ptr, dtype, shape in self.outputs:
+        for k, (ptr, dtype, shape) in enumerate(self.outputs):
+            if k in kept:
+                outs.append(None)
+                continue
             host = np.empty(shape, dtype=dtype)
             dev.dtoh(host, ptr)
             outs.append(host)
+        # Variable updates stay on the device; after the fetches, which may read a variable as it was.
+        for _, name, dst, src, nbytes in self.writes:
+            if dst != src:
+                dev.dtod(dst, src, nbytes)
+            self.state.written(name)
         return outs
 
 
 class CudaExecutable:
     """A graph or Plan made ready on a CUDA device: ``run(feeds) -> list of outputs`` (NumPy arrays)."""
 
-    def __init__(self, graph, device=None, debug: bool | None = None, level: int = 2):
+    def __init__(self, graph, device=None, debug: bool | None = None, level: int = 2, state=None, variables=(),
+                 assigns=None, tf32: bool = False):
         from graphc.compiler import compile as compile_graph
         from graphc.plan import Plan
 
         self.plan = graph if isinstance(graph, Plan) else compile_graph(graph, level=level)
         self.graph = self.plan.graph
-        self.device = device if device is not None else default_device()
+        if device is None:
+            device = state.device if state is not None else default_device()
+        self.device = device
+        #: the variables ``state`` holds on the device (inputs not fed to run) and the outputs that update them
+        self.resident = dict(state=state, variables=frozenset(variables), assigns=dict(assigns or {}))
+        self.tf32 = tf32  # float32 GEMMs on TF32 tensor cores (off: exact float32)
+        self._fed = SimpleNamespace(inputs=[v for v in self.graph.inputs if v.name not in self.resident["variables"]])
         self.debug = (os.environ.get(DEBUG_ENV, "") not in ("", "0")) if debug is None else debug
         self._prepared: dict[tuple, _Prepared] = {}
         if not self.plan.symbols:
-            self._prepared[()] = _Prepared(self.plan, self.device, self.debug)
+            self._prepared[()] = _Prepared(self.plan, self.device, self.debug, **self.resident, tf32=self.tf32)
 
     def prepared(self, bindings: Mapping[str, int] | None = None) -> _Prepared:
         """The prepared plan for one binding of the symbolic dims (built on first use)."""
         key = tuple(sorted((bindings or {}).items())) if self.plan.symbols else ()
         if key not in self._prepared:
-            self._prepared[key] = _Prepared(self.plan.bind(dict(key)), self.device, self.debug)
+            self._prepared[key] = _Prepared(self.plan.bind(dict(key)), self.device, self.debug, **self.resident,
+                                            tf32=self.tf32)
         return self._prepared[key]
 
     def run(self, feeds: Mapping[str, Any] | Sequence[Any]) -> list[np.ndarray]:
-        checked = normalize_feeds(self.graph, feeds)
+        checked = normalize_feeds(self._fed, feeds)  # every input but the variables held on the device
         prepared = self.prepared(input_bindings(self.graph, checked) if self.plan.symbols else None)
         if prepared.graph is not self.graph:  # bound copy: its input Values are its own
-            checked = {b: checked[v] for v, b in zip(self.graph.inputs, prepared.graph.inputs)}
+            checked = {b: checked[v] for v, b in zip(self.graph.inputs, prepared.graph.inputs) if v in checked}
         for v, x in checked.items():
             if not isinstance(x, np.ndarray) or not isinstance(v.type, TensorType):
                 raise ExecutionError(f"the CUDA backend takes tensors only; input '{v.name}' got {type(x).__name__}")
@@ -153,16 +187,29 @@ class CudaBackend:
     """``prepare(graph_or_plan) -> CudaExecutable``: the interface every runtime backend shares."""
 
     name = "cuda"
+    #: A Session compiles one plan per fed shape (kernels are generated for static shapes, and Shape ops
+    #: then fold into constants) instead of one plan for symbolic dims.
+    specialize_shapes = True
+
+    @staticmethod
+    def variable_store(values: Mapping[str, np.ndarray]) -> DeviceState:
+        """The mapping a Session keeps its variables in: device buffers, host copies on demand."""
+        return DeviceState(dict(values))
 
     @staticmethod
     def prepare(graph, device=None, debug: bool | None = None, check_memory: bool | None = None,
-                memory_limit=None) -> CudaExecutable:
+                memory_limit=None, state: DeviceState | None = None, variables=(), assigns=None,
+                tf32: bool = False) -> CudaExecutable:
         """``graph``: a Graph (compiled here at -O2) or a graphc.plan.Plan; ``device``: default PyCUDA's.
 
         ``check_memory`` (as the NumPy backend's) turns on the debug mode; ``memory_limit`` is accepted for
-        the shared interface (the arena's size is fixed by the memory plan).
+        the shared interface (the arena's size is fixed by the memory plan). ``state``: variables held on the
+        device (``variable_store``); the inputs named in ``variables`` are read there and not fed, and output
+        ``k`` of ``assigns`` ({k: variable}) is written there on the device and returned as None. ``tf32``: let
+        float32 matrix products (cuBLAS) use TF32 tensor cores, about 10 mantissa bits (off: exact float32).
         """
-        return CudaExecutable(graph, device=device, debug=debug if check_memory is None else (debug or check_memory))
+        return CudaExecutable(graph, device=device, debug=debug if check_memory is None else (debug or check_memory),
+                              state=state, variables=variables, assigns=assigns, tf32=tf32)
 
 
 __all__ = ["CudaBackend", "CudaExecutable", "default_device"]

@@ -1,26 +1,29 @@
 """Lowering a planned graph to kernels: one kernel per fused group or lone node, and the missing-ops error.
 
 Each node of the plan's (static-shaped) graph becomes a ``Step``: a generated kernel and, for each of its
-parameters, the value it points at. A fused group whose fusion no generator handles yet (say, a prologue
-value that also leaves a reduction group) is lowered op by op instead, its internal values then
-needing scratch buffers. Ops with no kernel at all are collected over the whole graph and reported in
-one ``MissingKernelError``.
+parameters, the value it points at. An op lowered by code (``LOWERINGS``: a cuBLAS GEMM, a convolution)
+gives steps of its own; heading a fused group (MatMul + bias + Relu), it runs first and the rest of the
+group becomes ONE generated epilogue kernel (``lower_with_epilogue``). A fused group whose fusion no
+generator handles yet (say, a prologue value that also leaves a reduction group) is lowered op by op
+instead, its internal values then needing scratch buffers. Ops with no kernel at all are collected over
+the whole graph and reported in one ``MissingKernelError``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from graphc.errors import GraphcError
 from graphc.ir import DType, Graph, Node, TensorType, Value
 from graphc.passes.memory import VIEW_OPS
 
-from .codegen import CodegenUnsupported, Kernel, KernelGroup, c_identifier
+from .codegen import CodegenUnsupported, Kernel, KernelGroup, c_identifier, dtype_of, shape_of
 from .codegen_elementwise import generate_loop
 from .codegen_injective import INJECTIVE_OPS
 from .codegen_ops import ELEMENTWISE_OPS
 from .codegen_reduce import REDUCE_OPS, ROW_OPS, generate_reduction, generate_row_op
 from .launch import DeviceProps
+from .libcall import Gemm
 
 #: Ops the CUDA backend has kernels for: generated ones (part 1 of the backend), and those lowered by a
 #: function of ``LOWERINGS`` (library calls and multi-kernel ops; ``register_lowering`` adds to this set).
@@ -41,7 +44,7 @@ class MissingKernelError(GraphcError):
                                                                   else "")
             why = entries[0][1]
             lines.append(f"  {op}: {len(entries)} node(s) ({shown}): {why}")
-        later = sorted(op for op in missing if op in PART_2_OPS)
+        later = sorted(op for op in missing if op in PART_2_OPS and op not in LOWERINGS)  # not written yet
         tail = (f"\n{', '.join(later)} arrive with part 2 of the CUDA backend (matrix products, convolutions, pools); "
                 f"until then run this model with backend='numpy'." if later else
                 "\nRun this model with backend='numpy', or tell us which op you need.")
@@ -81,10 +84,11 @@ class LowerContext:
 
     def kernel_step(self, group: KernelGroup, node: Node, kernel: Kernel | None = None) -> Step:
         """A step launching the kernel generated for ``group`` (or ``kernel``, made by the caller from it)."""
-        group = self._named(group)
         if kernel is None:
+            group = self._named(group)
             kernel = generate(group, self.props)
-        else:
+        else:  # the caller named it (unique_name) when it wrote the kernel's source
+            group.name = kernel.name
             kernel.group = group
         return Step(kernel, _args(kernel, group.inputs, group.outputs, group.constants), node)
 
@@ -101,16 +105,114 @@ class LowerContext:
         self.out.scratch.append(v)
         return v
 
+    def workspace(self, nbytes: int) -> Value:
+        """The plan's one shared workspace (bytes), grown to the largest request: steps run one after another,
+        so an op may use it between its own steps (im2col's columns, say) and the next op reuse it."""
+        ws = getattr(self, "_workspace", None)
+        if ws is None:
+            ws = self._workspace = self.scratch("gc_workspace", DType.uint8, (max(int(nbytes), 1),))
+        elif nbytes > ws.type.shape[0]:
+            ws.type = TensorType(DType.uint8, (int(nbytes),))
+        return ws
 
-#: op type -> fn(node, ctx: LowerContext) -> list[Step]: ops lowered by code rather than by one generated
-#: kernel (matrix products through cuBLAS, convolutions as im2col + GEMM...). A function may raise
+
+#: op type (``domain.op`` outside the ONNX domain) -> fn(node, ctx: LowerContext) -> list[Step]: ops lowered
+#: by code rather than by one generated kernel (matrix products through cuBLAS, convolutions as im2col +
+#: GEMM...). A function may raise
 #: CodegenUnsupported for a node it cannot handle (an attribute, a dtype): the op is then reported missing.
 LOWERINGS: dict[str, Callable[[Node, LowerContext], list[Step]]] = {}
 
 
-def register_lowering(op_type: str, fn: Callable[[Node, LowerContext], list[Step]]) -> None:
+#: op type -> fn(node) -> (call node, epilogue nodes, value standing for the output) or None: how an op of
+#: LOWERINGS hands part of its work (Gemm's ``+ beta * C``, a convolution's bias) to the generated epilogue
+#: kernel that runs after it anyway (``lower_with_epilogue``). New nodes and values only: the plan stays.
+SPLITS: dict[str, Callable[[Node], tuple[Node, list[Node], Value] | None]] = {}
+
+
+def register_lowering(op_type: str, fn: Callable[[Node, LowerContext], list[Step]],
+                      split: Callable[[Node], tuple[Node, list[Node], Value] | None] | None = None) -> None:
+    """Lower ``op_type`` by ``fn``; ``split`` (optional, see SPLITS) moves an elementwise tail of the op into
+    the epilogue kernel, the op alone or as the head of a fused group."""
     LOWERINGS[op_type] = fn
     SUPPORTED_OPS.add(op_type)
+    if split is not None:
+        SPLITS[op_type] = split
+
+
+def lower_with_epilogue(head: Node, rest: list[Node], outputs: list[Value], node: Node,
+                        ctx: LowerContext) -> list[Step]:
+    """Steps computing ``outputs``: ``head`` (an op of LOWERINGS) through its lowering function, then the
+    elementwise ops ``rest`` (which read its output and values from outside) as ONE generated kernel.
+
+    The head writes into the one output's buffer when it has the head output's shape and type and the
+    epilogue is elementwise (each element then read and written by one thread, in place), else into
+    scratch. The epilogue kernel's step is the last and carries ``node`` (so that the debug mode frees
+    dead inputs only after it); step arguments are the values of ``head``, ``rest`` and ``outputs``.
+    Raises CodegenUnsupported when the epilogue cannot be one kernel."""
+    key = f"{head.domain}.{head.op_type}" if head.domain else head.op_type
+    heads = [v for v in head.outputs if v is not None]
+    if len(heads) != 1:
+        raise CodegenUnsupported(head, f"{head.op_type} with {len(heads)} outputs takes no epilogue")
+    stand_in = {}  # value of rest/outputs -> the value computing it now (a split's nodes and their copies)
+    parts = SPLITS[key](head) if key in SPLITS else None
+    if parts is not None:
+        core, pre, result = parts
+        stand_in[id(heads[0])] = result
+        rest = pre + [_copy_node(n, stand_in) for n in rest]
+        head = core
+    outs = [stand_in.get(id(v), v) for v in outputs]
+    back = {id(o): v for o, v in zip(outs, outputs) if o is not v}  # step args name the given outputs
+    t = head.outputs[0]
+    if not rest:
+        steps = LOWERINGS[key](head, ctx)
+    else:
+        made = {id(v) for n in rest for v in n.outputs if v is not None}
+        if any(v is not None and id(v) in made for v in head.inputs):
+            raise CodegenUnsupported(head, "an input of the group's head is computed by its epilogue")
+        ins, consts, seen = [], [], {id(t)}
+        for n in rest:
+            for v in n.inputs:
+                if v is not None and id(v) not in made and id(v) not in seen:
+                    seen.add(id(v))
+                    (consts if v.data is not None else ins).append(v)
+        group = KernelGroup(f"{node.name}_epilogue", list(rest), [t] + ins, outs, consts, "elementwise")
+        epilogue = ctx.kernel_step(group, node)
+        steps = LOWERINGS[key](head, ctx) + [epilogue]
+    if not any(o is t for o in outs):  # where the head's result lives
+        t_shape, t_dtype = shape_of(t), dtype_of(t)
+        if len(outs) == 1 and shape_of(outs[0]) == t_shape and dtype_of(outs[0]) == t_dtype and \
+                all(n.op_type in ELEMENTWISE_OPS for n in rest):
+            back[id(t)] = outputs[0]
+        else:
+            back[id(t)] = ctx.scratch(ctx.unique_name(f"{t.name}_result"), t_dtype, t_shape)
+    for st in steps:
+        st.args = [back.get(id(a), a) for a in st.args]
+    return steps
+
+
+def _copy_node(n: Node, stand_in: dict) -> Node:
+    """``n`` reading the stand-ins of its inputs, with new output values (recorded in ``stand_in``)."""
+    outs = [Value(v.name, v.type) if v is not None else None for v in n.outputs]
+    for v, w in zip(n.outputs, outs):
+        if v is not None:
+            stand_in[id(v)] = w
+    return Node(n.op_type, [stand_in.get(id(v), v) if v is not None else None for v in n.inputs], outs, n.attrs,
+                name=n.name, domain=n.domain, opset=n.opset)
+
+
+def _lower_out_fusable(node: Node, ctx: LowerContext) -> list[Step]:
+    """A fused group headed by one op of LOWERINGS (MatMul, Gemm, Conv) and an elementwise epilogue."""
+    body = node.attrs["body"]
+    heads = [n for n in body.nodes if not n.domain and n.op_type in LOWERINGS]
+    if len(heads) != 1:
+        raise CodegenUnsupported(node, f"the group has {len(heads)} ops lowered by code, not one head")
+    rest = [n for n in body.nodes if n is not heads[0]]
+    outer = {id(b): o for b, o in zip(body.inputs, node.inputs)}
+    outer.update({id(b): o for b, o in zip(body.outputs, node.outputs)})
+    steps = lower_with_epilogue(heads[0], rest, list(body.outputs), node, ctx)
+    for st in steps:
+        st.args = [outer.get(id(a), a) for a in st.args]
+    return steps
 
 
 def generate(group: KernelGroup, props: DeviceProps) -> Kernel:
@@ -133,8 +235,9 @@ def generate(group: KernelGroup, props: DeviceProps) -> Kernel:
     return generate_loop(group, props)
 
 
-def lower(graph: Graph, props: DeviceProps) -> Lowered:
-    """The steps that run ``graph`` (static shapes), or MissingKernelError listing every op without one."""
+def lower(graph: Graph, props: DeviceProps, tf32: bool = False) -> Lowered:
+    """The steps that run ``graph`` (static shapes), or MissingKernelError listing every op without one.
+    ``tf32``: float32 GEMMs may use TF32 tensor cores (off: exact float32)."""
     out = Lowered()
     missing: dict[str, list[tuple[str, str]]] = {}
     used: set[str] = set()
@@ -151,11 +254,14 @@ def lower(graph: Graph, props: DeviceProps) -> Lowered:
     ctx = LowerContext(props, out, named)
 
     def lone(node: Node, into: list[Step], rename: dict | None = None) -> None:
-        if node.op_type in LOWERINGS and not node.domain:
+        key = f"{node.domain}.{node.op_type}" if node.domain else node.op_type
+        lowering = LOWERINGS.get(key)
+        if lowering is not None:
             try:
-                steps = LOWERINGS[node.op_type](node, ctx)
+                steps = lowering(node, ctx) if key not in SPLITS else \
+                    lower_with_epilogue(node, [], [v for v in node.outputs if v is not None], node, ctx)
             except CodegenUnsupported as e:
-                missing.setdefault(node.op_type, []).append((node.name, e.why))
+                missing.setdefault(key, []).append((node.name, e.why))
                 return
             for st in steps:
                 if rename:
@@ -188,7 +294,10 @@ def lower(graph: Graph, props: DeviceProps) -> Lowered:
             try:
                 kernel = generate(group, props)
             except CodegenUnsupported:
-                _split_group(node, group, lone, out)
+                try:  # a head lowered by code (a GEMM) and the rest as one epilogue kernel
+                    out.steps += _lower_out_fusable(node, ctx)
+                except CodegenUnsupported:
+                    _split_group(node, group, lone, out)
                 continue
             body = node.attrs["body"]
             outer = {id(b): o for b, o in zip(body.inputs, node.inputs)}
@@ -200,6 +309,10 @@ def lower(graph: Graph, props: DeviceProps) -> Lowered:
             lone(node, out.steps)
     if missing:
         raise MissingKernelError(missing, graph.name)
+    if tf32:  # every float32 GEMM, whichever lowering made it
+        for st in out.steps:
+            if isinstance(st.call, Gemm) and st.call.dtype == DType.float32:
+                st.call = replace(st.call, tf32=True)
     return out
 
 
@@ -210,6 +323,8 @@ def _args(kernel: Kernel, ins: list[Value], outs: list[Value], consts: list[Valu
             args.append(ins[p.index])
         elif p.role == "output":
             args.append(outs[p.index])
+        elif p.role == "scalar":  # passed by value: the executor hands it to the launcher as it is
+            args.append(p.value)
         else:
             args.append(consts[p.index].data)
     return args
@@ -229,5 +344,9 @@ def _split_group(node: Node, group: KernelGroup, lone, out: Lowered) -> None:
         lone(n, out.steps, outer)
 
 
-__all__ = ["LOWERINGS", "LowerContext", "MissingKernelError", "SUPPORTED_OPS", "Step", "Lowered", "generate", "lower",
-           "register_lowering"]
+__all__ = ["LOWERINGS", "LowerContext", "MissingKernelError", "SPLITS", "SUPPORTED_OPS", "Step", "Lowered", "generate",
+           "lower", "lower_with_epilogue", "register_lowering"]
+
+# Lowerings registered by code (imported last: they use the names above).
+from . import codegen_copy, codegen_fill, codegen_gemm, codegen_scatter  # noqa: E402,F401
+from . import codegen_conv, codegen_pool  # noqa: E402,F401

@@ -291,12 +291,215 @@ def injective_cases():
     return out
 
 
+def conv_case(name, op, x_shape, w_shape, bias=True, dtype=TP.FLOAT, seed=70, relu=False, rtol=1e-4, atol=1e-5,
+              **attrs):
+    """Conv or ConvTranspose of a fed X with constant W (and B), optionally followed by a Relu (a fused group)."""
+    npdt = _NP[dtype]
+    w = _x(w_shape, npdt, -1, 1, seed=seed + 1)
+    m = w_shape[1] * attrs.get("group", 1) if op == "ConvTranspose" else w_shape[0]
+    inits = [oh.make_tensor("w", dtype, list(w_shape), w.reshape(-1).tolist())]
+    ins = ["x", "w"]
+    if bias:
+        inits.append(oh.make_tensor("b", dtype, [m], _x((m,), npdt, -1, 1, seed=seed + 2).tolist()))
+        ins.append("b")
+    nodes = [oh.make_node(op, ins, ["c" if relu else "y"], **attrs)]
+    if relu:
+        nodes.append(oh.make_node("Relu", ["c"], ["y"]))
+    return Case(name, nodes, [("x", dtype, list(x_shape))], ["y"], {"x": _x(x_shape, npdt, seed=seed)}, inits=inits,
+                rtol=rtol, atol=atol)
+
+
+def conv_cases():
+    h = dict(dtype=TP.FLOAT16, rtol=5e-3, atol=5e-3)
+    out = [
+        conv_case("Conv_3x3_pad_bias_relu", "Conv", (2, 3, 7, 6), (4, 3, 3, 3), pads=[1, 1, 1, 1], relu=True),
+        conv_case("Conv_1x1_gemm", "Conv", (2, 5, 4, 3), (6, 5, 1, 1)),
+        conv_case("Conv_1x1_groups", "Conv", (1, 6, 3, 3), (4, 3, 1, 1), bias=False, group=2),
+        conv_case("Conv_1x1_stride2", "Conv", (2, 4, 5, 5), (3, 4, 1, 1), strides=[2, 2]),
+        conv_case("Conv_groups_strides_dilations", "Conv", (2, 6, 9, 8), (6, 2, 3, 2), group=3, strides=[2, 1],
+                  dilations=[1, 2], pads=[1, 0, 2, 1]),
+        conv_case("Conv_depthwise", "Conv", (2, 4, 6, 6), (4, 1, 3, 3), group=4, pads=[1, 1, 1, 1], strides=[2, 2]),
+        conv_case("Conv_depthwise_multiplier_nobias", "Conv", (1, 3, 5, 7), (6, 1, 3, 3), bias=False, group=3,
+                  dilations=[2, 1]),
+        conv_case("Conv_same_upper", "Conv", (1, 2, 5, 5), (3, 2, 4, 4), auto_pad="SAME_UPPER", strides=[2, 2]),
+        conv_case("Conv_1d", "Conv", (2, 3, 11), (4, 3, 3), strides=[2], pads=[1, 2]),
+        conv_case("Conv_3d", "Conv", (1, 2, 4, 5, 3), (3, 2, 2, 3, 2), pads=[1, 0, 1, 0, 1, 0]),
+        conv_case("Conv_half", "Conv", (2, 3, 6, 6), (4, 3, 3, 3), pads=[1, 1, 1, 1], relu=True, **h),
+        conv_case("Conv_half_depthwise", "Conv", (1, 4, 5, 5), (4, 1, 3, 3), group=4, **h),
+        conv_case("ConvTranspose_stride_pads", "ConvTranspose", (2, 3, 4, 5), (3, 2, 3, 3), strides=[2, 2],
+                  pads=[1, 0, 1, 1]),
+        conv_case("ConvTranspose_groups_dilations_output_padding", "ConvTranspose", (1, 4, 3, 4), (4, 3, 2, 3),
+                  bias=False, group=2, strides=[3, 2], dilations=[2, 1], output_padding=[1, 1]),
+        conv_case("ConvTranspose_1d_output_shape", "ConvTranspose", (2, 2, 5), (2, 3, 3), strides=[2],
+                  output_shape=[12]),
+        conv_case("ConvTranspose_half", "ConvTranspose", (1, 3, 4, 4), (3, 2, 3, 3), strides=[2, 2], **h),
+    ]
+    x = _x((2, 3, 7, 8), seed=80)
+    x[0, 0, 0, :3] = 5.0  # ties: the first index wins
+    for name, attrs, outs in [
+            ("MaxPool_pads_strides", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]), ["y"]),
+            ("MaxPool_indices_ceil_dilations", dict(kernel_shape=[2, 3], strides=[2, 2], dilations=[2, 1],
+                                                    ceil_mode=1), ["y", "i"]),
+            ("MaxPool_indices_column_major", dict(kernel_shape=[2, 2], storage_order=1, pads=[0, 1, 1, 0]), ["y", "i"]),
+            ("AveragePool_exclude_pad_ceil", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
+                                                  ceil_mode=1), ["y"]),
+            ("AveragePool_include_pad_ceil", dict(kernel_shape=[3, 2], strides=[2, 3], pads=[1, 0, 1, 1], ceil_mode=1,
+                                                  count_include_pad=1), ["y"]),
+            ("LpPool_p2", dict(kernel_shape=[2, 2], strides=[1, 2], pads=[0, 1, 0, 1]), ["y"]),
+            ("LpPool_p3", dict(kernel_shape=[3, 2], p=3), ["y"])]:
+        op = name.split("_")[0]
+        out.append(Case(name, [oh.make_node(op, ["x"], outs, **attrs)], [("x", TP.FLOAT, [2, 3, 7, 8])], outs, {"x": x},
+                        rtol=1e-5, atol=1e-5))
+    out.append(Case("MaxPool_1d_uint8", [oh.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3], strides=[2])],
+                    [("x", TP.UINT8, [2, 3, 9])], ["y"], {"x": _x((2, 3, 9), np.uint8, 0, 255, seed=81)}))
+    out.append(Case("AveragePool_3d_half", [oh.make_node("AveragePool", ["x"], ["y"], kernel_shape=[2, 2, 2],
+                                                         pads=[1, 0, 0, 0, 1, 1])],
+                    [("x", TP.FLOAT16, [1, 2, 3, 4, 5])], ["y"], {"x": _x((1, 2, 3, 4, 5), np.float16, seed=82)},
+                    rtol=2e-3, atol=2e-3))
+    out.append(Case("LRN", [oh.make_node("LRN", ["x"], ["y"], size=3, alpha=2e-2, beta=0.75, bias=1.5)],
+                    [("x", TP.FLOAT, [2, 5, 3, 4])], ["y"], {"x": _x((2, 5, 3, 4), seed=83)}))
+    out.append(Case("LRN_even_size_half", [oh.make_node("LRN", ["x"], ["y"], size=4, alpha=1e-1)],
+                    [("x", TP.FLOAT16, [1, 6, 5])], ["y"], {"x": _x((1, 6, 5), np.float16, seed=84)},
+                    rtol=2e-3, atol=2e-3))
+    pos = dict(lo=0.5, hi=1.5)
+    out.append(Case("BatchNormalization_fed_params", [oh.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"],
+                                                                   epsilon=1e-3)],
+                    [("x", TP.FLOAT, [2, 3, 4, 5]), ("s", TP.FLOAT, [3]), ("b", TP.FLOAT, [3]), ("m", TP.FLOAT, [3]),
+                     ("v", TP.FLOAT, [3])], ["y"],
+                    {"x": _x((2, 3, 4, 5), seed=85), "s": _x((3,), seed=86, **pos), "b": _x((3,), seed=87),
+                     "m": _x((3,), seed=88), "v": _x((3,), seed=89, **pos)}))
+    out.append(Case("BatchNormalization_half_2d", [oh.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"])],
+                    [("x", TP.FLOAT16, [4, 6]), ("s", TP.FLOAT16, [6]), ("b", TP.FLOAT16, [6]), ("m", TP.FLOAT16, [6]),
+                     ("v", TP.FLOAT16, [6])], ["y"],
+                    {"x": _x((4, 6), np.float16, seed=90), "s": _x((6,), np.float16, seed=91, **pos),
+                     "b": _x((6,), np.float16, seed=92), "m": _x((6,), np.float16, seed=93),
+                     "v": _x((6,), np.float16, seed=94, **pos)}, rtol=2e-3, atol=2e-3))
+    return out
+
+
+def training_cases():
+    """Ops gradients and training graphs use: scatters (atomics), OneHot, ConstantOfShape, Split."""
+    out = []
+    dup = np.array([[0, 1, -1, 2, 0], [0, 1, 5, 2, 3], [-6, 4, 5, 2, 0], [3, 1, 5, 2, 0]], np.int64)  # repeats
+    data, upd = _x((6, 5), seed=90), _x((4, 5), seed=91)
+    for red in ("add", "mul", "max", "min"):
+        out.append(Case(f"ScatterElements_{red}_duplicates",
+                        [oh.make_node("ScatterElements", ["d", "i", "u"], ["y"], axis=0, reduction=red)],
+                        [("d", TP.FLOAT, [6, 5]), ("i", TP.INT64, [4, 5]), ("u", TP.FLOAT, [4, 5])], ["y"],
+                        {"d": data, "i": dup, "u": upd}))
+    out.append(Case("ScatterElements_none_axis1_int32", [oh.make_node("ScatterElements", ["d", "i", "u"], ["y"], axis=1)],
+                    [("d", TP.FLOAT, [3, 6]), ("i", TP.INT32, [3, 2]), ("u", TP.FLOAT, [3, 2])], ["y"],
+                    {"d": _x((3, 6), seed=92), "i": np.array([[5, 0], [-1, 2], [3, 4]], np.int32),
+                     "u": _x((3, 2), seed=93)}))
+    out.append(Case("ScatterElements_add_int64_data", [oh.make_node("ScatterElements", ["d", "i", "u"], ["y"], axis=0,
+                                                                    reduction="add")],
+                    [("d", TP.INT64, [6, 5]), ("i", TP.INT64, [4, 5]), ("u", TP.INT64, [4, 5])], ["y"],
+                    {"d": _x((6, 5), np.int64, -9, 9, seed=94), "i": dup, "u": _x((4, 5), np.int64, -9, 9, seed=95)}))
+    out.append(Case("ScatterElements_add_into_constant_zeros",  # the gradient of Gather / MaxPool
+                    [oh.make_node("ScatterElements", ["z", "i", "u"], ["y"], axis=0, reduction="add")],
+                    [("i", TP.INT64, [12]), ("u", TP.FLOAT, [12])], ["y"],
+                    {"i": np.array([0, 3, 3, 7, 1, 0, 0, 9, 9, 9, 2, 3], np.int64), "u": _x((12,), seed=96)},
+                    inits=[oh.make_tensor("z", TP.FLOAT, [10], [0.0] * 10)]))
+    out.append(Case("ScatterND_add_slices", [oh.make_node("ScatterND", ["d", "i", "u"], ["y"], reduction="add")],
+                    [("d", TP.FLOAT, [4, 3, 2]), ("i", TP.INT64, [5, 1]), ("u", TP.FLOAT, [5, 3, 2])], ["y"],
+                    {"d": _x((4, 3, 2), seed=97), "i": np.array([[1], [3], [-4], [1], [2]], np.int64),
+                     "u": _x((5, 3, 2), seed=98)}))
+    out.append(Case("ScatterND_none_k2", [oh.make_node("ScatterND", ["d", "i", "u"], ["y"])],
+                    [("d", TP.FLOAT, [4, 3, 2]), ("i", TP.INT64, [3, 2]), ("u", TP.FLOAT, [3, 2])], ["y"],
+                    {"d": _x((4, 3, 2), seed=99), "i": np.array([[0, 2], [3, -1], [1, 0]], np.int64),
+                     "u": _x((3, 2), seed=100)}))
+    out.append(Case("OneHot_axis0_negative_indices", [oh.make_node("OneHot", ["i", "depth", "v"], ["y"], axis=0)],
+                    [("i", TP.INT64, [2, 3])], ["y"], {"i": np.array([[0, -1, 4], [2, -5, 7]], np.int64)},
+                    inits=[_i64("depth", [5]), oh.make_tensor("v", TP.FLOAT, [2], [-1.0, 3.0])]))
+    out.append(Case("OneHot_last_axis_int32", [oh.make_node("OneHot", ["i", "depth", "v"], ["y"])],
+                    [("i", TP.INT32, [7])], ["y"], {"i": np.array([0, 9, 3, -2, 10, 5, 5], np.int32)},
+                    inits=[_i64("depth", [10]), oh.make_tensor("v", TP.INT64, [2], [0, 1])]))
+    out.append(Case("ConstantOfShape_add", [oh.make_node("ConstantOfShape", ["s"], ["c"],
+                                                         value=oh.make_tensor("v", TP.FLOAT, [1], [1.5])),
+                                            oh.make_node("Add", ["x", "c"], ["y"])],
+                    [("x", TP.FLOAT, [64, 80])], ["y"], {"x": _x((64, 80), seed=101)}, inits=[_i64("s", [64, 80])]))
+    out.append(Case("Split_uneven_axis1", [oh.make_node("Split", ["x", "sp"], ["a", "b", "c"], axis=1)],
+                    [("x", TP.FLOAT, [2, 7, 3])], ["a", "b", "c"], {"x": _x((2, 7, 3), seed=102)},
+                    inits=[_i64("sp", [2, 4, 1])]))
+    out.append(Case("Split_num_outputs_last_axis_int64", [oh.make_node("Split", ["x"], ["a", "b", "c"], axis=-1,
+                                                                       num_outputs=3)],
+                    [("x", TP.INT64, [3, 6])], ["a", "b", "c"], {"x": _x((3, 6), np.int64, -50, 50, seed=103)}))
+    return out
+
+
+def gemm_cases():
+    """MatMul and Gemm (cuBLAS calls; NumPy on the emulator) and the epilogue kernels fused after them."""
+    out = []
+    tol = dict(rtol=1e-5, atol=1e-5)
+    for name, sa, sb in [("MatMul_2d", (5, 7), (7, 3)), ("MatMul_batched", (2, 3, 4, 5), (2, 3, 5, 6)),
+                         ("MatMul_broadcast_batch_two_calls", (2, 1, 4, 5), (3, 5, 6)),
+                         ("MatMul_shared_B_folded", (3, 4, 5), (5, 6)), ("MatMul_shared_A", (4, 5), (3, 5, 6)),
+                         ("MatMul_1d_left", (5,), (3, 5, 6)), ("MatMul_1d_right", (3, 4, 5), (5,)),
+                         ("MatMul_1d_both", (5,), (5,))]:
+        out.append(Case(name, [oh.make_node("MatMul", ["a", "b"], ["y"])],
+                        [("a", TP.FLOAT, list(sa)), ("b", TP.FLOAT, list(sb))], ["y"],
+                        {"a": _x(sa, seed=100), "b": _x(sb, seed=101)}, **tol))
+    for name, dt, t in [("MatMul_double", TP.DOUBLE, dict(rtol=1e-12, atol=1e-12)),
+                        ("MatMul_half", TP.FLOAT16, dict(rtol=2e-3, atol=2e-3))]:
+        out.append(Case(name, [oh.make_node("MatMul", ["a", "b"], ["y"])], [("a", dt, [2, 6, 8]), ("b", dt, [2, 8, 5])],
+                        ["y"], {"a": _x((2, 6, 8), _NP[dt], seed=102), "b": _x((2, 8, 5), _NP[dt], seed=103)}, **t))
+    a, b = _x((6, 4), seed=104), _x((5, 6), seed=105)  # transposed: op(A) is 4 x 6, op(B) 6 x 5
+    for name, c_shape, attrs in [("Gemm_trans_alpha_beta_row_bias", (5,),
+                                  dict(transA=1, transB=1, alpha=1.5, beta=0.5)),
+                                 ("Gemm_trans_full_C", (4, 5), dict(transA=1, transB=1)),
+                                 ("Gemm_trans_column_C_beta", (4, 1), dict(transA=1, transB=1, beta=-2.0)),
+                                 ("Gemm_trans_scalar_C", (), dict(transA=1, transB=1, alpha=0.25)),
+                                 ("Gemm_trans_C_beta_zero", (4, 5), dict(transA=1, transB=1, beta=0.0))]:
+        out.append(Case(name, [oh.make_node("Gemm", ["a", "b", "c"], ["y"], **attrs)],
+                        [("a", TP.FLOAT, [6, 4]), ("b", TP.FLOAT, [5, 6]), ("c", TP.FLOAT, list(c_shape))], ["y"],
+                        {"a": a, "b": b, "c": _x(c_shape, seed=106)}, **tol))
+    out.append(Case("Gemm_no_C", [oh.make_node("Gemm", ["a", "b"], ["y"], transA=1, alpha=2.0)],
+                    [("a", TP.FLOAT, [6, 4]), ("b", TP.FLOAT, [6, 3])], ["y"], {"a": a, "b": _x((6, 3), seed=107)},
+                    **tol))
+    w, wb = _x((8, 16), seed=108), _x((8,), seed=109)  # a Linear layer: Gemm(x, W, b, transB=1) + Relu
+    out.append(Case("Gemm_linear_bias_relu_fused", [oh.make_node("Gemm", ["x", "w", "b"], ["g"], transB=1),
+                                                    oh.make_node("Relu", ["g"], ["y"])],
+                    [("x", TP.FLOAT, [5, 16])], ["y"], {"x": _x((5, 16), seed=110)},
+                    inits=[oh.make_tensor("w", TP.FLOAT, [8, 16], w.reshape(-1).tolist()),
+                           oh.make_tensor("b", TP.FLOAT, [8], wb.tolist())], **tol))
+    out.append(Case("MatMul_bias_relu_fused", [oh.make_node("MatMul", ["x", "w"], ["m"]),
+                                               oh.make_node("Add", ["m", "b"], ["a"]),
+                                               oh.make_node("Relu", ["a"], ["y"])],
+                    [("x", TP.FLOAT, [2, 5, 16])], ["y"], {"x": _x((2, 5, 16), seed=111)},
+                    inits=[oh.make_tensor("w", TP.FLOAT, [16, 8], w.T.reshape(-1).tolist()),
+                           oh.make_tensor("b", TP.FLOAT, [8], wb.tolist())], **tol))
+    out.append(Case("MatMul_residual_add_fused", [oh.make_node("MatMul", ["x", "w"], ["m"]),
+                                                  oh.make_node("Add", ["m", "r"], ["a"]),
+                                                  oh.make_node("Tanh", ["a"], ["y"])],
+                    [("x", TP.FLOAT, [3, 4]), ("r", TP.FLOAT, [3, 5])], ["y"],
+                    {"x": _x((3, 4), seed=112), "r": _x((3, 5), seed=113)},
+                    inits=[oh.make_tensor("w", TP.FLOAT, [4, 5], _x((4, 5), seed=114).reshape(-1).tolist())], **tol))
+    out.append(Case("MatMul_residual_relu_vectorized", [oh.make_node("MatMul", ["x", "w"], ["m"]),
+                                                        oh.make_node("Add", ["r", "m"], ["a"]),
+                                                        oh.make_node("Relu", ["a"], ["y"])],
+                    [("x", TP.FLOAT, [4, 8]), ("w", TP.FLOAT, [8, 8]), ("r", TP.FLOAT, [4, 8])], ["y"],
+                    {"x": _x((4, 8), seed=120), "w": _x((8, 8), seed=121), "r": _x((4, 8), seed=122)}, **tol))
+    out.append(Case("MatMul_cast_epilogue_in_scratch", [oh.make_node("MatMul", ["a", "b"], ["m"]),
+                                                         oh.make_node("Cast", ["m"], ["y"], to=TP.FLOAT16)],
+                    [("a", TP.FLOAT, [3, 4]), ("b", TP.FLOAT, [4, 6])], ["y"],
+                    {"a": _x((3, 4), seed=115), "b": _x((4, 6), seed=116)}, rtol=1e-3, atol=1e-3))
+    wh = _x((16, 8), np.float16, -1, 1, seed=117)
+    out.append(Case("MatMul_half_bias_sigmoid_fused", [oh.make_node("MatMul", ["x", "w"], ["m"]),
+                                                       oh.make_node("Add", ["m", "b"], ["a"]),
+                                                       oh.make_node("Sigmoid", ["a"], ["y"])],
+                    [("x", TP.FLOAT16, [6, 16])], ["y"], {"x": _x((6, 16), np.float16, seed=118)},
+                    inits=[oh.make_tensor("w", TP.FLOAT16, [16, 8], wh.reshape(-1).tolist()),
+                           oh.make_tensor("b", TP.FLOAT16, [8], _x((8,), np.float16, seed=119).tolist())],
+                    rtol=2e-3, atol=2e-3))
+    return out
+
+
 def all_cases():
     return unary_cases() + binary_cases() + dtype_cases() + fusion_cases() + reduce_cases() + row_op_cases() + \
-        injective_cases()
+        injective_cases() + conv_cases() + training_cases() + gemm_cases()
 
 
 MISSING = Case("missing_ops", [oh.make_node("MatMul", ["a", "b"], ["m"]), oh.make_node("TopK", ["m", "k"], ["v", "i"]),
                                oh.make_node("Relu", ["v"], ["y"]), oh.make_node("MatMul", ["m", "b"], ["z"])],
-               [("a", TP.FLOAT, [4, 4]), ("b", TP.FLOAT, [4, 4])], ["y", "i", "z"],
-               {"a": _x((4, 4)), "b": _x((4, 4))}, inits=[_i64("k", [2])])
+               [("a", TP.INT32, [4, 4]), ("b", TP.INT32, [4, 4])], ["y", "i", "z"],  # integer MatMul: no cuBLAS
+               {"a": _x((4, 4), np.int32), "b": _x((4, 4), np.int32)}, inits=[_i64("k", [2])])

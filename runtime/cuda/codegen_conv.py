@@ -1,0 +1,301 @@
+"""CUDA lowerings of Conv and ConvTranspose: generated index kernels around cuBLAS GEMMs (``libcall.Gemm``).
+
+Conv of X (N, C, *S) with W (M, C/G, *K), G groups, into Y (N, M, *O), P = prod(O) output positions:
+
+- 1x1 at stride 1 without padding: Y[n] = W @ X[n] per group, a GEMM reading X as it is;
+- depthwise (one input channel per group): a direct kernel, one thread per output element summing its taps;
+- otherwise im2col: a kernel writes the columns col[n][c, k][p] (the input element tap ``k`` of output ``p``
+  sees, 0 in the padding) into the plan's shared workspace, and one GEMM per group (or per batch item,
+  whichever is fewer, the other batched) multiplies W_g (M/G x C/G*K) by the group's rows. The workspace
+  holds a chunk of the batch at a time, so that a large batch does not need a huge buffer.
+
+A constant bias is split off (``split_conv``) into the generated epilogue kernel that also runs a following Relu
+or residual Add; a bias computed at run time is written into Y first (a broadcast kernel) and the GEMMs
+accumulate onto it (beta = 1); the depthwise kernel adds its own. ConvTranspose is the adjoint: a GEMM per group makes
+col[n][m, k][i] = W_g^T X[n] (the contribution of input position ``i`` through tap ``k``), then a col2im
+kernel gathers, for each output element, the contributions that land on it (no atomics, deterministic) and
+adds the bias. Any number of spatial dims; the GEMM's element types (float16, bfloat16, float32, float64).
+"""
+from __future__ import annotations
+
+from graphc.ir import DType, Node, TensorType, Value
+from graphc.ops.conv import _convtranspose_pads, geometry
+
+from .codegen import (CodegenUnsupported, Kernel, KernelGroup, Param, cctype, dtype_of, index_type, literal,
+                      load_expr, numel, prelude, shape_of, store_expr)
+from .codegen_elementwise import param_list
+from .codegen_gemm import GEMM_DTYPES
+from .launch import elementwise_launch
+from .libcall import Gemm
+from .lowering import LowerContext, Step, register_lowering
+
+#: Most bytes of im2col/col2im columns made at once; a larger batch is processed in chunks (one item at least).
+WORKSPACE_LIMIT = 128 << 20
+
+
+# ---- hand-written grid-stride kernels (shared with codegen_pool) ------------------------------------
+def decode(index: str, dims: list[tuple[str, int]], it: str, indent: str = "        ") -> list[str]:
+    """Lines naming the coordinates ``dims`` [(name, size)...] (row-major, last fastest) of linear ``index``."""
+    lines, stride = [], 1
+    for k in range(len(dims) - 1, -1, -1):
+        name, size = dims[k]
+        expr = index if stride == 1 else f"{index} / {stride}"
+        if k > 0 and size != 1:
+            expr = f"({expr}) % {size}" if stride != 1 else f"{expr} % {size}"
+        elif k > 0:
+            expr = "0"
+        lines.append(f"{indent}const {it} {name} = {expr};")
+        stride *= size
+    return lines[::-1]
+
+
+def loop_step(ctx: LowerContext, node: Node, what: str, ins: list[tuple[str, Value, DType]],
+              outs: list[tuple[str, Value, DType]], n: int, body: list[str], comment: str, it: str,
+              helpers: set[str] | frozenset = frozenset()) -> Step:
+    """A step launching a generated kernel named after ``node`` + ``what``: a grid-stride loop over ``n``
+    items (index ``i``) running ``body``. ``ins``/``outs``: (parameter name, value, element type)."""
+    name = ctx.unique_name(f"{node.name or node.op_type}_{what}")
+    params = [Param("input", k, p, dt) for k, (p, _, dt) in enumerate(ins)]
+    params += [Param("output", k, p, dt) for k, (p, _, dt) in enumerate(outs)]
+    dtypes = {dt for _, _, dt in ins + outs}
+    src = [f"// graphc kernel '{name}': {node.op_type} '{node.name}'", f"// {comment}", prelude(set(helpers), dtypes),
+           "", f'extern "C" __global__ void {name}({param_list(params)})', "{",
+           f"    for ({it} i = blockIdx.x * ({it})blockDim.x + threadIdx.x; i < {n}; i += ({it})blockDim.x * gridDim.x) {{",
+           *body, "    }", "}", ""]
+    grid, block = elementwise_launch(n, ctx.props)
+    group = KernelGroup(name, [node], [v for _, v, _ in ins], [v for _, v, _ in outs])
+    return ctx.kernel_step(group, node, Kernel(name, "\n".join(src), params, grid, block, group, n))
+
+
+def float_type(node: Node, v: Value, allowed=GEMM_DTYPES) -> DType:
+    dt = dtype_of(v)
+    if dt not in allowed:
+        raise CodegenUnsupported(node, f"{node.op_type} on {dt} (the CUDA backend runs it on "
+                                       f"{', '.join(str(d) for d in allowed)})")
+    return dt
+
+
+def _spatial_offset(coords: list[str], shape: list[int]) -> str:
+    """Row-major linear offset of per-dim C expressions in ``shape``."""
+    terms, stride = [], 1
+    for c, s in zip(reversed(coords), reversed(shape)):
+        terms.append(c if stride == 1 else f"{c} * {stride}")
+        stride *= s
+    return " + ".join(reversed(terms)) if terms else "0"
+
+
+def _bias_step(ctx, node, b: Value, y: Value, dt: DType) -> Step:
+    """Y[n, m, ...] = b[m]: the GEMMs then accumulate onto it."""
+    shape = shape_of(y)
+    m, p = shape[1], numel(shape[2:])
+    it = index_type(numel(shape))
+    body = [f"        y[i] = b[(i / {p}) % {m}];  // channel (i / {p}) % {m}"]
+    return loop_step(ctx, node, "bias", [("b", b, dt)], [("y", y, dt)], numel(shape), body,
+                     f"the bias broadcast over {list(shape)}, which the GEMMs then add to", it)
+
+
+def _group_gemms(ctx, node, dt, *, groups, items, m, n, k, a: Value, b: Value, c: Value, a_group, b_group, b_item,
+                 c_group, c_item, b_base=0, c_base=0, beta=0.0, trans_a=False, lda=0) -> list[Step]:
+    """One GEMM per group batched over ``items``, or one per item batched over the groups (fewer calls).
+    ``*_group``/``*_item``: elements between the operands of consecutive groups/items; ``*_base``: of item 0."""
+    steps = []
+    if groups <= items:
+        for g in range(groups):
+            call = Gemm(m, n, k, dt, trans_a=trans_a, lda=lda, batch=items, stride_a=0, stride_b=b_item,
+                        stride_c=c_item, offset_a=g * a_group, offset_b=b_base + g * b_group,
+                        offset_c=c_base + g * c_group, beta=beta)
+            steps.append(ctx.call_step(call, [a, b, c], node))
+    else:
+        for j in range(items):
+            call = Gemm(m, n, k, dt, trans_a=trans_a, lda=lda, batch=groups, stride_a=a_group, stride_b=b_group,
+                        stride_c=c_group, offset_b=b_base + j * b_item, offset_c=c_base + j * c_item, beta=beta)
+            steps.append(ctx.call_step(call, [a, b, c], node))
+    return steps
+
+
+def _chunks(n: int, per_item_bytes: int) -> list[tuple[int, int]]:
+    """(first item, items) chunks of a batch of ``n`` whose columns fit the workspace limit."""
+    size = max(1, min(n, WORKSPACE_LIMIT // max(per_item_bytes, 1)))
+    return [(s, min(size, n - s)) for s in range(0, n, size)]
+
+
+# ---- Conv ----------------------------------------------------------------------------------------
+def lower_conv(node: Node, ctx: LowerContext) -> list[Step]:
+    x, w = node.inputs[0], node.inputs[1]
+    b = node.inputs[2] if len(node.inputs) > 2 else None
+    y = node.outputs[0]
+    dt = float_type(node, x)
+    if dtype_of(w) != dt or (b is not None and dtype_of(b) != dt):
+        raise CodegenUnsupported(node, "X, W and B of different element types")
+    xs, ws, ys = shape_of(x), shape_of(w), shape_of(y)
+    N, C, spatial = xs[0], xs[1], list(xs[2:])
+    M, kernel = ws[0], list(ws[2:])
+    G = node.attrs["group"]
+    outs, strides, dils, pb, pe = geometry(node, spatial, kernel)
+    if list(ys) != [N, M] + outs:
+        raise CodegenUnsupported(node, f"output shape {list(ys)} differs from the geometry's {[N, M] + outs}")
+    if numel(ys) == 0:
+        return []
+    Cg, Mg = C // G, M // G
+    if Cg == 1:
+        return [_depthwise(ctx, node, x, w, b, y, dt, spatial, kernel, outs, strides, dils, pb)]
+    steps = [_bias_step(ctx, node, b, y, dt)] if b is not None else []
+    beta = 1.0 if b is not None else 0.0
+    K, P = numel(kernel), numel(outs)
+    if K == 1 and all(s == 1 for s in strides) and not any(pb) and not any(pe):
+        # 1x1: Y[n, g] (Mg x P) = W_g (Mg x Cg) @ X[n, g] (Cg x P), X read in place
+        return steps + _group_gemms(ctx, node, dt, groups=G, items=N, m=Mg, n=P, k=Cg, a=w, b=x, c=y,
+                                    a_group=Mg * Cg, b_group=Cg * P, b_item=C * P, c_group=Mg * P, c_item=M * P,
+                                    beta=beta)
+    per_item = C * K * P
+    for n0, nb in _chunks(N, per_item * dt.itemsize):
+        col = ctx.workspace(nb * per_item * dt.itemsize)
+        steps.append(_im2col(ctx, node, x, col, dt, n0, nb, C, spatial, kernel, outs, strides, dils, pb))
+        steps += _group_gemms(ctx, node, dt, groups=G, items=nb, m=Mg, n=P, k=Cg * K, a=w, b=col, c=y,
+                              a_group=Mg * Cg * K, b_group=Cg * K * P, b_item=per_item, c_group=Mg * P,
+                              c_item=M * P, c_base=n0 * M * P, beta=beta)
+    return steps
+
+
+def _window_lines(outs, strides, dils, pb, spatial, it, ind="        ") -> tuple[list[str], str]:
+    """Input coordinates ``s<d>`` of tap ``k<d>`` at output ``o<d>``, and the condition that all lie inside."""
+    lines, inside = [], []
+    for d in range(len(outs)):
+        lines.append(f"{ind}const {it} s{d} = o{d} * {strides[d]} - {pb[d]} + k{d} * {dils[d]};")
+        inside.append(f"s{d} >= 0 && s{d} < {spatial[d]}")
+    return lines, " && ".join(inside)
+
+
+def _im2col(ctx, node, x, col, dt, n0, nb, C, spatial, kernel, outs, strides, dils, pb) -> Step:
+    nd = len(kernel)
+    S = numel(spatial)
+    total = nb * C * numel(kernel) * numel(outs)
+    it = index_type(max(total, (n0 + nb) * C * S))
+    dims = [("b", nb), ("c", C)] + [(f"k{d}", kernel[d]) for d in range(nd)] + [(f"o{d}", outs[d]) for d in range(nd)]
+    body = decode("i", dims, it)
+    win, inside = _window_lines(outs, strides, dils, pb, spatial, it)
+    body += win
+    src = f"x[({n0 if n0 else ''}{' + ' if n0 else ''}b) * {C * S} + c * {S} + {_spatial_offset([f's{d}' for d in range(nd)], spatial)}]"
+    body.append(f"        col[i] = {inside} ? {src} : {store_expr(literal(0, dt), dt)};  // copied as stored")
+    what = f"items {n0}..{n0 + nb - 1}" if (n0, nb) != (0, shape_of(x)[0]) else "the whole batch"
+    return loop_step(ctx, node, "im2col", [("x", x, dt)], [("col", col, dt)], total, body,
+                     f"im2col columns col[b][c, k{list(kernel)}][o{list(outs)}] of {what} (0 in the padding)", it)
+
+
+def _depthwise(ctx, node, x, w, b, y, dt, spatial, kernel, outs, strides, dils, pb) -> Step:
+    """One thread per output element: the sum over its taps of x[n, m / mult, window] * w[m, 0, k]."""
+    N, M = shape_of(y)[:2]
+    C = shape_of(x)[1]
+    mult = M // C
+    nd = len(kernel)
+    S, K = numel(spatial), numel(kernel)
+    it = index_type(max(numel(shape_of(y)), numel(shape_of(x))))
+    acc_t = cctype(dt)
+    body = decode("i", [("n", N), ("m", M)] + [(f"o{d}", outs[d]) for d in range(nd)], it)
+    chan = "m" if mult == 1 else f"m / {mult}"
+    body.append(f"        const {it} base = (n * {C} + {chan}) * {S};")
+    body.append(f"        {acc_t} acc = {load_expr('b[m]', dt) if b is not None else literal(0, dt)};")
+    ind = "        "
+    for d in range(nd):
+        body.append(f"{ind}for (int k{d} = 0; k{d} < {kernel[d]}; ++k{d}) {{")
+        ind += "    "
+        body.append(f"{ind}const {it} s{d} = o{d} * {strides[d]} - {pb[d]} + k{d} * {dils[d]};")
+        body.append(f"{ind}if (s{d} < 0 || s{d} >= {spatial[d]}) continue;")
+    xi = f"x[base + {_spatial_offset([f's{d}' for d in range(nd)], spatial)}]"
+    wi = f"w[m * {K} + {_spatial_offset([f'k{d}' for d in range(nd)], kernel)}]"
+    body.append(f"{ind}acc += {load_expr(xi, dt)} * {load_expr(wi, dt)};")
+    for d in range(nd):
+        ind = ind[:-4]
+        body.append(f"{ind}}}")
+    body.append(f"        y[i] = {store_expr('acc', dt)};")
+    ins = [("x", x, dt), ("w", w, dt)] + ([("b", b, dt)] if b is not None else [])
+    return loop_step(ctx, node, "depthwise", ins, [("y", y, dt)], numel(shape_of(y)), body,
+                     f"depthwise convolution (multiplier {mult}), kernel {kernel}, strides {strides}, dilations "
+                     f"{dils}, pads {pb}: one thread per output element", it)
+
+
+# ---- ConvTranspose -------------------------------------------------------------------------------
+def lower_conv_transpose(node: Node, ctx: LowerContext) -> list[Step]:
+    x, w = node.inputs[0], node.inputs[1]
+    b = node.inputs[2] if len(node.inputs) > 2 else None
+    y = node.outputs[0]
+    dt = float_type(node, x)
+    if dtype_of(w) != dt or (b is not None and dtype_of(b) != dt):
+        raise CodegenUnsupported(node, "X, W and B of different element types")
+    xs, ws, ys = shape_of(x), shape_of(w), shape_of(y)
+    N, C, ins = xs[0], xs[1], list(xs[2:])
+    Mg, kernel = ws[1], list(ws[2:])
+    G = node.attrs["group"]
+    M, Cg = Mg * G, C // G
+    outs, begins, strides, dils = _convtranspose_pads(node, ins, kernel)
+    if list(ys) != [N, M] + outs:
+        raise CodegenUnsupported(node, f"output shape {list(ys)} differs from the geometry's {[N, M] + outs}")
+    if numel(ys) == 0:
+        return []
+    K, P = numel(kernel), numel(ins)
+    per_item = M * K * P
+    steps = []
+    for n0, nb in _chunks(N, per_item * dt.itemsize):
+        col = ctx.workspace(nb * per_item * dt.itemsize)
+        # col[b, g] (Mg*K x P) = W_g^T (W_g stored Cg x Mg*K) @ X[n0 + b, g] (Cg x P)
+        steps += _group_gemms(ctx, node, dt, groups=G, items=nb, m=Mg * K, n=P, k=Cg, a=w, b=x, c=col,
+                              a_group=Cg * Mg * K, b_group=Cg * P, b_item=C * P, c_group=Mg * K * P, c_item=per_item,
+                              b_base=n0 * C * P, trans_a=True, lda=Mg * K)
+        steps.append(_col2im(ctx, node, col, b, y, dt, n0, nb, M, ins, kernel, outs, begins, strides, dils))
+    return steps
+
+
+def _col2im(ctx, node, col, b, y, dt, n0, nb, M, ins, kernel, outs, begins, strides, dils) -> Step:
+    """Each output element gathers the column entries (input position i, tap k) with i*s + k*d == o + begin."""
+    nd = len(kernel)
+    K, P, O = numel(kernel), numel(ins), numel(outs)
+    total = nb * M * O
+    it = index_type(max(total + n0 * M * O, nb * M * K * P))
+    acc_t = cctype(dt)
+    body = decode("i", [("b", nb), ("m", M)] + [(f"o{d}", outs[d]) for d in range(nd)], it)
+    body.append(f"        {acc_t} acc = {load_expr('bias[m]', dt) if b is not None else literal(0, dt)};")
+    ind = "        "
+    for d in range(nd):
+        body.append(f"{ind}for (int k{d} = 0; k{d} < {kernel[d]}; ++k{d}) {{")
+        ind += "    "
+        body.append(f"{ind}const {it} t{d} = o{d} + {begins[d]} - k{d} * {dils[d]};")
+        cond = f"t{d} < 0 || t{d} >= {(ins[d] - 1) * strides[d] + 1}"
+        if strides[d] > 1:
+            cond += f" || t{d} % {strides[d]} != 0"
+        body.append(f"{ind}if ({cond}) continue;")
+    ks = _spatial_offset([f"k{d}" for d in range(nd)], kernel)
+    ii = _spatial_offset([f"t{d}" if strides[d] == 1 else f"(t{d} / {strides[d]})" for d in range(nd)], ins)
+    body.append(f"{ind}acc += {load_expr(f'col[((b * {M} + m) * {K} + {ks}) * {P} + {ii}]', dt)};")
+    for d in range(nd):
+        ind = ind[:-4]
+        body.append(f"{ind}}}")
+    off = f"{n0 * M * O} + " if n0 else ""
+    body.append(f"        y[{off}i] = {store_expr('acc', dt)};")
+    ins_ = [("col", col, dt)] + ([("bias", b, dt)] if b is not None else [])
+    return loop_step(ctx, node, "col2im", ins_, [("y", y, dt)], total, body,
+                     f"col2im by gathering: output items {n0}..{n0 + nb - 1}, kernel {kernel}, strides {strides}, "
+                     f"dilations {dils}, output offset {begins}; each element sums the columns that land on it", it)
+
+
+def split_conv(node: Node) -> tuple[Node, list[Node], Value] | None:
+    """A Conv with a constant bias computed by GEMMs as ``t = Conv(X, W)`` and ``t + B`` (B as (M, 1, ...)) in the
+    epilogue kernel (lowering.SPLITS), which a following Relu or residual Add joins: no pass of its own.
+    None for a depthwise Conv (its direct kernel adds the bias) or a bias computed at run time."""
+    b = node.inputs[2] if len(node.inputs) > 2 else None
+    if b is None or b.data is None or shape_of(node.inputs[1])[1] == 1:
+        return None
+    y = node.outputs[0]
+    rank = len(shape_of(y))
+    t = Value(f"{y.name}_conv", y.type)
+    core = Node("Conv", list(node.inputs[:2]), [t], dict(node.attrs), name=node.name)
+    bias = Value(f"{b.name}_per_channel", TensorType(dtype_of(b), (b.data.size,) + (1,) * (rank - 2)),
+                 data=b.data.reshape((b.data.size,) + (1,) * (rank - 2)))
+    out = Value(y.name, y.type)
+    return core, [Node("Add", [t, bias], [out], name=f"{node.name}_bias")], out
+
+
+register_lowering("Conv", lower_conv, split=split_conv)
+register_lowering("ConvTranspose", lower_conv_transpose)
+
+__all__ = ["WORKSPACE_LIMIT", "decode", "float_type", "loop_step", "lower_conv", "lower_conv_transpose",
+           "split_conv"]

@@ -1,0 +1,150 @@
+"""Matrix products lowered to library GEMM calls: MatMul (NumPy's batch broadcasting) and Gemm (ONNX's).
+
+A MatMul becomes one strided-batched GEMM where the operands' batch dims allow it (a broadcast operand
+gets stride 0), else a few calls at offsets (``matmul_calls``); a batch over an operand that stays the
+same (x @ W) is folded into the rows of one plain GEMM. A Gemm becomes one GEMM with ``alpha`` and its
+transposes; its ``beta * C`` term is split off (``split_gemm``) into the generated epilogue kernel that
+also runs the activation or residual add fused after it, so C is never copied into the output first.
+Matrices are float16, bfloat16 (accumulated in float32), float32 or float64; integer products have no
+cuBLAS routine and are reported missing.
+"""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from graphc.ir import DType, Node, TensorType, Value
+
+from .codegen import CodegenUnsupported, contiguous_strides, dtype_of, numel, shape_of
+from .libcall import Gemm
+from .lowering import LowerContext, Step, register_lowering
+
+#: Element types cuBLAS multiplies.
+GEMM_DTYPES = (DType.float16, DType.bfloat16, DType.float32, DType.float64)
+#: The most calls one MatMul may issue for a batch broadcast no single strided call expresses.
+MAX_CALLS = 1024
+
+
+def _check_dtype(node: Node, dt: DType) -> None:
+    if dt not in GEMM_DTYPES:
+        raise CodegenUnsupported(node, f"{node.op_type} of {dt}: cuBLAS multiplies float16, bfloat16, float32 and "
+                                       f"float64 matrices; integer matrix products have no CUDA kernel yet")
+
+
+def _uniform_stride(strides: list[int], dims: list[int], shape) -> int | None:
+    """The one stride ``s`` with ``strides[d] == s * (elements of shape[e] for e after d in dims)`` for every
+    ``d`` in ``dims`` (what a flattened batch index needs), or None."""
+    s = strides[dims[-1]]
+    step = 1
+    for d in reversed(dims):
+        if strides[d] != s * step:
+            return None
+        step *= shape[d]
+    return s
+
+
+def matmul_calls(shape_a, shape_b, dtype: DType = DType.float32) -> list[Gemm]:
+    """The GEMM calls computing ``numpy.matmul`` of operands of these shapes into a contiguous output
+    (pointers: A, B, the output). 1-D operands are promoted as NumPy does; batch dims broadcast."""
+    a = (1,) + tuple(shape_a) if len(shape_a) == 1 else tuple(shape_a)
+    b = tuple(shape_b) + (1,) if len(shape_b) == 1 else tuple(shape_b)
+    m, k, n = a[-2], a[-1], b[-1]
+    rank = max(len(a), len(b)) - 2
+    ba = (1,) * (rank - len(a) + 2) + a[:-2]
+    bb = (1,) * (rank - len(b) + 2) + b[:-2]
+    bo = tuple(np.broadcast_shapes(ba, bb))
+    if m * n * numel(bo) == 0:
+        return []
+    sa = [s * m * k if d != 1 else 0 for s, d in zip(contiguous_strides(ba), ba)]
+    sb = [s * k * n if d != 1 else 0 for s, d in zip(contiguous_strides(bb), bb)]
+    sc = [s * m * n for s in contiguous_strides(bo)]
+    dims = [d for d in range(rank) if bo[d] != 1]
+    # the fewest calls: the longest run of inner batch dims every operand steps through uniformly
+    for p in range(len(dims) + 1):
+        inner, outer = dims[p:], dims[:p]
+        if not inner:
+            strides = (0, 0, 0)
+            break
+        strides = tuple(_uniform_stride(s, inner, bo) for s in (sa, sb, sc))
+        if None not in strides:
+            break
+    count = numel([bo[d] for d in outer])
+    if count > MAX_CALLS:
+        raise CodegenUnsupported(None, f"MatMul of shapes {list(shape_a)} and {list(shape_b)} would need {count} "
+                                       f"GEMM calls (its batch broadcast fits no strided call)")
+    batch = numel([bo[d] for d in inner])
+    calls = []
+    for index in itertools.product(*(range(bo[d]) for d in outer)):
+        offs = [sum(i * s[d] for i, d in zip(index, outer)) for s in (sa, sb, sc)]
+        rows, nb = m, batch
+        if batch > 1 and strides[1] == 0 and strides[0] == m * k and strides[2] == m * n:
+            rows, nb = m * batch, 1  # x @ W with W shared by the batch: one GEMM over all rows
+        calls.append(Gemm(rows, n, k, dtype, batch=nb, stride_a=strides[0] if nb > 1 else 0,
+                          stride_b=strides[1] if nb > 1 else 0, stride_c=strides[2] if nb > 1 else 0,
+                          offset_a=offs[0], offset_b=offs[1], offset_c=offs[2]))
+    return calls
+
+
+def lower_matmul(node: Node, ctx: LowerContext) -> list[Step]:
+    a, b = node.inputs[:2]
+    y = node.outputs[0]
+    dt = dtype_of(y)
+    _check_dtype(node, dt)
+    try:
+        calls = matmul_calls(shape_of(a), shape_of(b), dt)
+    except CodegenUnsupported as e:
+        raise CodegenUnsupported(node, e.why) from None
+    return [ctx.call_step(c, [a, b, y], node) for c in calls]
+
+
+def gemm_call(node: Node) -> Gemm:
+    """ONNX Gemm's ``alpha * op(A) @ op(B)`` (no C: ``split_gemm`` moves it to the epilogue)."""
+    ta, tb = bool(node.attrs.get("transA", 0)), bool(node.attrs.get("transB", 0))
+    sa, sb = shape_of(node.inputs[0]), shape_of(node.inputs[1])
+    m, k = (sa[1], sa[0]) if ta else sa
+    n = sb[0] if tb else sb[1]
+    return Gemm(m, n, k, dtype_of(node.outputs[0]), trans_a=ta, trans_b=tb, alpha=float(node.attrs.get("alpha", 1.0)))
+
+
+def lower_gemm(node: Node, ctx: LowerContext) -> list[Step]:
+    _check_dtype(node, dtype_of(node.outputs[0]))
+    if _has_c(node):
+        raise CodegenUnsupported(node, "Gemm's C term is added by an epilogue kernel (split_gemm), not by the call")
+    g = gemm_call(node)
+    if g.m * g.n == 0:
+        return []
+    return [ctx.call_step(g, [node.inputs[0], node.inputs[1], node.outputs[0]], node)]
+
+
+def _has_c(node: Node) -> bool:
+    return len(node.inputs) > 2 and node.inputs[2] is not None and float(node.attrs.get("beta", 1.0)) != 0.0
+
+
+def split_gemm(node: Node) -> tuple[Node, list[Node], Value] | None:
+    """A Gemm with a C term as ``t = alpha * op(A) @ op(B)`` (the call) and ``t + beta * C`` (elementwise
+    nodes for the epilogue kernel); returns (call node, epilogue nodes, the value standing for the output),
+    or None when there is no C term. New values only: the plan's graph is left as it is."""
+    if not _has_c(node):
+        return None
+    y, c = node.outputs[0], node.inputs[2]
+    dt = dtype_of(y)
+    t = Value(f"{y.name}_product", y.type)
+    attrs = {k: v for k, v in node.attrs.items() if k != "beta"}
+    core = Node("Gemm", list(node.inputs[:2]), [t], attrs, name=node.name)
+    nodes = []
+    beta = float(node.attrs.get("beta", 1.0))
+    if beta != 1.0:
+        scaled = Value(f"{c.name}_times_beta", TensorType(dt, shape_of(c)))
+        k = Value(f"{node.name}_beta", TensorType(dt, ()), data=np.array(beta, dtype=dt.np))
+        nodes.append(Node("Mul", [c, k], [scaled], name=f"{node.name}_beta_C"))
+        c = scaled
+    out = Value(y.name, y.type)
+    nodes.append(Node("Add", [t, c], [out], name=f"{node.name}_plus_C"))
+    return core, nodes, out
+
+
+register_lowering("MatMul", lower_matmul)
+register_lowering("Gemm", lower_gemm, split=split_gemm)
+
+__all__ = ["GEMM_DTYPES", "gemm_call", "lower_gemm", "lower_matmul", "matmul_calls", "split_gemm"]
