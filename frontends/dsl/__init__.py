@@ -7,6 +7,7 @@ also records variables' initial values), run by ``gc.Session``.
 from __future__ import annotations
 
 from . import initializers, losses, nn, optim
+from .custom import custom_op
 from .gradients import gradients
 from .graph import Graph, Operation, get_default_graph, group
 from .math import *  # noqa: F401,F403
@@ -15,5 +16,5 @@ from .tensor import Tensor, apply_op, as_tensor
 from .variables import Variable, assign, constant, placeholder
 
 __all__ = ["Graph", "Operation", "Tensor", "Variable", "apply_op", "as_tensor", "assign", "constant",
-           "get_default_graph", "gradients", "group", "initializers", "losses", "nn", "optim", "placeholder",
+           "custom_op", "get_default_graph", "gradients", "group", "initializers", "losses", "nn", "optim", "placeholder",
            *_math_names]

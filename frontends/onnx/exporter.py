@@ -4,6 +4,7 @@
 turns variables into initializers holding their current values (a Session's trained state, or the
 graph's initial values), and writes standard-domain nodes at a fixed opset. Attributes graphc filled
 in with defaults that the target opset does not know are dropped; any other mismatch is an error.
+Nodes of user ops (``gc.custom_op``) are written in their own domain (opset 1), all attributes kept.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from graphc.custom import custom_op_of
 from graphc.errors import GraphcError
 from graphc.ir import Graph, TensorType, Value
 from graphc.ops import lookup
@@ -23,7 +25,8 @@ DEFAULT_OPSET = 21
 
 
 class ExportError(GraphcError):
-    """The graph cannot be written as ONNX: a custom op, a missing input, an attribute the opset lacks."""
+    """The graph cannot be written as ONNX: an op of graphc's own domain, a missing input, an attribute the opset
+    lacks."""
 
 
 def _value_info(name: str, t) -> onnx.ValueInfoProto:
@@ -125,17 +128,23 @@ def to_onnx_model(graph: Graph, outputs, inputs=None, variables: Mapping[str, np
     def nm(v: Value | None) -> str:
         return "" if v is None else rename.get(id(v), v.name)
 
+    custom_domains: set[str] = set()  # of user ops (gc.custom_op): written as they are, in their domain
     for n in graph.nodes:
         if id(n) not in needed_nodes:
             continue
-        if n.domain not in ("", "ai.onnx"):
+        custom = custom_op_of(n.domain, n.op_type) if n.domain not in ("", "ai.onnx") else None
+        if custom is not None:
+            custom_domains.add(custom.domain)
+        elif n.domain not in ("", "ai.onnx"):
             raise ExportError(f"{n.op_type} node '{n.name}' is in graphc's own domain '{n.domain}' and has no "
                               f"ONNX form; export the inference outputs only")
         if n.subgraphs():
             raise ExportError(f"{n.op_type} node '{n.name}': exporting subgraphs is not supported")
+        attrs = _node_attrs(n, opset) if custom is None else {k: a for k, a in n.attrs.items() if a is not None}
         nodes.append(helper.make_node(n.op_type, [nm(x) for x in n.inputs], [nm(x) for x in n.outputs],
-                                      name=n.name, **{k: numpy_helper.from_array(a) if isinstance(a, np.ndarray) else a
-                                                      for k, a in _node_attrs(n, opset).items()}))
+                                      name=n.name, domain=n.domain or None, **{
+                                          k: numpy_helper.from_array(a) if isinstance(a, np.ndarray) else a
+                                          for k, a in attrs.items()}))
     inits = []
     for v in used_consts.values():
         inits.append(numpy_helper.from_array(np.asarray(v.data), nm(v)))
@@ -149,7 +158,8 @@ def to_onnx_model(graph: Graph, outputs, inputs=None, variables: Mapping[str, np
             nodes.append(helper.make_node("Identity", [nm(v)], [k], name=f"output_{k}"))
         out_protos.append(_value_info(k or nm(v), v.type))
     gp = helper.make_graph(nodes, name or graph.name, input_protos, out_protos, initializer=inits)
-    model = helper.make_model(gp, opset_imports=[helper.make_opsetid("", opset)], producer_name="graphc")
+    opsets = [helper.make_opsetid("", opset)] + [helper.make_opsetid(d, 1) for d in sorted(custom_domains)]
+    model = helper.make_model(gp, opset_imports=opsets, producer_name="graphc")
     model.ir_version = min(model.ir_version, 10)
     onnx.checker.check_model(model)
     return model

@@ -255,7 +255,7 @@ def lower(graph: Graph, props: DeviceProps, tf32: bool = False) -> Lowered:
 
     def lone(node: Node, into: list[Step], rename: dict | None = None) -> None:
         key = f"{node.domain}.{node.op_type}" if node.domain else node.op_type
-        lowering = LOWERINGS.get(key)
+        lowering = LOWERINGS.get(key) or custom_lowering(node)  # the latter: ops users write (gc.custom_op)
         if lowering is not None:
             try:
                 steps = lowering(node, ctx) if key not in SPLITS else \
@@ -350,3 +350,4 @@ __all__ = ["LOWERINGS", "LowerContext", "MissingKernelError", "SPLITS", "SUPPORT
 # Lowerings registered by code (imported last: they use the names above).
 from . import codegen_copy, codegen_fill, codegen_gemm, codegen_scatter  # noqa: E402,F401
 from . import codegen_conv, codegen_pool  # noqa: E402,F401
+from .custom import custom_lowering  # noqa: E402
