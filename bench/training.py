@@ -28,12 +28,12 @@ def _median_step(fn, steps: int, warmup: int) -> float:
 
 
 # ---- MLP on the digits (batch 128) ---------------------------------------------------------------
-def graphc_mlp(batch: int = 128):
+def graphc_mlp(batch: int = 128, backend: str = "numpy"):
     import graphc as gc
     from models.mlp_digits import build
 
     g, t = build()
-    sess = gc.Session(g)
+    sess = gc.Session(g, backend=backend)
     rng = np.random.default_rng(0)
     xb = rng.random((batch, 64), dtype=np.float32)
     yb = rng.integers(0, 10, batch)
@@ -42,15 +42,15 @@ def graphc_mlp(batch: int = 128):
     return lambda: sess.run(fetch, feeds)
 
 
-def torch_mlp(batch: int = 128):
+def torch_mlp(batch: int = 128, device: str = "cpu"):
     import torch
 
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
+    model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10)).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     rng = np.random.default_rng(0)
-    xb = torch.from_numpy(rng.random((batch, 64), dtype=np.float32))
-    yb = torch.from_numpy(rng.integers(0, 10, batch))
+    xb = torch.from_numpy(rng.random((batch, 64), dtype=np.float32)).to(device)
+    yb = torch.from_numpy(rng.integers(0, 10, batch)).to(device)
 
     def step():
         opt.zero_grad()
@@ -66,13 +66,13 @@ def torch_mlp(batch: int = 128):
 GPT = dict(vocab=74, block=32, n_layer=2, n_head=4, n_embd=64, batch=16)
 
 
-def graphc_gpt():
+def graphc_gpt(backend: str = "numpy", c: dict | None = None):
     import graphc as gc
     from models.mingpt import build
 
-    c = GPT
+    c = c or GPT
     g, t = build(c["vocab"], c["block"], c["n_layer"], c["n_head"], c["n_embd"])
-    sess = gc.Session(g)
+    sess = gc.Session(g, backend=backend)
     rng = np.random.default_rng(0)
     xb = rng.integers(0, c["vocab"], (c["batch"], c["block"]))
     yb = rng.integers(0, c["vocab"], (c["batch"], c["block"]))
@@ -81,13 +81,13 @@ def graphc_gpt():
     return lambda: sess.run(fetch, feeds)
 
 
-def torch_gpt():
+def torch_gpt(device: str = "cpu", c: dict | None = None):
     import math
 
     import torch
     from torch import nn
 
-    c = GPT
+    c = c or GPT
     torch.manual_seed(0)
 
     class Block(nn.Module):
@@ -103,7 +103,7 @@ def torch_gpt():
             q, k, v = self.qkv(x).split(e, dim=-1)
             q, k, v = (z.view(b, t, self.h, e // self.h).transpose(1, 2) for z in (q, k, v))
             s = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(e // self.h))
-            mask = torch.tril(torch.ones(t, t, dtype=torch.bool))
+            mask = torch.tril(torch.ones(t, t, dtype=torch.bool, device=x.device))
             s = s.masked_fill(~mask, float("-inf"))
             y = (torch.softmax(s, -1) @ v).transpose(1, 2).reshape(b, t, e)
             return self.proj(y)
@@ -128,11 +128,11 @@ def torch_gpt():
                 x = b(x)
             return self.head(self.ln_f(x))
 
-    model = Net()
+    model = Net().to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
     rng = np.random.default_rng(0)
-    xb = torch.from_numpy(rng.integers(0, c["vocab"], (c["batch"], c["block"])))
-    yb = torch.from_numpy(rng.integers(0, c["vocab"], (c["batch"], c["block"])))
+    xb = torch.from_numpy(rng.integers(0, c["vocab"], (c["batch"], c["block"]))).to(device)
+    yb = torch.from_numpy(rng.integers(0, c["vocab"], (c["batch"], c["block"]))).to(device)
 
     def step():
         opt.zero_grad()

@@ -250,9 +250,16 @@ def _summary(x) -> str:
     return head
 
 
-def cmd_run(args) -> int:
+def _backend_for(name: str, tf32: bool = False):
+    """The backend ``name``, checking that it takes the options asked for (--tf32: the CUDA backend only)."""
     from runtime import get_backend
 
+    if tf32 and name != "cuda":
+        raise GraphcError(f"--tf32 applies to --backend cuda (TF32 tensor cores), not to backend '{name}'")
+    return get_backend(name)
+
+
+def cmd_run(args) -> int:
     from .plan import is_plan
 
     if is_plan(args.model):  # a compiled plan runs as saved: nothing is optimized again
@@ -271,7 +278,9 @@ def cmd_run(args) -> int:
     if args.check_memory and runnable is graph:
         raise GraphcError("--check-memory checks a compiled plan's buffer assignment: run a file written by "
                           "`graphc compile`")
-    exe = get_backend(args.backend).prepare(runnable, **options)
+    if args.tf32:
+        options["tf32"] = True
+    exe = _backend_for(args.backend, args.tf32).prepare(runnable, **options)
     t1 = time.perf_counter()
     outputs = exe.run(feeds)
     t2 = time.perf_counter()
@@ -357,15 +366,34 @@ def cmd_profile(args) -> int:
     return 0
 
 
+def _split_backend(argv: Sequence[str]) -> tuple[str, list[str]]:
+    """(--backend's value, default numpy; the other arguments) of ``graphc bench``'s arguments."""
+    rest, backend, it = [], "numpy", iter(argv)
+    for a in it:
+        if a == "--backend":
+            backend = next(it, "")
+        elif a.startswith("--backend="):
+            backend = a.split("=", 1)[1]
+        else:
+            rest.append(a)
+    if backend not in ("numpy", "cuda"):
+        raise GraphcError(f"graphc bench --backend: expected numpy or cuda, got '{backend}'")
+    return backend, rest
+
+
 def cmd_bench(args) -> int:
-    try:
-        from bench.cli import main as bench_main
+    backend, argv = _split_backend(args.bench_args)
+    module = "bench.cuda_models" if backend == "cuda" else "bench.cli"
+    try:  # --backend cuda: graphc on the GPU against PyTorch and onnxruntime's CUDA provider
+        import importlib
+
+        bench_main = importlib.import_module(module).main
     except ModuleNotFoundError as e:
-        if e.name not in ("bench", "bench.cli"):
+        if e.name not in ("bench", module):
             raise
         raise GraphcError("graphc bench needs the bench package of a graphc source checkout "
                           "(run it from the repository, or `python -m bench` there)") from None
-    return bench_main(args.bench_args, prog="graphc bench")
+    return bench_main(argv, prog="graphc bench" + (" --backend cuda" if backend == "cuda" else ""))
 
 
 # ---- entry point ------------------------------------------------------------------------------
@@ -392,7 +420,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--input", action="append", metavar="NAME=FILE", help="an input from a .npy (or .pb) file")
     sp.add_argument("--random-inputs", action="store_true", help="seeded random values for inputs not given")
     sp.add_argument("--seed", type=int, default=0, help="seed for --random-inputs (default 0)")
-    sp.add_argument("--backend", default="numpy", help="runtime backend (default numpy)")
+    sp.add_argument("--backend", default="numpy", choices=("numpy", "cuda"),
+                    help="runtime backend (default numpy; cuda needs PyCUDA and a GPU, or GRAPHC_CUDA_EMULATE=1)")
+    sp.add_argument("--tf32", action="store_true", help="with --backend cuda: let float32 matrix products and "
+                    "convolutions use TF32 tensor cores (default: exact float32)")
     sp.add_argument("--output-dir", help="save each output as NAME.npy here")
     sp.add_argument("--check-memory", action="store_true",
                     help="for a compiled plan: keep every value at its planned arena offset and check the sharing")
@@ -427,7 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(fn=cmd_profile)
 
     sp = sub.add_parser("bench", help="benchmark against onnxruntime, tract and onnx's ReferenceEvaluator "
-                        "(the options of `python -m bench`; try `graphc bench --help`)", add_help=False,
+                        "(the options of `python -m bench`; try `graphc bench --help`); --backend cuda: on the "
+                        "GPU against PyTorch and onnxruntime's CUDA provider (`python -m bench.cuda_models`)",
+                        add_help=False,
                         prefix_chars="\0")  # no options of its own: every argument goes on to the harness
     sp.add_argument("bench_args", nargs=argparse.REMAINDER)
     sp.set_defaults(fn=cmd_bench)
