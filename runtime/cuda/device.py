@@ -58,7 +58,8 @@ class PyCudaDevice:
                                  attrs[a.WARP_SIZE])
         self.cache = cache or KernelCache()
         self._allocations = []
-        self._modules = {}
+        self._compiled = {}  # kernel source -> cache.CompiledKernel
+        self._modules = {}  # binary path -> loaded module
         self._cublas = None  # made on the first library call (runtime/cuda/cublas.py)
 
     def alloc(self, nbytes: int) -> int:
@@ -83,12 +84,21 @@ class PyCudaDevice:
         if nbytes:
             self.drv.memcpy_dtod(dst, src, nbytes)
 
+    def precompile(self, kernels: list[Kernel]) -> None:
+        """Compile the kernels not compiled yet all at once (``KernelCache.compile_many``: one nvcc run per CPU,
+        each kernel body once); the executor calls this before loading a plan's kernels."""
+        todo = [k for k in kernels if k.source not in self._compiled]
+        if todo:
+            self._compiled.update(self.cache.compile_many(todo, self.props.arch))
+
     def load(self, kernel: Kernel) -> Launcher:
         """The kernel compiled (through the on-disk cache), loaded and prepared for low-overhead calls."""
-        if kernel.source not in self._modules:
-            cubin = self.cache.compile_cuda(kernel.source, kernel.name, self.props.arch)
-            self._modules[kernel.source] = self.drv.module_from_buffer(cubin)
-        fn = self._modules[kernel.source].get_function(kernel.name)
+        if kernel.source not in self._compiled:
+            self.precompile([kernel])
+        compiled = self._compiled[kernel.source]
+        if compiled.path not in self._modules:  # one module per binary, which may hold many kernels
+            self._modules[compiled.path] = self.drv.module_from_buffer(compiled.read())
+        fn = self._modules[compiled.path].get_function(compiled.symbol)
         fn.prepare(kernel.signature)
 
         def launch(grid: int, block: int, ptrs: list[int]) -> None:

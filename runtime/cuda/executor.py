@@ -67,7 +67,7 @@ class _Prepared:
         self.compile_seconds = 0.0
         t1 = time.perf_counter()
         loaded = {}
-        if hasattr(device, "precompile"):  # the CPU emulator builds all kernels of a plan at once
+        if hasattr(device, "precompile"):  # all kernels of a plan built at once (parallel nvcc runs, one g++ run)
             device.precompile([s.kernel for s in steps if s.kernel is not None])
         self.launches: list[tuple[Any, int, int, list[int]]] = []
         self.step_of_launch: list[int] = []
