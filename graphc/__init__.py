@@ -26,16 +26,30 @@ def import_onnx(source, infer: bool = True, memory_limit: int | str | None = Non
     return import_model(source, infer=infer, memory_limit=memory_limit)
 
 
-def prepare(graph: IRGraph, backend: str = "numpy", memory_limit: int | str | None = None):
-    """Make a graph ready to run on a backend: returns an Executable with ``run(feeds) -> outputs``.
+def prepare(graph: IRGraph, backend: str = "numpy", memory_limit: int | str | None = None, **options):
+    """Make a graph (or a compiled Plan) ready to run on a backend: returns an Executable with
+    ``run(feeds) -> outputs``.
 
     ``memory_limit`` bounds each tensor the run would create (graphc/limits.py; default from the environment).
+    Other keyword ``options`` go to the backend's ``prepare``: ``check_memory`` (both backends), ``fast``
+    (numpy); ``tf32=True`` (let float32 matrix products use TF32 tensor cores), ``debug``, ``device`` (cuda).
+    An option the backend does not take raises GraphcError naming the ones it does.
     """
+    import inspect
+
     from runtime import get_backend
 
-    if memory_limit is None:
-        return get_backend(backend).prepare(graph)
-    return get_backend(backend).prepare(graph, memory_limit=memory_limit)
+    impl = get_backend(backend)
+    if memory_limit is not None:
+        options["memory_limit"] = memory_limit
+    params = inspect.signature(impl.prepare).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        takes = [n for n, p in params.items() if n != "graph" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        unknown = [k for k in options if k not in takes]
+        if unknown:
+            raise GraphcError(f"backend '{backend}' takes no option {', '.join(repr(k) for k in unknown)}; its "
+                              f"options are {', '.join(takes) or 'none'}")
+    return impl.prepare(graph, **options)
 
 
 def run(model, feeds, backend: str = "numpy") -> list:

@@ -82,10 +82,12 @@ class Plan:
     def bind(self, sizes: Mapping[str, int]) -> "Plan":
         """This plan with symbolic dims bound (a copy, shapes re-inferred, memory planned); cached.
 
-        Nothing is re-optimized: the graph keeps its nodes and order, only its types become static.
+        What the sizes make constant folds (``Shape`` and the arithmetic on it, the Reshape targets, Slice
+        bounds and ConstantOfShape shapes computed from it: constant folding and dead-code elimination, the
+        new constants moved into the fused groups that read them), so that a backend generating kernels for
+        static shapes sees constants; nothing else is re-optimized: the other nodes keep their order.
         """
         from .passes.bind import bind_symbols
-        from .passes.infer_shapes import infer_shapes
         from .passes.memory import plan_memory
 
         fixed = self.options.get("sets") or {}
@@ -102,7 +104,7 @@ class Plan:
             g = self.graph.copy()
             _continue_symbols(g)
             bind_symbols(g, sizes)
-            infer_shapes(g)
+            _fold_bound(g)
             mem = plan_memory(g)
             self._bound[key] = Plan(g, self.level, mem, self.fusion, self.passes, dict(self.stage_seconds),
                                     self.source, dict(self.options, sets=dict(self.options.get("sets") or {},
@@ -556,6 +558,55 @@ class _Reader:
         if t == AP.TYPE_PROTOS:
             return [_type_from_proto(x) for x in a.type_protos]
         raise PlanFormatError(f"{self.label}: attribute '{a.name}' has no type")
+
+
+def _fold_bound(g: Graph) -> None:
+    """Fold what the bound sizes made constant (see ``Plan.bind``), then re-infer the types."""
+    from .passes.fold import fold_constants
+    from .passes.infer_shapes import infer_shapes
+
+    for _ in range(len(g.nodes) + 1):  # a round folds whole chains; another only after a group's output folded
+        if not (fold_constants(g) | _fold_groups(g)):
+            break
+    infer_shapes(g)
+
+
+def _fold_groups(g: Graph) -> bool:
+    """In each fused group: constant inputs move into the body, as fusion does with the constants it sees
+    (small ones, or any that is not floating point: a body's Reshape then reads its shape as a constant), the
+    body folds, and an output that folded becomes a constant of ``g`` (a group left without one goes)."""
+    from .passes.dce import remove_dead
+    from .passes.fold import fold_constants
+    from .passes.fusion import BODY_CONSTANT_LIMIT, FUSED_DOMAIN, FUSED_OP
+
+    changed = False
+    for node in g.nodes:
+        if node.domain != FUSED_DOMAIN or node.op_type != FUSED_OP:
+            continue
+        body = node.attrs["body"]
+        moved = False
+        for v, b in zip(node.inputs, body.inputs):
+            data = v.data if v is not None else None
+            if data is not None and (data.size <= BODY_CONSTANT_LIMIT or data.dtype.kind not in "fc"):
+                b.data, b.type = data, v.type  # the body's Value itself: its readers need no rewiring
+                body.constants[b.name] = b
+                moved = True
+        if moved:
+            kept = [(v, b) for v, b in zip(node.inputs, body.inputs) if b.data is None]
+            node.inputs, body.inputs = [v for v, _ in kept], [b for _, b in kept]
+        if not (fold_constants(body) or moved):
+            continue
+        changed = True
+        for v, b in zip(node.outputs, body.outputs):
+            if b.data is not None:
+                v.data, v.type, v.producer = b.data, b.type, None
+                g.constants[v.name] = v
+        kept = [(v, b) for v, b in zip(node.outputs, body.outputs) if b.data is None]
+        node.outputs, body.outputs = [v for v, _ in kept], [b for _, b in kept]
+    if changed:
+        g.nodes = [n for n in g.nodes if n.outputs]
+        remove_dead(g)  # the constants no node reads now
+    return changed
 
 
 def _continue_symbols(g: Graph) -> None:
