@@ -282,7 +282,9 @@ def lower(graph: Graph, props: DeviceProps, tf32: bool = False) -> Lowered:
             missing.setdefault(node.op_type, []).append((node.name, e.why))
             return
         args = _args(kernel, group.inputs, group.outputs, group.constants)
-        view = (node.inputs[0], node.outputs[0]) if node.op_type in VIEW_OPS else None
+        # a view of a value in the arena (a one-element constant is a literal in the kernel: it has no bytes)
+        view = (node.inputs[0], node.outputs[0]) if node.op_type in VIEW_OPS and \
+            any(a is node.inputs[0] for a in args) else None
         if rename:  # a node of a fused group's body: its values at the group's edges are the outer ones
             args = [rename.get(id(a), a) for a in args]
             view = tuple(rename.get(id(a), a) for a in view) if view else None
@@ -350,4 +352,6 @@ __all__ = ["LOWERINGS", "LowerContext", "MissingKernelError", "SPLITS", "SUPPORT
 # Lowerings registered by code (imported last: they use the names above).
 from . import codegen_copy, codegen_fill, codegen_gemm, codegen_scatter  # noqa: E402,F401
 from . import codegen_conv, codegen_pool  # noqa: E402,F401
+from . import codegen_index, codegen_random, codegen_scan  # noqa: E402,F401
+from . import codegen_attention, codegen_dropout  # noqa: E402,F401
 from .custom import custom_lowering  # noqa: E402

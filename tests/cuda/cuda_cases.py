@@ -496,10 +496,93 @@ def gemm_cases():
 
 def all_cases():
     return unary_cases() + binary_cases() + dtype_cases() + fusion_cases() + reduce_cases() + row_op_cases() + \
-        injective_cases() + conv_cases() + training_cases() + gemm_cases()
+        injective_cases() + conv_cases() + training_cases() + gemm_cases() + scan_and_triangle_cases() + \
+        attention_cases()
+
+
+def scan_and_triangle_cases():
+    """Ops the DSL emits beyond the three models (test_cuda_dsl_coverage.py): CumSum/CumProd scans (one
+    thread per line, NumPy's sequential order) and Trilu (a coordinate mask)."""
+    out = []
+    for name, shape, axis, attrs, dt in [("CumSum_last_axis", (3, 7), -1, {}, TP.FLOAT),
+                                         ("CumSum_middle_axis_exclusive", (2, 5, 3), 1, dict(exclusive=1), TP.FLOAT),
+                                         ("CumSum_axis0_reverse", (6, 4), 0, dict(reverse=1), TP.FLOAT),
+                                         ("CumSum_exclusive_reverse_int64", (2, 6), 1, dict(exclusive=1, reverse=1),
+                                          TP.INT64),
+                                         ("CumSum_double_1d", (9,), 0, {}, TP.DOUBLE),
+                                         ("CumSum_half", (4, 8), 1, {}, TP.FLOAT16)]:
+        out.append(Case(name, [oh.make_node("CumSum", ["x", "a"], ["y"], **attrs)], [("x", dt, list(shape))], ["y"],
+                        {"x": _x(shape, _NP[dt], -3, 3, seed=130 + len(name))}, inits=[_i64("a", [axis])],
+                        rtol=2e-3 if dt == TP.FLOAT16 else 1e-5, atol=2e-3 if dt == TP.FLOAT16 else 1e-6))
+    out.append(Case("CumProd_reverse_exclusive", [oh.make_node("CumProd", ["x", "a"], ["y"], reverse=1, exclusive=1)],
+                    [("x", TP.FLOAT, [3, 5])], ["y"], {"x": _x((3, 5), lo=0.5, hi=1.5, seed=140)},
+                    inits=[_i64("a", [1])]))
+    out.append(Case("CumSum_then_exp_fused_neighbours", [oh.make_node("Mul", ["x", "x"], ["m"]),
+                                                          oh.make_node("CumSum", ["m", "a"], ["c"]),
+                                                          oh.make_node("Exp", ["c"], ["y"])],
+                    [("x", TP.FLOAT, [4, 6])], ["y"], {"x": _x((4, 6), lo=-0.5, hi=0.5, seed=141)},
+                    inits=[_i64("a", [1])]))
+    for name, shape, upper, k in [("Trilu_lower", (5, 5), 0, None), ("Trilu_upper_k1_batched", (2, 4, 6), 1, 1),
+                                  ("Trilu_lower_k_minus2_wide", (3, 7), 0, -2), ("Trilu_upper_k_minus1_tall", (6, 3), 1, -1)]:
+        ins = ["x"] if k is None else ["x", "k"]
+        out.append(Case(name, [oh.make_node("Trilu", ins, ["y"], upper=upper)], [("x", TP.FLOAT, list(shape))], ["y"],
+                        {"x": _x(shape, seed=142 + len(name))},
+                        inits=[] if k is None else [oh.make_tensor("k", TP.INT64, [], [k])]))
+    out.append(Case("Trilu_runtime_k_int32", [oh.make_node("Trilu", ["x", "k"], ["y"], upper=1)],
+                    [("x", TP.INT32, [4, 5]), ("k", TP.INT64, [])], ["y"],
+                    {"x": _x((4, 5), np.int32, -9, 9, seed=150), "k": np.array(-1, np.int64)}))
+    return out
 
 
 MISSING = Case("missing_ops", [oh.make_node("MatMul", ["a", "b"], ["m"]), oh.make_node("TopK", ["m", "k"], ["v", "i"]),
                                oh.make_node("Relu", ["v"], ["y"]), oh.make_node("MatMul", ["m", "b"], ["z"])],
                [("a", TP.INT32, [4, 4]), ("b", TP.INT32, [4, 4])], ["y", "i", "z"],  # integer MatMul: no cuBLAS
                {"a": _x((4, 4), np.int32), "b": _x((4, 4), np.int32)}, inits=[_i64("k", [2])])
+
+
+def attention_cases():
+    """Attention (runtime/cuda/codegen_attention.py): two batched GEMMs around one generated softmax row kernel;
+    the ONNX op in its forms (4-D/3-D, GQA, masks, causal, softcap, KV cache, half) and the pattern the compiler
+    rewrites into it (mingpt's MatMul + Softmax + MatMul with a constant causal bias)."""
+    out = []
+    tol = dict(rtol=1e-4, atol=1e-5)
+    f = TP.FLOAT
+
+    def att(name, shapes, attrs, outputs=("y",), dtype=f, extra=(), feeds=None, **t):
+        names = ["q", "k", "v"] + [n for n, _, _ in extra]
+        ins = [(n, dtype, list(s)) for n, s in zip("qkv", shapes)] + [(n, dt, list(s)) for n, dt, s in extra]
+        inputs = ["q", "k", "v"] + [n if n in names else "" for n in ("mask", "past_key", "past_value", "nonpad")]
+        while inputs[-1] == "":
+            inputs.pop()
+        feeds = dict(feeds or {})
+        for j, (n, dt, s) in enumerate(ins):
+            if n not in feeds:
+                feeds[n] = _x(tuple(s), _NP[dt], seed=160 + j + len(name))
+        out.append(Case(name, [oh.make_node("Attention", inputs, list(outputs), **attrs)], ins,
+                        [o for o in outputs if o], feeds, **(t or tol)))
+
+    att("Attention_4d_causal_gqa_softcap", [(2, 4, 5, 8), (2, 2, 7, 8), (2, 2, 7, 6)], dict(is_causal=1, softcap=3.0))
+    att("Attention_3d_gqa_bool_mask", [(2, 5, 24), (2, 7, 12), (2, 7, 10)], dict(q_num_heads=4, kv_num_heads=2),
+        extra=[("mask", TP.BOOL, (5, 7))])
+    att("Attention_4d_past_present_float_mask_scaled", [(2, 2, 4, 8), (2, 2, 3, 8), (2, 2, 3, 8)], dict(scale=0.2),
+        outputs=("y", "present_key", "present_value"),
+        extra=[("mask", f, (2, 1, 4, 6)), ("past_key", f, (2, 2, 3, 8)), ("past_value", f, (2, 2, 3, 8))])
+    att("Attention_3d_decode_gqa_with_past", [(3, 1, 32), (3, 1, 8), (3, 1, 8)],
+        dict(q_num_heads=4, kv_num_heads=1, is_causal=1), outputs=("y", "present_key", ""),
+        extra=[("past_key", f, (3, 1, 5, 8)), ("past_value", f, (3, 1, 5, 8))])
+    att("Attention_4d_many_short_rows_qk_output_mode2", [(2, 4, 8, 4), (2, 4, 8, 4), (2, 4, 8, 4)],
+        dict(qk_matmul_output_mode=2), outputs=("y", "", "", "qk"), extra=[("mask", f, (8, 8))])
+    att("Attention_4d_half_causal", [(1, 2, 6, 8), (1, 2, 6, 8), (1, 2, 6, 8)], dict(is_causal=1), dtype=TP.FLOAT16,
+        rtol=2e-3, atol=2e-3)
+    # mingpt's form: softmax(Q @ K^T * c + causal bias) @ V, which the compiler rewrites into one Attention node
+    t, d = 6, 8
+    bias = np.where(np.tril(np.ones((t, t), bool)), 0.0, -np.inf).astype(np.float32)
+    nodes = [oh.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]), oh.make_node("MatMul", ["q", "kt"], ["s"]),
+             oh.make_node("Mul", ["s", "c"], ["sc"]), oh.make_node("Add", ["sc", "bias"], ["sb"]),
+             oh.make_node("Softmax", ["sb"], ["p"], axis=-1), oh.make_node("MatMul", ["p", "v"], ["y"])]
+    shapes = {n: (1, 2, t, d) for n in "qkv"}
+    out.append(Case("Attention_recognized_mingpt_pattern", nodes, [(n, f, list(s)) for n, s in shapes.items()], ["y"],
+                    {n: _x(s, seed=170 + j) for j, (n, s) in enumerate(shapes.items())},
+                    inits=[oh.make_tensor("c", f, [], [1.0 / np.sqrt(d)]),
+                           oh.make_tensor("bias", f, [t, t], bias.reshape(-1).tolist())], **tol))
+    return out
