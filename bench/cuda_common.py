@@ -13,7 +13,9 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import shlex
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -181,6 +183,18 @@ def failure(workload: str, engine: str, e: BaseException) -> Row:
                extra={"exception": type(e).__name__})
 
 
-__all__ = ["NOT_JUDGED", "Row", "append_markdown", "describe", "failure", "judged", "graphc_device", "graphc_launches", "graphc_prepare",
+__all__ = ["NOT_JUDGED", "Row", "append_markdown", "bench_main", "describe", "failure", "judged", "graphc_device", "graphc_launches", "graphc_prepare",
            "is_emulated", "markdown_table", "median_seconds", "relative_error", "set_torch_tf32", "text_table",
            "torch_device", "torch_or_none", "torch_sync"]
+
+
+def bench_main(build_parser, run, argv, prog: str) -> int:
+    """A CUDA benchmark's command line: parse, run (printing as it goes), exit status 0 when every row is
+    ok or its peer unavailable, 1 when a row failed, 2 when nothing could run."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(prog).parse_args(argv)
+    args.command = f"{prog} {shlex.join(argv)}".strip()
+    rows = run(args, log=lambda s: print(s, flush=True))
+    if rows is None:
+        return 2
+    return 0 if all(r.status in ("ok", "unavailable") for r in rows) else 1

@@ -13,15 +13,14 @@ reaches >= 90% of torch.matmul's throughput.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from typing import Sequence
 
 import numpy as np
 
-from .cuda_common import (NOT_JUDGED, Row, append_markdown, judged, describe, failure, graphc_device, graphc_launches, graphc_prepare,
-                          markdown_table, median_seconds, relative_error, set_torch_tf32, text_table, torch_device,
-                          torch_or_none, torch_sync)
+from .cuda_common import (NOT_JUDGED, Row, append_markdown, bench_main, judged, describe, failure, graphc_device,
+                          graphc_launches, graphc_prepare, markdown_table, median_seconds, relative_error,
+                          set_torch_tf32, text_table, torch_device, torch_or_none, torch_sync)
 
 #: (label, element type, TF32, tolerance of max |diff| / max |ref| against the float64 product)
 MODES = (("float32", np.float32, False, 1e-4), ("float32 + TF32", np.float32, True, 1e-2),
@@ -160,13 +159,7 @@ def run(args, log=print) -> list[Row] | None:
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m bench.cuda_gemm") -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(prog).parse_args(argv)
-    args.command = f"{prog} {shlex.join(argv)}".strip()
-    rows = run(args, log=lambda s: print(s, flush=True))
-    if rows is None:
-        return 2
-    return 0 if all(r.status in ("ok", "unavailable") for r in rows) else 1
+    return bench_main(build_parser, run, argv, prog)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ import argparse
 import gc as pygc
 import math
 import os
-import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -28,9 +27,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .cuda_common import (NOT_JUDGED, Row, append_markdown, judged, describe, failure, graphc_device, graphc_launches, graphc_prepare,
-                          markdown_table, median_seconds, relative_error, set_torch_tf32, text_table, torch_device,
-                          torch_or_none, torch_sync)
+from .cuda_common import (NOT_JUDGED, Row, append_markdown, bench_main, judged, describe, failure, graphc_device,
+                          graphc_launches, graphc_prepare, markdown_table, median_seconds, relative_error,
+                          set_torch_tf32, text_table, torch_device, torch_or_none, torch_sync)
 
 LIGHT = ("resnet50", "bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "shufflenet", "squeezenet",
          "vgg19", "zfnet512")
@@ -327,13 +326,7 @@ def build_parser(prog: str = "python -m bench.cuda_models") -> argparse.Argument
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m bench.cuda_models") -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(prog).parse_args(argv)
-    args.command = f"{prog} {shlex.join(argv)}".strip()
-    rows = run(args, log=lambda s: print(s, flush=True))
-    if rows is None:
-        return 2
-    return 0 if all(r.status in ("ok", "unavailable") for r in rows) else 1
+    return bench_main(build_parser, run, argv, prog)
 
 
 def run(args, log=print) -> list[Row] | None:

@@ -13,12 +13,11 @@ time after warm-up steps and the ratio graphc / PyTorch; target <= 1.5x for both
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from typing import Sequence
 
-from .cuda_common import (NOT_JUDGED, Row, append_markdown, judged, describe, failure, graphc_device, markdown_table, median_seconds,
-                          text_table, torch_device, torch_or_none)
+from .cuda_common import (NOT_JUDGED, Row, append_markdown, bench_main, judged, describe, failure, graphc_device,
+                          markdown_table, median_seconds, text_table, torch_device, torch_or_none)
 
 #: the smoke test's minGPT: small enough for the CPU emulator
 SMOKE_GPT = dict(vocab=11, block=8, n_layer=1, n_head=2, n_embd=16, batch=2)
@@ -126,13 +125,7 @@ def build_parser(prog: str = "python -m bench.cuda_training") -> argparse.Argume
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m bench.cuda_training") -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(prog).parse_args(argv)
-    args.command = f"{prog} {shlex.join(argv)}".strip()
-    rows = run(args, log=lambda s: print(s, flush=True))
-    if rows is None:
-        return 2
-    return 0 if all(r.status in ("ok", "unavailable") for r in rows) else 1
+    return bench_main(build_parser, run, argv, prog)
 
 
 if __name__ == "__main__":

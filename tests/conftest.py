@@ -39,3 +39,33 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def tiny_cnn_path() -> str:
     return os.path.join(ROOT, "models", "data", "tiny_cnn.onnx")
+
+
+# ---- user ops (gc.custom_op): tests that register some forget them after, so that the op table and
+# the gradient-coverage tests in the same worker see only the built-in ops
+@pytest.fixture
+def forget_custom_ops():
+    from graphc.custom import CUSTOM_OPS, unregister_custom_op
+
+    before = set(CUSTOM_OPS)
+    yield
+    for domain, name in set(CUSTOM_OPS) - before:
+        unregister_custom_op(name, domain)
+
+
+@pytest.fixture(scope="module")
+def custom_example():
+    """models/custom_cuda_ops.py, its ops registered for the requesting test module only."""
+    import importlib
+    import warnings
+
+    import models.custom_cuda_ops as m
+    from graphc.custom import unregister_custom_op
+    from graphc.errors import GraphcWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GraphcWarning)
+        m = importlib.reload(m)  # (re)registers its ops, whatever an earlier module did
+    yield m
+    for op in (m.fused_gelu, m.fused_gelu_grad, m.direct_conv2d):
+        unregister_custom_op(op.name, op.domain)

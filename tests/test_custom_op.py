@@ -6,39 +6,19 @@ other tests read (the README's op table, the gradient-check coverage) stays grap
 """
 from __future__ import annotations
 
-import importlib
 import re
-import warnings
 
 import numpy as np
 import pytest
 
 import graphc as gc
-from graphc.custom import CUSTOM_OPS, CustomOpError, custom_op_of, unregister_custom_op
+from graphc.custom import CustomOpError, custom_op_of
 from graphc.errors import GradientError, GraphcWarning, OpAttributeError, ShapeError, UnsupportedOpError
 from graphc.ir import TensorType
 from graphc.ops import lookup
 
 
-@pytest.fixture(autouse=True)
-def _forget_test_ops():
-    before = set(CUSTOM_OPS)
-    yield
-    for domain, name in set(CUSTOM_OPS) - before:
-        unregister_custom_op(name, domain)
-
-
-@pytest.fixture(scope="module")
-def example():
-    """models/custom_cuda_ops.py, its ops registered for this module only."""
-    import models.custom_cuda_ops as m
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", GraphcWarning)
-        m = importlib.reload(m)  # (re)registers its ops, whatever an earlier module did
-    yield m
-    for op in (m.fused_gelu, m.fused_gelu_grad, m.direct_conv2d):
-        unregister_custom_op(op.name, op.domain)
+pytestmark = pytest.mark.usefixtures("forget_custom_ops")  # see tests/conftest.py (also: custom_example)
 
 
 def _double(x):
@@ -46,7 +26,7 @@ def _double(x):
 
 
 # ---- registration ----------------------------------------------------------------------------------
-def test_registration_makes_an_opdef(example):
+def test_registration_makes_an_opdef(custom_example):
     op = lookup("custom", "DirectConv2d")
     assert op is not None and op.family == "custom" and op.domain == "custom"
     assert op.inputs == (2, 2)  # from numpy_impl's positional parameters, attributes excluded
@@ -112,33 +92,33 @@ def test_bad_names_are_refused():
 
 
 # ---- the NumPy backend and the DSL --------------------------------------------------------------------
-def test_gelu_matches_builtin_gelu(example):
-    assert example.gelu_case("numpy", shape=(3, 5, 7)) < 1e-6
+def test_gelu_matches_builtin_gelu(custom_example):
+    assert custom_example.gelu_case("numpy", shape=(3, 5, 7)) < 1e-6
 
 
 @pytest.mark.parametrize("stride, pad", [(1, 0), (2, 1), (3, 2)])
-def test_conv_matches_builtin_conv(example, stride, pad):
-    assert example.conv_case("numpy", stride=stride, pad=pad) < 1e-5
+def test_conv_matches_builtin_conv(custom_example, stride, pad):
+    assert custom_example.conv_case("numpy", stride=stride, pad=pad) < 1e-5
 
 
-def test_dsl_call_infers_types_and_names_the_node(example):
+def test_dsl_call_infers_types_and_names_the_node(custom_example):
     g = gc.Graph()
     with g.as_default():
         x = gc.placeholder(gc.float32, ["N", 3, 9, 8], name="x")
-        y = example.direct_conv2d(x, np.ones((4, 3, 3, 3), np.float32), stride=2, pad=1, name="conv")
+        y = custom_example.direct_conv2d(x, np.ones((4, 3, 3, 3), np.float32), stride=2, pad=1, name="conv")
     assert y.type == TensorType(gc.float32, ("N", 4, 5, 4))
     assert y.op.domain == "custom" and y.op.op_type == "DirectConv2d" and y.op.name == "conv"
     line = test_dsl_call_infers_types_and_names_the_node.__code__.co_firstlineno + 4  # the line calling the op
     assert y.op.source.endswith(f"test_custom_op.py:{line}")
 
 
-def test_infer_shape_errors_name_the_node_and_the_line(example):
+def test_infer_shape_errors_name_the_node_and_the_line(custom_example):
     g = gc.Graph()
     with g.as_default():
         x = gc.placeholder(gc.float32, [1, 3, 9, 8], name="x")
         with pytest.raises(ShapeError, match=r"(?s)DirectConv2d node .*infer_shape of custom op 'custom.DirectConv2d'"
                                              r".*x has 3 channels, w expects 2.*direct_conv2d\(x"):
-            example.direct_conv2d(x, np.ones((4, 2, 3, 3), np.float32))
+            custom_example.direct_conv2d(x, np.ones((4, 2, 3, 3), np.float32))
     assert not g.nodes
 
 
@@ -178,22 +158,22 @@ def test_several_outputs_and_attributes():
 
 
 # ---- gradients --------------------------------------------------------------------------------------
-def test_gradients_match_the_builtin_ops(example):
-    diffs = example.gradient_case()
+def test_gradients_match_the_builtin_ops(custom_example):
+    diffs = custom_example.gradient_case()
     assert diffs["d/dx"] < 1e-4 and diffs["d/dw"] < 1e-4, diffs
 
 
-def test_gelu_gradient_uses_the_custom_gradient_op(example):
+def test_gelu_gradient_uses_the_custom_gradient_op(custom_example):
     g = gc.Graph()
     with g.as_default():
         x = gc.placeholder(gc.float32, [5], name="x")
-        dx = gc.gradients(gc.reduce_sum(example.fused_gelu(x)), x)
+        dx = gc.gradients(gc.reduce_sum(custom_example.fused_gelu(x)), x)
     assert [n.op_type for n in g.nodes if n.domain == "custom"] == ["FusedGelu", "FusedGeluGrad"]
     xv = np.linspace(-3, 3, 5).astype(np.float32)
     (got,) = gc.Session(g).run([dx], {x: xv})
     eps = 1e-3
     x64 = xv.astype(np.float64)
-    numeric = (example.gelu_numpy(x64 + eps) - example.gelu_numpy(x64 - eps)) / (2 * eps)
+    numeric = (custom_example.gelu_numpy(x64 + eps) - custom_example.gelu_numpy(x64 - eps)) / (2 * eps)
     np.testing.assert_allclose(got, numeric, rtol=1e-4, atol=1e-5)
 
 
@@ -222,34 +202,34 @@ def test_grad_rules_may_return_none_for_an_input():
     np.testing.assert_array_equal(gc.Session(g).run([dw])[0], np.full(3, 4, np.float32))
 
 
-def test_training_step_with_the_custom_conv(example):
-    ours, ref = example.train_case(steps=6, custom=True), example.train_case(steps=6, custom=False)
+def test_training_step_with_the_custom_conv(custom_example):
+    ours, ref = custom_example.train_case(steps=6, custom=True), custom_example.train_case(steps=6, custom=False)
     assert ours[-1] < 0.7 * ours[0]
     np.testing.assert_allclose(ours, ref, rtol=1e-5)
 
 
-def test_example_script_passes(example, capsys, monkeypatch):
+def test_example_script_passes(custom_example, capsys, monkeypatch):
     monkeypatch.delenv("GRAPHC_CUDA_EMULATE", raising=False)
-    monkeypatch.setattr(example, "cuda_status", lambda: "not in this test")  # the CUDA half: tests/cuda
-    assert example.main() == 0
+    monkeypatch.setattr(custom_example, "cuda_status", lambda: "not in this test")  # the CUDA half: tests/cuda
+    assert custom_example.main() == 0
     out = capsys.readouterr().out
     assert "MISMATCH" not in out and "max abs diff" in out and "skipped: not in this test" in out
 
 
 # ---- ONNX ------------------------------------------------------------------------------------------
-def _model(example):
+def _model(custom_example):
     from frontends.onnx.exporter import to_onnx_model
 
     g = gc.Graph()
     with g.as_default():
         x = gc.placeholder(gc.float32, [2, 3, 9, 8], name="x")
         w = gc.Variable(np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32), name="w")
-        y = example.fused_gelu(example.direct_conv2d(x, w, stride=2, pad=1))
+        y = custom_example.fused_gelu(custom_example.direct_conv2d(x, w, stride=2, pad=1))
     return g, x, y, to_onnx_model(g, {"y": y}, variables=g.initial_values)
 
 
-def test_onnx_export_writes_the_custom_domain(example):
-    _, _, _, model = _model(example)
+def test_onnx_export_writes_the_custom_domain(custom_example):
+    _, _, _, model = _model(custom_example)
     nodes = [(n.domain, n.op_type) for n in model.graph.node]
     assert ("custom", "DirectConv2d") in nodes and ("custom", "FusedGelu") in nodes
     assert {(o.domain, o.version) for o in model.opset_import} >= {("custom", 1)}
@@ -257,8 +237,8 @@ def test_onnx_export_writes_the_custom_domain(example):
     assert {a.name: a.i for a in conv.attribute} == {"stride": 2, "pad": 1}
 
 
-def test_onnx_round_trip_runs(example):
-    g, x, y, model = _model(example)
+def test_onnx_round_trip_runs(custom_example):
+    g, x, y, model = _model(custom_example)
     imported = gc.import_onnx(model.SerializeToString())
     assert imported.outputs[0].type == TensorType(gc.float32, (2, 4, 5, 4))
     xv = np.random.default_rng(1).standard_normal((2, 3, 9, 8)).astype(np.float32)

@@ -183,9 +183,17 @@ class KernelCache:
         nvcc = find_nvcc()
         key = cache_key(source, f"{target}:{arch}", compiler_version(nvcc), options)
 
+        build = self._nvcc_build(nvcc, source, f"{name}.cu", f"'{name}'", key, arch, target, options)
+        return self.get_or_build("cuda", key, f".{target}", build).read_bytes()
+
+    def _nvcc_build(self, nvcc: str, source: str, filename: str, what: str, key: str, arch: str, target: str,
+                    options: tuple[str, ...]) -> Callable[[Path], None]:
+        """A ``build(out)`` for get_or_build running nvcc on ``source``; on failure the source is kept in
+        the cache's ``failed/`` folder and KernelCompileError names ``what`` (the kernels) with nvcc's errors."""
+
         def build(out: Path) -> None:
             with tempfile.TemporaryDirectory(prefix="graphc-nvcc-") as tmp:
-                src = Path(tmp) / f"{name}.cu"
+                src = Path(tmp) / filename
                 src.write_text(source)
                 cmd = [nvcc, f"--{target}", f"-arch={arch}", *options, "-o", str(out), str(src)]
                 run = subprocess.run(cmd, capture_output=True, text=True)
@@ -193,10 +201,10 @@ class KernelCache:
                     kept = self.path("failed", key, ".cu")
                     kept.parent.mkdir(parents=True, exist_ok=True)
                     kept.write_text(source)
-                    raise KernelCompileError(f"nvcc rejected the generated kernel '{name}' (source kept at {kept}):\n"
+                    raise KernelCompileError(f"nvcc rejected the generated kernel {what} (source kept at {kept}):\n"
                                              f"{run.stderr.strip()}")
 
-        return self.get_or_build("cuda", key, f".{target}", build).read_bytes()
+        return build
 
     def compile_many(self, kernels: Iterable, arch: str, target: str = "cubin",
                      options: tuple[str, ...] = NVCC_OPTIONS, jobs: int | None = None) -> dict[str, CompiledKernel]:
@@ -283,19 +291,8 @@ class KernelCache:
         key = cache_key(f"unit\0{source}", f"{target}:{arch}", version, options)
         names = ", ".join(f"'{k.name}'" for _, k in unit)
 
-        def build(out: Path) -> None:
-            with tempfile.TemporaryDirectory(prefix="graphc-nvcc-") as tmp:
-                src = Path(tmp) / ("kernels.cu" if len(unit) > 1 else f"{unit[0][1].name}.cu")
-                src.write_text(source)
-                cmd = [nvcc, f"--{target}", f"-arch={arch}", *options, "-o", str(out), str(src)]
-                run = subprocess.run(cmd, capture_output=True, text=True)
-                if run.returncode != 0:
-                    kept = self.path("failed", key, ".cu")
-                    kept.parent.mkdir(parents=True, exist_ok=True)
-                    kept.write_text(source)
-                    raise KernelCompileError(f"nvcc rejected the generated kernel {names} (source kept at {kept}):\n"
-                                             f"{run.stderr.strip()}")
-
+        build = self._nvcc_build(nvcc, source, "kernels.cu" if len(unit) > 1 else f"{unit[0][1].name}.cu", names,
+                                 key, arch, target, options)
         path = self.path("cuda", key, f".{target}")
         try:
             if not path.exists():  # another process may have built this very unit

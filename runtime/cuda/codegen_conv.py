@@ -120,13 +120,18 @@ def _chunks(n: int, per_item_bytes: int) -> list[tuple[int, int]]:
 
 
 # ---- Conv ----------------------------------------------------------------------------------------
-def lower_conv(node: Node, ctx: LowerContext) -> list[Step]:
+def _conv_operands(node: Node):
+    """(X, W, B or None, Y, their element type) of a Conv or ConvTranspose; one float type for all."""
     x, w = node.inputs[0], node.inputs[1]
     b = node.inputs[2] if len(node.inputs) > 2 else None
-    y = node.outputs[0]
     dt = float_type(node, x)
     if dtype_of(w) != dt or (b is not None and dtype_of(b) != dt):
         raise CodegenUnsupported(node, "X, W and B of different element types")
+    return x, w, b, node.outputs[0], dt
+
+
+def lower_conv(node: Node, ctx: LowerContext) -> list[Step]:
+    x, w, b, y, dt = _conv_operands(node)
     xs, ws, ys = shape_of(x), shape_of(w), shape_of(y)
     N, C, spatial = xs[0], xs[1], list(xs[2:])
     M, kernel = ws[0], list(ws[2:])
@@ -216,12 +221,7 @@ def _depthwise(ctx, node, x, w, b, y, dt, spatial, kernel, outs, strides, dils, 
 
 # ---- ConvTranspose -------------------------------------------------------------------------------
 def lower_conv_transpose(node: Node, ctx: LowerContext) -> list[Step]:
-    x, w = node.inputs[0], node.inputs[1]
-    b = node.inputs[2] if len(node.inputs) > 2 else None
-    y = node.outputs[0]
-    dt = float_type(node, x)
-    if dtype_of(w) != dt or (b is not None and dtype_of(b) != dt):
-        raise CodegenUnsupported(node, "X, W and B of different element types")
+    x, w, b, y, dt = _conv_operands(node)
     xs, ws, ys = shape_of(x), shape_of(w), shape_of(y)
     N, C, ins = xs[0], xs[1], list(xs[2:])
     Mg, kernel = ws[1], list(ws[2:])

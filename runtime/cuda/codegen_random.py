@@ -67,7 +67,7 @@ def _draw_lines(node: Node) -> tuple[list[str], str]:
             f"uniform [{lo}, {hi})"
     if op.startswith("RandomNormal"):
         mean, scale = float(a.get("mean", 0.0)), float(a.get("scale", 1.0))
-        return [f"const float r = sqrtf(-2.0f * logf(gc_uniform01(c[l])));",  # Box-Muller on words (l, l+1)
+        return ["const float r = sqrtf(-2.0f * logf(gc_uniform01(c[l])));",  # Box-Muller on words (l, l+1)
                 f"const float t = {literal(2 * math.pi, DType.float32)} * gc_uniform01(c[l + 1]);",
                 f"v[l] = {literal(mean, DType.float32)} + {literal(scale, DType.float32)} * r * cosf(t);",
                 f"v[l + 1] = {literal(mean, DType.float32)} + {literal(scale, DType.float32)} * r * sinf(t);"], \

@@ -3,17 +3,13 @@ models/custom_cuda_ops.py against the built-in ops, nvcc compiling the user sour
 same runs on a real GPU (marked ``cuda``)."""
 from __future__ import annotations
 
-import importlib
 import shutil
-import warnings
 
 import numpy as np
 import pytest
 
 import graphc as gc
 from graphc.compiler import compile as compile_graph
-from graphc.custom import CUSTOM_OPS, unregister_custom_op
-from graphc.errors import GraphcWarning
 from runtime.cuda.launch import DeviceProps, elementwise_launch
 from runtime.cuda.lowering import lower
 
@@ -75,24 +71,7 @@ def run_both(op_fn, x: np.ndarray, **attrs):
     return got, want
 
 
-@pytest.fixture(autouse=True)
-def _forget_test_ops():
-    before = set(CUSTOM_OPS)
-    yield
-    for domain, name in set(CUSTOM_OPS) - before:
-        unregister_custom_op(name, domain)
-
-
-@pytest.fixture(scope="module")
-def example():
-    import models.custom_cuda_ops as m
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", GraphcWarning)
-        m = importlib.reload(m)
-    yield m
-    for op in (m.fused_gelu, m.fused_gelu_grad, m.direct_conv2d):
-        unregister_custom_op(op.name, op.domain)
+pytestmark = pytest.mark.usefixtures("forget_custom_ops")  # see tests/conftest.py (also: custom_example)
 
 
 @pytest.fixture(scope="module")
@@ -112,11 +91,11 @@ def _lowered_step(y, kernel: str, props=DeviceProps()):
 
 
 # ---- the calling convention ----------------------------------------------------------------------------
-def test_conv_kernel_gets_pointers_n_dims_and_attributes(example):
+def test_conv_kernel_gets_pointers_n_dims_and_attributes(custom_example):
     g = gc.Graph()
     with g.as_default():
         x = gc.placeholder(gc.float32, [2, 3, 9, 8], name="x")
-        y = example.direct_conv2d(x, np.ones((4, 3, 3, 3), np.float32), stride=2, pad=1)
+        y = custom_example.direct_conv2d(x, np.ones((4, 3, 3, 3), np.float32), stride=2, pad=1)
     step = _lowered_step(y, "direct_conv2d")
     k = step.kernel
     assert k.signature == "PPP" + "q" * 15
@@ -128,11 +107,11 @@ def test_conv_kernel_gets_pointers_n_dims_and_attributes(example):
     assert '#line 1 "custom.DirectConv2d"' in k.source
 
 
-def test_elementwise_kernel_without_shape_params(example):
+def test_elementwise_kernel_without_shape_params(custom_example):
     g = gc.Graph()
     with g.as_default():
         x = gc.placeholder(gc.float32, [3, 4, 5], name="x")
-        y = example.fused_gelu(x)
+        y = custom_example.fused_gelu(x)
     assert _lowered_step(y, "fused_gelu").kernel.signature == "PPq"
 
 
@@ -172,14 +151,14 @@ def test_a_bad_user_launch_is_reported():
 # ---- the CPU emulator ------------------------------------------------------------------------------------
 @needs_gxx
 @pytest.mark.parametrize("shape", [(4, 33), (2, 3, 50)])
-def test_emulator_gelu_matches_builtin(example, emulated, shape):
-    assert example.gelu_case("cuda", shape=shape) < 1e-5
+def test_emulator_gelu_matches_builtin(custom_example, emulated, shape):
+    assert custom_example.gelu_case("cuda", shape=shape) < 1e-5
 
 
 @needs_gxx
 @pytest.mark.parametrize("stride, pad", [(1, 0), (2, 1)])
-def test_emulator_conv_matches_builtin(example, emulated, stride, pad):
-    assert example.conv_case("cuda", stride=stride, pad=pad) < 1e-4
+def test_emulator_conv_matches_builtin(custom_example, emulated, stride, pad):
+    assert custom_example.conv_case("cuda", stride=stride, pad=pad) < 1e-4
 
 
 @needs_gxx
@@ -214,16 +193,16 @@ def _entry_params(ptx: str, kernel: str) -> list[str]:
 
 
 @pytest.mark.nvcc
-def test_nvcc_compiles_the_user_sources(example, tmp_path):
+def test_nvcc_compiles_the_user_sources(custom_example, tmp_path):
     from runtime.cuda.cache import KernelCache
     from runtime.cuda.custom import check_source
 
     cache = KernelCache(tmp_path)
     # the PTX parameter list is the calling convention seen from the GPU: 64-bit pointers and long longs,
     # 32-bit floats, in the order Kernel.signature packs them
-    assert _entry_params(check_source(example.direct_conv2d, cache=cache), "direct_conv2d") == [".u64"] * 18
-    assert _entry_params(check_source(example.fused_gelu, cache=cache), "fused_gelu") == [".u64"] * 3
-    assert _entry_params(check_source(example.fused_gelu_grad, cache=cache), "fused_gelu_grad") == [".u64"] * 4
+    assert _entry_params(check_source(custom_example.direct_conv2d, cache=cache), "direct_conv2d") == [".u64"] * 18
+    assert _entry_params(check_source(custom_example.fused_gelu, cache=cache), "fused_gelu") == [".u64"] * 3
+    assert _entry_params(check_source(custom_example.fused_gelu_grad, cache=cache), "fused_gelu_grad") == [".u64"] * 4
     chars = {"P": ".u64", "q": ".u64", "f": ".f32"}
     op = scale_shift_op()
     assert _entry_params(check_source(op, cache=cache), "scale_shift") == [chars[c] for c in "PPqqqqqfqf"]
@@ -245,12 +224,12 @@ def test_nvcc_errors_name_the_op_and_line(tmp_path):
 
 # ---- a real GPU ------------------------------------------------------------------------------------------
 @pytest.mark.cuda
-def test_gpu_runs_the_examples(example, monkeypatch, tmp_path):
+def test_gpu_runs_the_examples(custom_example, monkeypatch, tmp_path):
     monkeypatch.delenv("GRAPHC_CUDA_EMULATE", raising=False)
     monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path))
-    assert example.gelu_case("cuda", shape=(64, 1000)) < 1e-5  # tanhf on the GPU: a few ulps
-    assert example.conv_case("cuda", stride=1, pad=0) < 1e-4
-    assert example.conv_case("cuda", stride=2, pad=1) < 1e-4
+    assert custom_example.gelu_case("cuda", shape=(64, 1000)) < 1e-5  # tanhf on the GPU: a few ulps
+    assert custom_example.conv_case("cuda", stride=1, pad=0) < 1e-4
+    assert custom_example.conv_case("cuda", stride=2, pad=1) < 1e-4
     x = np.random.default_rng(0).standard_normal((300, 7)).astype(np.float32)
     got, want = run_both(scale_shift_op(), x, alpha=2.5, shift=-3)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-5)
