@@ -267,11 +267,14 @@ class Session:
 
     def set_variable(self, v, value) -> None:
         name = v if isinstance(v, str) else v.name
-        old = self.variable(name)
-        value = np.asarray(value, dtype=old.dtype)
-        if value.shape != old.shape:
-            raise FeedError(f"variable '{name}' has shape {list(old.shape)}, got a value of shape "
-                            f"{list(value.shape)}")
+        if name not in self.state:
+            self.variable(name)  # the error naming the graph
+        # dtype and shape without the value itself (on the CUDA backend that would be a device download)
+        dtype, shape = self.state.meta(name) if hasattr(self.state, "meta") else \
+            (self.state[name].dtype, self.state[name].shape)
+        value = np.asarray(value, dtype=dtype)
+        if value.shape != shape:
+            raise FeedError(f"variable '{name}' has shape {list(shape)}, got a value of shape {list(value.shape)}")
         self.state[name] = value
 
     def save(self, path: str | os.PathLike) -> None:

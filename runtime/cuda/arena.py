@@ -49,9 +49,11 @@ class ArenaLayout:
         return "activations" if off < self.activations else "inputs/constants/scratch"
 
 
-def layout_arena(graph: Graph, memory, args: list, scratch: list[Value] = ()) -> ArenaLayout:
+def layout_arena(graph: Graph, memory, args: list, scratch: list[Value] = (), elsewhere=frozenset()) -> ArenaLayout:
     """The layout for ``graph`` run with ``memory`` (a MemoryPlan), holding every value in ``args``
-    (Values or constant arrays that kernels read or write) and ``scratch`` (values outside the plan)."""
+    (Values or constant arrays that kernels read or write) and ``scratch`` (values outside the plan).
+    Graph inputs whose id is in ``elsewhere`` (a session's variables, kept in buffers of their own) get
+    no place."""
     lay = ArenaLayout()
     by_name = {}
     for n in graph.nodes:
@@ -77,6 +79,8 @@ def layout_arena(graph: Graph, memory, args: list, scratch: list[Value] = ()) ->
         return off
 
     for v in graph.inputs:
+        if id(v) in elsewhere:
+            continue
         size = value_bytes(v)
         if size is None:
             raise GraphcError(f"input '{v.name}' has no static shape ({v.type}): bind its symbolic dims first")

@@ -60,7 +60,7 @@ class _Prepared:
         self.lowered = lower(self.graph, device.props, tf32=tf32)
         steps = self.lowered.steps
         args = [a for s in steps for a in s.args]
-        self.layout = layout_arena(self.graph, plan.memory, args, self.lowered.scratch)
+        self.layout = layout_arena(self.graph, plan.memory, args, self.lowered.scratch, set(self.external))
         self.base = device.alloc(self.layout.size)
         for off, data in self.layout.constants:
             device.htod(self.base + off, data)

@@ -50,6 +50,11 @@ class DeviceState(MutableMapping):
             self._ptr[name] = ptr
         return self._ptr[name]
 
+    def meta(self, name: str) -> tuple[np.dtype, tuple]:
+        """(dtype, shape) of variable ``name``, known without reading its value."""
+        dtype, shape = self._meta[name]
+        return np.dtype(dtype), tuple(shape)
+
     def nbytes(self, name: str) -> int:
         dtype, shape = self._meta[name]
         return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
@@ -85,6 +90,9 @@ class DeviceState(MutableMapping):
 
     def __delitem__(self, name: str) -> None:
         raise GraphcError(f"variable '{name}' cannot be removed from a session's state")
+
+    def __contains__(self, name) -> bool:  # Mapping's would read the value (a download)
+        return name in self._host
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._host)

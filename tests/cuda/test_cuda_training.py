@@ -139,6 +139,17 @@ def test_variables_stay_on_the_device_between_steps(emulated):
     assert emulated["dtoh"] - before == 2 * w.nbytes
 
 
+def test_variables_take_no_place_in_a_plans_arena(emulated):
+    """A plan reads the variables in the session's own buffers: its arena has no copy of them."""
+    g, t, feeds = mlp_digits(1)
+    sess = gc.Session(g, backend="cuda")
+    sess.run([t["step"], t["loss"]], feeds[0])
+    (plan,) = sess._plans.values()
+    (prepared,) = plan.executable._prepared.values()
+    variables = [v for v in prepared.graph.inputs if v.name in sess.state]
+    assert variables and all(id(v) not in prepared.layout.offsets for v in variables)
+
+
 def _linear(seed=0):
     """A tiny regression whose ops need no matrix product: the session mechanism on its own."""
     g = gc.Graph(seed=seed)
@@ -176,8 +187,12 @@ def test_state_api_works_on_device_state(emulated, tmp_path):
     step(0)
     step(1)
     new_w = np.array([0.5, -1.0, 2.0, 0.25], np.float32)
+    down = emulated["dtoh"]
     for s, _ in sessions.values():
         s.set_variable("w", new_w)  # uploaded to the device at once on cuda
+    assert emulated["dtoh"] == down  # checking the new value's shape reads nothing back
+    with pytest.raises(FeedError, match="variable 'w' has shape \\[4\\], got a value of shape \\[5\\]"):
+        sessions["cuda"][0].set_variable("w", np.zeros(5, np.float32))
     np.testing.assert_array_equal(sessions["cuda"][0].variable("w"), new_w)
     step(2)
     cuda_sess = sessions["cuda"][0]
