@@ -162,6 +162,9 @@ class KernelGroup:
     outputs: list[Value]
     constants: list[Value] = field(default_factory=list)
     kind: str = ""  # the FusedGroup's kind, or the lone node's kind
+    #: ids of inputs/outputs that may share bytes with another parameter (an op the memory plan runs in
+    #: place, an epilogue written over its head's result): their pointers are not declared __restrict__
+    aliased: frozenset = frozenset()
 
     @staticmethod
     def of_fused(node: Node) -> "KernelGroup":
@@ -190,6 +193,8 @@ class Param:
     name: str
     dtype: DType
     value: object = None
+    #: declared ``__restrict__`` (no other parameter reaches its bytes); False for aliased values
+    restrict: bool = True
 
 
 #: PyCUDA prepared-call format character of each element type a scalar parameter may have.

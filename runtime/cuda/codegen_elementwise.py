@@ -28,7 +28,7 @@ def kernel_params(group: KernelGroup) -> tuple[list[Param], dict, dict, set]:
     for i, v in enumerate(group.inputs):
         dt = dtype_of(v)
         dtypes.add(dt)
-        params.append(Param("input", i, f"in{i}", dt))
+        params.append(Param("input", i, f"in{i}", dt, restrict=id(v) not in group.aliased))
         loads[id(v)] = (f"in{i}", dt)
     for i, v in enumerate(group.constants):
         dt = dtype_of(v)
@@ -41,7 +41,7 @@ def kernel_params(group: KernelGroup) -> tuple[list[Param], dict, dict, set]:
     for i, v in enumerate(group.outputs):
         dt = dtype_of(v)
         dtypes.add(dt)
-        params.append(Param("output", i, f"out{i}", dt))
+        params.append(Param("output", i, f"out{i}", dt, restrict=id(v) not in group.aliased))
     for n in group.nodes:  # a half type used only inside the group still needs its header
         dtypes.update(dtype_of(v) for v in n.outputs if v is not None)
     return params, loads, literals, dtypes
@@ -51,7 +51,7 @@ def param_list(params: list[Param]) -> str:
     parts = []
     for p in params:
         const = "" if p.role == "output" else "const "
-        parts.append(f"{const}{ctype(p.dtype)}* __restrict__ {p.name}")
+        parts.append(f"{const}{ctype(p.dtype)}* {'__restrict__ ' if p.restrict else ''}{p.name}")
     return ", ".join(parts)
 
 

@@ -57,7 +57,8 @@ class _Prepared:
         # Inputs named in ``variables`` are read where ``state`` (runtime/cuda/state.py) keeps them, not from
         # the arena; the outputs of ``assigns`` (output index -> variable) are copied there after the run.
         self.external = {id(v): state.pointer(v.name) for v in self.graph.inputs if v.name in variables}
-        self.lowered = lower(self.graph, device.props, tf32=tf32)
+        self.lowered = lower(self.graph, device.props, tf32=tf32,
+                             inplace=plan.memory.inplace if plan.memory is not None else None)
         steps = self.lowered.steps
         args = [a for s in steps for a in s.args]
         self.layout = layout_arena(self.graph, plan.memory, args, self.lowered.scratch, set(self.external))

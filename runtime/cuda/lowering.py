@@ -163,6 +163,9 @@ def lower_with_epilogue(head: Node, rest: list[Node], outputs: list[Value], node
     outs = [stand_in.get(id(v), v) for v in outputs]
     back = {id(o): v for o, v in zip(outs, outputs) if o is not v}  # step args name the given outputs
     t = head.outputs[0]
+    t_shape, t_dtype = shape_of(t), dtype_of(t)
+    in_place = not any(o is t for o in outs) and len(outs) == 1 and shape_of(outs[0]) == t_shape and \
+        dtype_of(outs[0]) == t_dtype and all(n.op_type in ELEMENTWISE_OPS for n in rest)
     if not rest:
         steps = LOWERINGS[key](head, ctx)
     else:
@@ -175,16 +178,12 @@ def lower_with_epilogue(head: Node, rest: list[Node], outputs: list[Value], node
                 if v is not None and id(v) not in made and id(v) not in seen:
                     seen.add(id(v))
                     (consts if v.data is not None else ins).append(v)
-        group = KernelGroup(f"{node.name}_epilogue", list(rest), [t] + ins, outs, consts, "elementwise")
+        group = KernelGroup(f"{node.name}_epilogue", list(rest), [t] + ins, outs, consts, "elementwise",
+                            frozenset({id(t), id(outs[0])}) if in_place else frozenset())
         epilogue = ctx.kernel_step(group, node)
         steps = LOWERINGS[key](head, ctx) + [epilogue]
     if not any(o is t for o in outs):  # where the head's result lives
-        t_shape, t_dtype = shape_of(t), dtype_of(t)
-        if len(outs) == 1 and shape_of(outs[0]) == t_shape and dtype_of(outs[0]) == t_dtype and \
-                all(n.op_type in ELEMENTWISE_OPS for n in rest):
-            back[id(t)] = outputs[0]
-        else:
-            back[id(t)] = ctx.scratch(ctx.unique_name(f"{t.name}_result"), t_dtype, t_shape)
+        back[id(t)] = outputs[0] if in_place else ctx.scratch(ctx.unique_name(f"{t.name}_result"), t_dtype, t_shape)
     for st in steps:
         st.args = [back.get(id(a), a) for a in st.args]
     return steps
@@ -235,12 +234,27 @@ def generate(group: KernelGroup, props: DeviceProps) -> Kernel:
     return generate_loop(group, props)
 
 
-def lower(graph: Graph, props: DeviceProps, tf32: bool = False) -> Lowered:
+def lower(graph: Graph, props: DeviceProps, tf32: bool = False, inplace: dict[str, str] | None = None) -> Lowered:
     """The steps that run ``graph`` (static shapes), or MissingKernelError listing every op without one.
-    ``tf32``: float32 GEMMs may use TF32 tensor cores (off: exact float32)."""
+    ``tf32``: float32 GEMMs may use TF32 tensor cores (off: exact float32). ``inplace``: the memory plan's
+    in-place pairs (output name -> the input it overwrites): such a kernel's two pointers reach the same
+    bytes, so neither is declared ``__restrict__``."""
     out = Lowered()
     missing: dict[str, list[tuple[str, str]]] = {}
     used: set[str] = set()
+    inplace = inplace or {}
+
+    def aliased(group: KernelGroup, outer) -> frozenset:
+        """ids of the group's values (``outer(v)``: the graph value it stands for) written in place."""
+        if not inplace:
+            return frozenset()
+        ids = set()
+        for o in group.outputs:
+            src = inplace.get(outer(o).name)
+            for i in group.inputs if src is not None else ():
+                if outer(i).name == src:
+                    ids.update((id(o), id(i)))
+        return frozenset(ids)
 
     def named(group: KernelGroup) -> KernelGroup:
         """Kernel names are C identifiers made from node names: make them unique within the plan."""
@@ -277,6 +291,7 @@ def lower(graph: Graph, props: DeviceProps, tf32: bool = False) -> Lowered:
             return
         try:
             group = named(KernelGroup.of_node(node))
+            group.aliased = aliased(group, lambda v: rename.get(id(v), v) if rename else v)
             kernel = generate(group, props)
         except CodegenUnsupported as e:
             missing.setdefault(node.op_type, []).append((node.name, e.why))
@@ -293,6 +308,10 @@ def lower(graph: Graph, props: DeviceProps, tf32: bool = False) -> Lowered:
     for node in graph.nodes:
         if node.domain == "graphc" and node.op_type == "FusedGroup":
             group = named(KernelGroup.of_fused(node))
+            body = node.attrs["body"]
+            outer = {id(b): o for b, o in zip(body.inputs, node.inputs)}
+            outer.update({id(b): o for b, o in zip(body.outputs, node.outputs)})
+            group.aliased = aliased(group, lambda v: outer[id(v)])
             try:
                 kernel = generate(group, props)
             except CodegenUnsupported:
@@ -301,9 +320,6 @@ def lower(graph: Graph, props: DeviceProps, tf32: bool = False) -> Lowered:
                 except CodegenUnsupported:
                     _split_group(node, group, lone, out)
                 continue
-            body = node.attrs["body"]
-            outer = {id(b): o for b, o in zip(body.inputs, node.inputs)}
-            outer.update({id(b): o for b, o in zip(body.outputs, node.outputs)})
             ins = [outer[id(v)] for v in group.inputs]
             outs = [outer[id(v)] for v in group.outputs]
             out.steps.append(Step(kernel, _args(kernel, ins, outs, group.constants), node))

@@ -149,3 +149,28 @@ def test_debug_fills_skip_bytes_a_live_value_holds():
                 if a <= step < b:
                     o, s = mem.offsets[name], mem.sizes[name]
                     assert not (o < off + size and off < o + s), (step, name)
+
+
+def test_pointers_that_reach_the_same_bytes_are_not_restrict():
+    """An op the memory plan runs in place (Exp over the dying Softmax output) and an epilogue written over
+    its GEMM's result get the same buffer twice: neither pointer may be declared __restrict__."""
+    import onnx
+    from onnx import TensorProto as TP
+    from onnx import helper as oh
+
+    from runtime.cuda.emulator import EMULATOR_PROPS
+
+    nodes = [oh.make_node("Softmax", ["x"], ["s"], axis=-1), oh.make_node("Exp", ["s"], ["y"]),
+             oh.make_node("MatMul", ["y", "w"], ["m"]), oh.make_node("Relu", ["m"], ["r"])]
+    graph = oh.make_graph(nodes, "g", [oh.make_tensor_value_info("x", TP.FLOAT, [4, 8])],
+                          [oh.make_tensor_value_info("r", TP.FLOAT, None)],
+                          [onnx.numpy_helper.from_array(np.ones((8, 8), np.float32), "w")])
+    plan = compile_graph(gc.import_onnx(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 21)])))
+    assert plan.memory.inplace == {"y": "s"}
+    steps = lower(plan.graph, EMULATOR_PROPS, inplace=plan.memory.inplace).steps
+    heads = {s.kernel.name: next(ln for ln in s.kernel.source.splitlines() if "__global__" in ln)
+             for s in steps if s.kernel is not None}
+    assert "__restrict__" in heads["Softmax_0"]
+    assert "__restrict__" not in heads["Exp_1"]  # in place
+    epilogue = next(h for name, h in heads.items() if name.endswith("_epilogue"))
+    assert "__restrict__" not in epilogue  # Relu over the MatMul's result, in the output's buffer
