@@ -94,6 +94,8 @@ _EXPRS.update({
     "Softsign": lambda n, a, t, c, h: f"{a[0]} / ({_k(1, c)} + {_fn('fabs', c)}({a[0]}))",
     "Mish": lambda n, a, t, c, h: (_use(h, "softplus"), f"{a[0]} * {_fn('tanh', c)}(gc_softplus({a[0]}))")[1],
     "Swish": lambda n, a, t, c, h: (_use(h, "sigmoid"), f"{a[0]} * gc_sigmoid({_k(n.attrs['alpha'], c)} * {a[0]})")[1],
+    "SwiGLU": lambda n, a, t, c, h: (_use(h, "sigmoid"),
+                                     f"{a[0]} * gc_sigmoid({_k(n.attrs['alpha'], c)} * {a[0]}) * {a[1]}")[1],
     "LeakyRelu": lambda n, a, t, c, h: f"({a[0]} >= {_k(0, c)} ? {a[0]} : {_k(n.attrs['alpha'], c)} * {a[0]})",
     "Elu": lambda n, a, t, c, h: f"({a[0]} > {_k(0, c)} ? {a[0]} : {_k(n.attrs['alpha'], c)} * {_fn('expm1', c)}({a[0]}))",
     "Selu": lambda n, a, t, c, h: (f"{_k(n.attrs['gamma'], c)} * ({a[0]} > {_k(0, c)} ? {a[0]} : "
@@ -145,7 +147,7 @@ _EXPRS.update({
     "Where": lambda n, a, t, c, h: f"({a[0]} ? {a[1]} : {a[2]})",
     "Clip": lambda n, a, t, c, h: _clip(n, a, c),
 })
-_FLOAT_MATH.update({"Sigmoid", "Softplus", "Softsign", "Mish", "Swish", "LeakyRelu", "Elu", "Selu", "Celu",
+_FLOAT_MATH.update({"Sigmoid", "Softplus", "Softsign", "Mish", "Swish", "SwiGLU", "LeakyRelu", "Elu", "Selu", "Celu",
                     "HardSigmoid", "HardSwish", "ThresholdedRelu", "Shrink", "Gelu"})
 #: ops whose result is bool whatever their inputs
 _BOOL_OUT = {"Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual", "And", "Or", "Xor", "Not", "IsNaN",

@@ -370,4 +370,7 @@ from . import codegen_copy, codegen_fill, codegen_gemm, codegen_scatter  # noqa:
 from . import codegen_conv, codegen_pool  # noqa: E402,F401
 from . import codegen_index, codegen_random, codegen_scan  # noqa: E402,F401
 from . import codegen_attention, codegen_dropout  # noqa: E402,F401
+from . import codegen_losses  # noqa: E402,F401
+from . import codegen_extra  # noqa: E402,F401
+from . import codegen_misc  # noqa: E402,F401
 from .custom import custom_lowering  # noqa: E402

@@ -534,10 +534,12 @@ def scan_and_triangle_cases():
     return out
 
 
-MISSING = Case("missing_ops", [oh.make_node("MatMul", ["a", "b"], ["m"]), oh.make_node("TopK", ["m", "k"], ["v", "i"]),
+MISSING = Case("missing_ops", [oh.make_node("MatMul", ["a", "b"], ["m"]),
+                               oh.make_node("Compress", ["m", "keep"], ["v"], axis=0),
                                oh.make_node("Relu", ["v"], ["y"]), oh.make_node("MatMul", ["m", "b"], ["z"])],
-               [("a", TP.INT32, [4, 4]), ("b", TP.INT32, [4, 4])], ["y", "i", "z"],  # integer MatMul: no cuBLAS
-               {"a": _x((4, 4), np.int32), "b": _x((4, 4), np.int32)}, inits=[_i64("k", [2])])
+               [("a", TP.INT32, [4, 4]), ("b", TP.INT32, [4, 4])], ["y", "z"],  # integer MatMul: no cuBLAS
+               {"a": _x((4, 4), np.int32), "b": _x((4, 4), np.int32)},
+               inits=[oh.make_tensor("keep", TP.BOOL, [4], [1, 0, 1, 1])])
 
 
 def attention_cases():

@@ -1,0 +1,393 @@
+"""CUDA lowerings of the loss, normalization and selection ops: NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss,
+RMSNormalization, LpNormalization, Hardmax, TopK and GatherND.
+
+Each is one or two generated kernels with plain grid-stride loops, deterministic by construction:
+
+- a *line* op (Hardmax, LpNormalization, RMSNormalization, the log-softmax of SoftmaxCrossEntropyLoss) gives one
+  thread a line of its input (the elements along the op's axis, or a whole normalized row) and walks it in
+  order: first its statistic (maximum, norm, mean square), then the outputs;
+- a loss with reduction "none" computes one output element per thread; with "sum" or "mean" ONE block sums
+  the per-element losses (and, for "mean", their weights) with each thread striding over the elements and a
+  tree in shared memory, so that the order of the additions depends only on the block size;
+- TopK gives a thread each input element, which counts the elements of its line that come before it (greater,
+  or equal at a lower index, as NumPy's stable sort orders them; NaN counts as the largest value): an element
+  of rank r < k is written to output position r. That is O(length^2) work per line, cheap for the short axes
+  TopK usually sees;
+- GatherND gives a thread each output element, which reads its index tuple and copies one data element.
+
+Indices out of range (a loss target, a GatherND index) cannot raise inside a kernel: a target gives a NaN loss,
+a GatherND index is clamped into its dim. SoftmaxCrossEntropyLoss writes its log-probabilities to its second
+output, or to scratch memory when the graph does not use it, then runs the NegativeLogLikelihoodLoss kernel on it.
+"""
+from __future__ import annotations
+
+from graphc.ir import DType, Node, Value
+from graphc.ops.reduce import LEGACY_COERCE_2D
+
+from .codegen import (CodegenUnsupported, Kernel, KernelGroup, Param, cctype, compute_dtype, ctype, dtype_of,
+                      index_type, literal, load_expr, numel, prelude, round_to, shape_of, store_expr)
+from .codegen_conv import decode, float_type, loop_step
+from .codegen_elementwise import param_list
+from .codegen_reduce import _lowest
+from .lowering import LowerContext, Step, register_lowering
+
+FLOAT_TYPES = (DType.float16, DType.bfloat16, DType.float32, DType.float64)
+#: Threads of the one block that sums a loss (a power of two; fewer where the device allows fewer).
+LOSS_BLOCK = 256
+
+
+def _fn(name: str, dt: DType) -> str:
+    """The C math function ``name`` for the compute type of ``dt`` (``expf`` for float)."""
+    return name + "f" if compute_dtype(dt) == DType.float32 else name
+
+
+def _axis(node: Node, rank: int, default: int = -1) -> int:
+    axis = int(node.attrs.get("axis", default))
+    if not -max(rank, 1) <= axis < max(rank, 1):
+        raise CodegenUnsupported(node, f"axis {axis} is out of range for rank {rank}")
+    return axis % max(rank, 1)
+
+
+def _lines(shape, axis: int, whole_rows: bool = False) -> tuple[int, int, int]:
+    """(lines, length, inner): the lines along ``axis`` of ``shape`` (or, ``whole_rows``, the rows of the
+    tensor flattened to 2-D at ``axis``), each ``length`` elements ``inner`` apart."""
+    full = tuple(shape) if shape else (1,)
+    if whole_rows:
+        length, inner = numel(full[axis:]), 1
+    else:
+        length, inner = full[axis], numel(full[axis + 1:])
+    return (numel(full) // length if length else 0), length, inner
+
+
+def _line_base(length: int, inner: int, it: str) -> str:
+    """Declaration of ``base``, the offset of line ``i``'s first element."""
+    if inner == 1:
+        return f"        const {it} base = i * {length};"
+    return f"        const {it} base = (i / {inner}) * {length * inner} + i % {inner};"
+
+
+def _at(k: str, inner: int) -> str:
+    return f"base + {k}" if inner == 1 else f"base + {k} * {inner}"
+
+
+# ---- Hardmax ------------------------------------------------------------------------------------------
+def _hardmax(node: Node, ctx: LowerContext) -> list[Step]:
+    x, y = node.inputs[0], node.outputs[0]
+    dt = float_type(node, x, FLOAT_TYPES)
+    shape = shape_of(x)
+    axis = _axis(node, len(shape))
+    lines, length, inner = _lines(shape, axis, bool(node.attrs.get(LEGACY_COERCE_2D)))
+    it = index_type(numel(shape))
+    c = cctype(dt)
+    at = _at("k", inner)
+    body = [_line_base(length, inner, it),
+            f"        {c} best = {load_expr('x[base]', dt)};",
+            "        int arg = 0;",
+            f"        for (int k = 1; k < {length}; ++k) {{  // the first maximum wins; a NaN is the maximum",
+            f"            const {c} v = {load_expr(f'x[{at}]', dt)};",
+            "            if (best == best && (v > best || v != v)) { best = v; arg = k; }",
+            "        }",
+            f"        for (int k = 0; k < {length}; ++k) y[{at}] = "
+            f"{store_expr(f'(k == arg) ? {literal(1, dt)} : {literal(0, dt)}', dt)};"]
+    if length == 0:
+        lines = 0
+    return [loop_step(ctx, node, "hardmax", [("x", x, dt)], [("y", y, dt)], lines, body,
+                      f"Hardmax of {dt}{list(shape)} axis={axis}: {lines} lines of {length}, one thread each", it)]
+
+
+# ---- LpNormalization ----------------------------------------------------------------------------------
+def _lp_normalization(node: Node, ctx: LowerContext) -> list[Step]:
+    x, y = node.inputs[0], node.outputs[0]
+    dt = float_type(node, x, FLOAT_TYPES)
+    p = int(node.attrs.get("p", 2))
+    if p not in (1, 2):
+        raise CodegenUnsupported(node, f"attribute p = {p} (LpNormalization takes 1 or 2)")
+    shape = shape_of(x)
+    axis = _axis(node, len(shape))
+    lines, length, inner = _lines(shape, axis)
+    it = index_type(numel(shape))
+    c = cctype(dt)
+    at = _at("k", inner)
+    term = f"{_fn('fabs', dt)}(v)" if p == 1 else "v * v"
+    body = [_line_base(length, inner, it),
+            f"        {c} norm = {literal(0, dt)};",
+            f"        for (int k = 0; k < {length}; ++k) {{",
+            f"            const {c} v = {load_expr(f'x[{at}]', dt)};",
+            f"            norm += {term};",
+            "        }"]
+    if p == 2:
+        body.append(f"        norm = {_fn('sqrt', dt)}(norm);")
+    xk = load_expr(f"x[{at}]", dt)
+    zero = literal(0, dt)
+    body += [f"        for (int k = 0; k < {length}; ++k)  // a zero norm gives zeros, not NaN",
+             f"            y[{at}] = {store_expr(f'norm == {zero} ? {zero} : {xk} / norm', dt)};"]
+    return [loop_step(ctx, node, "lpnorm", [("x", x, dt)], [("y", y, dt)], lines, body,
+                      f"L{p} normalization of {dt}{list(shape)} along axis {axis}: {lines} lines of {length}", it)]
+
+
+# ---- RMSNormalization ---------------------------------------------------------------------------------
+def _scale_offset(node: Node, scale_shape, row_shape, it: str) -> str:
+    """The offset in ``scale`` (broadcast to ``row_shape``, the normalized dims) of row element ``k``."""
+    if tuple(scale_shape) == tuple(row_shape):
+        return "k"
+    pad = len(row_shape) - len(scale_shape)
+    if pad < 0 and any(d != 1 for d in scale_shape[:-pad]):
+        raise CodegenUnsupported(node, f"scale of shape {list(scale_shape)} spans more than the normalized dims "
+                                       f"{list(row_shape)}")
+    padded = ((1,) * pad + tuple(scale_shape))[-len(row_shape):] if row_shape else ()
+    terms = []
+    for d, (sd, rd) in enumerate(zip(padded, row_shape)):
+        if sd == 1:
+            continue
+        if sd != rd:
+            raise CodegenUnsupported(node, f"scale of shape {list(scale_shape)} does not broadcast to "
+                                           f"{list(row_shape)}")
+        coord = f"(({it})k / {numel(row_shape[d + 1:])}) % {rd}"
+        step = numel(padded[d + 1:])
+        terms.append(coord if step == 1 else f"{coord} * {step}")
+    return " + ".join(terms) if terms else "0"
+
+
+def _rms_normalization(node: Node, ctx: LowerContext) -> list[Step]:
+    x, scale, y = node.inputs[0], node.inputs[1], node.outputs[0]
+    xt, st, yt = float_type(node, x, FLOAT_TYPES), float_type(node, scale, FLOAT_TYPES), dtype_of(y)
+    stash = int(node.attrs.get("stash_type", 1))
+    if stash not in (DType.float32.value, DType.float64.value):
+        raise CodegenUnsupported(node, f"stash_type {stash} (the CUDA backend computes in float32 or float64)")
+    # the statistics' precision: the stash type, never below the input's own
+    work = DType.float64 if DType.float64 in (xt, DType(stash)) else DType.float32
+    shape = shape_of(x)
+    axis = _axis(node, len(shape))
+    rows, length = numel(shape[:axis]), numel(shape[axis:])
+    it = index_type(numel(shape))
+    w = ctype(work)
+    s_at = _scale_offset(node, shape_of(scale), shape[axis:], it)
+    eps = literal(float(node.attrs.get("epsilon", 1e-5)), work)
+    xk, sk = load_expr("x[base + k]", xt), load_expr(f"scale[{s_at}]", st)
+    body = [f"        const {it} base = i * {length};",
+            f"        {w} sum = {literal(0, work)};",
+            f"        for (int k = 0; k < {length}; ++k) {{",
+            f"            const {w} v = ({w}){load_expr('x[base + k]', xt)};",
+            "            sum += v * v;",
+            "        }",
+            f"        const {w} inv = {literal(1, work)} / {_fn('sqrt', work)}(sum / {literal(length, work)} + {eps});",
+            f"        for (int k = 0; k < {length}; ++k) {{",
+            f"            const {cctype(xt)} n = {round_to(f'({cctype(xt)})(({w}){xk} * inv)', xt)};"
+            f"  // normalized, in x's type",
+            f"            y[base + k] = {store_expr(f'({cctype(yt)})(n * {sk})', yt)};",
+            "        }"]
+    return [loop_step(ctx, node, "rmsnorm", [("x", x, xt), ("scale", scale, st)], [("y", y, yt)], rows, body,
+                      f"RMS normalization of {xt}{list(shape)} over dims {axis}..: {rows} rows of {length}, in {work}",
+                      it)]
+
+
+# ---- NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss -----------------------------------------------
+def _loss_terms(node: Node, dt: DType, classes: int, inner: int, weighted: bool) -> list[str]:
+    """Lines computing ``loss`` and ``w`` (the element's weight) of loss element ``e`` (index (n, d...))."""
+    c = cctype(dt)
+    ignore = node.attrs.get("ignore_index")
+    keep = f"t != {literal(int(ignore), DType.int64)}" if ignore is not None else "true"
+    picked = load_expr(f"logp[(e / {inner}) * {classes * inner} + cls * {inner} + e % {inner}]", dt)
+    weight = load_expr("weight[cls]", dt) if weighted else literal(1, dt)
+    return ["const long long t = (long long)target[e];",
+            f"const bool keep = {keep};  // ignore_index",
+            "const long long cls = keep ? t : 0;",
+            f"{c} loss, w;",
+            f"if (cls < 0 || cls >= {classes}) {{  // a target out of range",
+            f"    loss = {literal(float('nan'), dt)};",
+            f"    w = {literal(float('nan'), dt)};",
+            "} else {",
+            f"    w = keep ? {weight} : {literal(0, dt)};",
+            f"    loss = {round_to(f'-({picked}) * w', dt)};",
+            "}"]
+
+
+def _nll_steps(node: Node, ctx: LowerContext, logp: Value, target: Value, weight: Value | None,
+               out: Value, what: str) -> list[Step]:
+    dt = float_type(node, logp, FLOAT_TYPES)
+    tt = dtype_of(target)
+    if tt not in (DType.int32, DType.int64):
+        raise CodegenUnsupported(node, f"target of type {tt} (int32 or int64 expected)")
+    shape = shape_of(logp)
+    if len(shape) < 2:
+        raise CodegenUnsupported(node, f"input of rank {len(shape)} (expected (N, C, d...))")
+    classes, inner = shape[1], numel(shape[2:])
+    n = shape[0] * inner
+    reduction = node.attrs.get("reduction", "mean")
+    ins = [("logp", logp, dt), ("target", target, tt)] + ([("weight", weight, dt)] if weight is not None else [])
+    terms = _loss_terms(node, dt, classes, inner, weight is not None)
+    about = (f"{what} reduction={reduction} of {dt}{list(shape)}"
+             + (f", ignore_index={node.attrs['ignore_index']}" if node.attrs.get("ignore_index") is not None else ""))
+    if reduction == "none":
+        body = [f"        const {index_type(n)} e = i;"] + [f"        {line}" for line in terms]
+        body.append(f"        out[e] = {store_expr('loss', dt)};")
+        return [loop_step(ctx, node, "loss", ins, [("out", out, dt)], n, body, about + ": one thread per element",
+                          index_type(n))]
+    if reduction not in ("sum", "mean"):
+        raise CodegenUnsupported(node, f"reduction '{reduction}'")
+    return [_one_block_sum(ctx, node, ins, out, dt, n, terms, reduction == "mean", about)]
+
+
+def _one_block_sum(ctx: LowerContext, node: Node, ins, out: Value, dt: DType, n: int, terms: list[str],
+                   mean: bool, about: str) -> Step:
+    """ONE block sums ``loss`` (and ``w``) over the ``n`` elements: each thread a strided share, then a tree."""
+    block = 1
+    while block * 2 <= min(LOSS_BLOCK, ctx.props.max_threads_per_block):
+        block *= 2
+    c = cctype(dt)
+    name = ctx.unique_name(f"{node.name or node.op_type}_loss")
+    params = [Param("input", k, p, t) for k, (p, _, t) in enumerate(ins)] + [Param("output", 0, "out", dt)]
+    result = "s_loss[0] / s_w[0]" if mean else "s_loss[0]"
+    it = index_type(n)
+    src = [f"// graphc kernel '{name}': {node.op_type} '{node.name}'",
+           f"// {about}: one block of {block} threads sums the {n} element losses"
+           + (" and their weights" if mean else ""),
+           prelude(set(), {dt}), "",
+           f'extern "C" __global__ void {name}({param_list(params)})', "{",
+           f"    __shared__ {c} s_loss[{block}];",
+           f"    __shared__ {c} s_w[{block}];",
+           f"    {c} loss_sum = {literal(0, dt)}, w_sum = {literal(0, dt)};",
+           f"    for ({it} e = threadIdx.x; e < {n}; e += blockDim.x) {{",
+           *[f"        {line}" for line in terms],
+           "        loss_sum += loss;",
+           "        w_sum += w;",
+           "    }",
+           "    s_loss[threadIdx.x] = loss_sum;",
+           "    s_w[threadIdx.x] = w_sum;",
+           "    __syncthreads();",
+           f"    for (int half = {block // 2}; half > 0; half >>= 1) {{",
+           "        if (threadIdx.x < half) {",
+           "            s_loss[threadIdx.x] += s_loss[threadIdx.x + half];",
+           "            s_w[threadIdx.x] += s_w[threadIdx.x + half];",
+           "        }",
+           "        __syncthreads();",
+           "    }",
+           f"    if (threadIdx.x == 0) out[0] = {store_expr(result, dt)};  // mean: 0 / 0 (all ignored) is NaN",
+           "}", ""]
+    group = KernelGroup(name, [node], [v for _, v, _ in ins], [out])
+    kernel = Kernel(name, "\n".join(src), params, 1, block, group, max(n, 1))
+    return ctx.kernel_step(group, node, kernel)
+
+
+def _nll(node: Node, ctx: LowerContext) -> list[Step]:
+    x, target = node.inputs[:2]
+    weight = node.inputs[2] if len(node.inputs) > 2 else None
+    return _nll_steps(node, ctx, x, target, weight, node.outputs[0], "NegativeLogLikelihoodLoss")
+
+
+def _softmax_cross_entropy(node: Node, ctx: LowerContext) -> list[Step]:
+    scores, labels = node.inputs[:2]
+    weight = node.inputs[2] if len(node.inputs) > 2 else None
+    dt = float_type(node, scores, FLOAT_TYPES)
+    shape = shape_of(scores)
+    if len(shape) < 2:
+        raise CodegenUnsupported(node, f"scores of rank {len(shape)} (expected (N, C, d...))")
+    logp = node.outputs[1] if len(node.outputs) > 1 and node.outputs[1] is not None else \
+        ctx.scratch(ctx.unique_name(f"{node.name}_log_prob"), dt, shape)
+    lines, length, inner = _lines(shape, 1)
+    it = index_type(numel(shape))
+    c = cctype(dt)
+    at = _at("k", inner)
+    sk = load_expr(f"scores[{at}]", dt)
+    body = [_line_base(length, inner, it),
+            f"        {c} m = {_lowest(compute_dtype(dt))};",
+            f"        for (int k = 0; k < {length}; ++k) {{  // the maximum (NaN propagates)",
+            f"            const {c} v = {load_expr(f'scores[{at}]', dt)};",
+            "            m = (v > m || v != v) ? v : m;",
+            "        }",
+            f"        {c} sum = {literal(0, dt)};",
+            f"        for (int k = 0; k < {length}; ++k) sum += {_fn('exp', dt)}({sk} - m);",
+            f"        const {c} lse = {_fn('log', dt)}(sum);",
+            f"        for (int k = 0; k < {length}; ++k) "
+            f"logp[{at}] = {store_expr(f'({sk} - m) - lse', dt)};"]
+    first = loop_step(ctx, node, "log_softmax", [("scores", scores, dt)], [("logp", logp, dt)], lines, body,
+                      f"log-softmax of {dt}{list(shape)} over the classes: {lines} lines of {length}, one thread each",
+                      it)
+    return [first] + _nll_steps(node, ctx, logp, labels, weight, node.outputs[0], "SoftmaxCrossEntropyLoss")
+
+
+# ---- TopK -------------------------------------------------------------------------------------------
+def _topk(node: Node, ctx: LowerContext) -> list[Step]:
+    x, values = node.inputs[0], node.outputs[0]
+    indices = node.outputs[1] if len(node.outputs) > 1 else None
+    dt = dtype_of(x)
+    if dt in (DType.bool,):
+        raise CodegenUnsupported(node, f"TopK on {dt}")
+    shape = shape_of(x)
+    axis = _axis(node, len(shape))
+    k = shape_of(values)[axis] if shape else 1
+    _, length, inner = _lines(shape, axis)
+    largest = bool(node.attrs.get("largest", 1))
+    n = numel(shape) if shape else 1
+    it = index_type(n)
+    c = cctype(dt)
+    nan = dt.is_float
+    # j comes before a: its value is ahead (larger for largest, smaller otherwise; NaN is the largest), or the
+    # values are tied and j is the lower index
+    ahead, behind = ("xj_gt", "xa_gt") if largest else ("xa_gt", "xj_gt")
+    xa, xj = load_expr("x[" + _at("a", inner) + "]", dt), load_expr("x[" + _at("j", inner) + "]", dt)
+    body = decode("i", [("outer", n // max(length * inner, 1)), ("a", length), ("in", inner)], it)
+    body += [f"        const {it} base = outer * {length * inner} + in;",
+             f"        const {c} xa = {xa};",
+             "        int rank = 0;",
+             f"        for (int j = 0; j < {length} && rank < {k}; ++j) {{",
+             f"            const {c} xj = {xj};",
+             "            const bool xj_gt = " + ("(xj != xj && xa == xa) || xj > xa;" if nan else "xj > xa;"),
+             "            const bool xa_gt = " + ("(xa != xa && xj == xj) || xa > xj;" if nan else "xa > xj;"),
+             f"            if ({ahead} || (!{behind} && j < a)) ++rank;",
+             "        }",
+             f"        if (rank < {k}) {{",
+             f"            const {it} to = outer * {k * inner} + ({it})rank * {inner} + in;",
+             "            values[to] = x[i];"]
+    outs = [("values", values, dt)]
+    if indices is not None:
+        body.append("            indices[to] = (long long)a;")
+        outs.append(("indices", indices, DType.int64))
+    body.append("        }")
+    what = (f"TopK k={k} {'largest' if largest else 'smallest'} along axis {axis} of {dt}{list(shape)}: one thread "
+            f"per element, its rank among the {length} of its line")
+    return [loop_step(ctx, node, "topk", [("x", x, dt)], outs, n if k else 0, body, what, it)]
+
+
+# ---- GatherND ---------------------------------------------------------------------------------------
+def _gather_nd(node: Node, ctx: LowerContext) -> list[Step]:
+    data, idx, out = node.inputs[0], node.inputs[1], node.outputs[0]
+    dt, xt = dtype_of(data), dtype_of(idx)
+    ds, qs = shape_of(data), shape_of(idx)
+    b = int(node.attrs.get("batch_dims", 0))
+    if not qs or b >= min(len(ds), len(qs)):
+        raise CodegenUnsupported(node, f"indices of shape {list(qs)} with batch_dims {b}")
+    k = qs[-1]
+    if b + k > len(ds):
+        raise CodegenUnsupported(node, f"indices of depth {k} into data of rank {len(ds)} after {b} batch dims")
+    tuples = numel(qs[:-1])  # index tuples
+    batches = numel(ds[:b])
+    per_batch = tuples // batches if batches else 0
+    slice_len = numel(ds[b + k:])
+    n = numel(shape_of(out))
+    it = "long long"
+    body = [f"        const {it} q = i / {slice_len};  // the index tuple",
+            f"        const {it} batch = q / {max(per_batch, 1)};",
+            f"        {it} at = batch * {numel(ds[b:])} + i % {slice_len};  // + the indexed dims below"]
+    for j in range(k):
+        dim = ds[b + j]
+        body += [f"        {it} c{j} = (long long)idx[q * {k} + {j}];",
+                 f"        c{j} = c{j} < 0 ? c{j} + {dim} : c{j};  // negative: from the end",
+                 f"        c{j} = c{j} < 0 ? 0 : (c{j} >= {dim} ? {dim - 1} : c{j});  // out of range: clamped",
+                 f"        at += c{j} * {numel(ds[b + j + 1:])};"]
+    body.append("        out[i] = data[at];")
+    what = (f"GatherND batch_dims={b} of {dt}{list(ds)} by indices {list(qs)}: one thread per output element, "
+            f"slices of {slice_len}")
+    return [loop_step(ctx, node, "gathernd", [("data", data, dt), ("idx", idx, xt)], [("out", out, dt)], n, body,
+                      what, it)]
+
+
+register_lowering("Hardmax", _hardmax)
+register_lowering("LpNormalization", _lp_normalization)
+register_lowering("RMSNormalization", _rms_normalization)
+register_lowering("NegativeLogLikelihoodLoss", _nll)
+register_lowering("SoftmaxCrossEntropyLoss", _softmax_cross_entropy)
+register_lowering("TopK", _topk)
+register_lowering("GatherND", _gather_nd)
+
+__all__: list[str] = []

@@ -1,0 +1,142 @@
+"""The ops of codegen_losses.py where the ONNX node cases do not reach: half and double types, NaN and ties in
+Hardmax and TopK, unsigned TopK, negative GatherND indices with batch dims, a broadcast RMSNormalization scale,
+a zero LpNormalization line; on the CPU emulator against the NumPy backend.
+
+The node cases of these ops (losses, norms, Hardmax, TopK, GatherND) run in test_cuda_emulator.py and
+test_cuda_nvcc.py.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from onnx import helper as oh
+from onnx import numpy_helper
+
+import graphc as gc
+from graphc.compiler import compile as compile_graph
+from runtime.cuda import CudaBackend
+from runtime.cuda.cache import KernelCache
+from runtime.cuda.emulator import EmulatedDevice, combined_source
+from runtime.cuda.launch import DeviceProps
+from runtime.cuda.lowering import lower
+
+pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="the CUDA emulator needs g++")
+
+
+def _info(name, dtype, shape=None):
+    return oh.make_tensor_value_info(name, oh.np_dtype_to_tensor_dtype(np.dtype(dtype)), shape)
+
+
+def _model(node, feeds: dict, outputs: list[tuple[str, type]], consts: dict | None = None):
+    consts = consts or {}
+    g = oh.make_graph([node], "losses", [_info(k, v.dtype, v.shape) for k, v in feeds.items()],
+                      [_info(n, dt) for n, dt in outputs], [numpy_helper.from_array(v, k) for k, v in consts.items()])
+    return oh.make_model(g, opset_imports=[oh.make_opsetid("", 23)])
+
+
+def _agree(node, feeds: dict, outputs: list[tuple[str, type]], tmp_path, consts: dict | None = None, atol=0.0):
+    """Run ``node`` on the emulator and on the NumPy backend; same types, shapes, and values within ``atol``."""
+    model = _model(node, feeds, outputs, consts)
+    dev = EmulatedDevice(KernelCache(tmp_path))
+    got = CudaBackend.prepare(compile_graph(gc.import_onnx(model)), device=dev, debug=True).run(list(feeds.values()))
+    refs = gc.prepare(gc.import_onnx(model), backend="numpy").run(list(feeds.values()))
+    assert len(got) == len(refs) == len(outputs)
+    for y, ref in zip(got, refs):
+        assert y.dtype == ref.dtype and y.shape == ref.shape
+        np.testing.assert_allclose(y.astype(np.float64), ref.astype(np.float64), rtol=0, atol=atol, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype,reduction", [(np.float16, "mean"), (np.float64, "sum"), (np.float64, "none")])
+def test_softmax_cross_entropy_with_weights_ignore_index_and_log_prob(dtype, reduction, tmp_path):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 5, 4)).astype(dtype)
+    labels = rng.integers(0, 5, (3, 4)).astype(np.int32)
+    labels[0, 0] = -1  # ignored
+    w = rng.random(5).astype(dtype)
+    node = oh.make_node("SoftmaxCrossEntropyLoss", ["x", "labels", "w"], ["loss", "log_prob"], reduction=reduction,
+                        ignore_index=-1)
+    _agree(node, {"x": x, "labels": labels, "w": w}, [("loss", dtype), ("log_prob", dtype)], tmp_path,
+           atol=2e-2 if dtype == np.float16 else 1e-12)
+
+
+def test_nll_loss_mean_with_every_target_ignored_is_nan(tmp_path):
+    x = np.random.default_rng(2).standard_normal((2, 3)).astype(np.float32)
+    t = np.array([1, 1], np.int64)
+    node = oh.make_node("NegativeLogLikelihoodLoss", ["x", "t"], ["loss"], reduction="mean", ignore_index=1)
+    _agree(node, {"x": x, "t": t}, [("loss", np.float32)], tmp_path)
+
+
+@pytest.mark.parametrize("largest", [1, 0])
+def test_topk_ties_nan_and_an_inner_axis(largest, tmp_path):
+    x = np.array([[3, 1, np.nan, 1], [3, 2, 2, np.nan], [0, 2, 5, 1], [3, 2, 2, 1], [-0.0, 0.0, 7, 1]], np.float32)
+    node = oh.make_node("TopK", ["x", "k"], ["v", "i"], axis=0, largest=largest)
+    _agree(node, {"x": x}, [("v", np.float32), ("i", np.int64)], tmp_path, consts={"k": np.array([3], np.int64)})
+
+
+def test_topk_smallest_unsigned_with_ties(tmp_path):
+    x = np.array([[7, 255, 0, 7, 0, 3], [1, 1, 1, 1, 1, 1]], np.uint8)
+    node = oh.make_node("TopK", ["x", "k"], ["v", "i"], largest=0)
+    _agree(node, {"x": x}, [("v", np.uint8), ("i", np.int64)], tmp_path, consts={"k": np.array([4], np.int64)})
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float64])
+def test_hardmax_first_maximum_wins_and_nan_is_the_maximum(dtype, tmp_path):
+    x = np.array([[[1, 5, 5], [2, np.nan, 9]], [[0, 0, 0], [4, 3, 4]]], dtype)
+    node = oh.make_node("Hardmax", ["x"], ["y"], axis=2)
+    _agree(node, {"x": x}, [("y", dtype)], tmp_path)
+
+
+def test_gathernd_negative_indices_with_a_batch_dim(tmp_path):
+    data = np.arange(2 * 3 * 4 * 2).reshape(2, 3, 4, 2).astype(np.float16)
+    idx = np.array([[[-1, 0], [0, -4]], [[2, 3], [-3, 1]]], np.int64)  # (2, 2, 2): batch, tuples, depth 2
+    node = oh.make_node("GatherND", ["data", "idx"], ["y"], batch_dims=1)
+    _agree(node, {"data": data, "idx": idx}, [("y", np.float16)], tmp_path)
+
+
+def test_rms_normalization_half_input_with_a_broadcast_scale(tmp_path):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 4)).astype(np.float16)
+    scale = rng.standard_normal((4,)).astype(np.float16)
+    node = oh.make_node("RMSNormalization", ["x", "scale"], ["y"], axis=-2, epsilon=1e-3)
+    _agree(node, {"x": x, "scale": scale}, [("y", np.float16)], tmp_path, atol=2e-3)
+
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_lp_normalization_of_a_zero_line_gives_zeros(p, tmp_path):
+    x = np.array([[0, 0, 0], [3, -4, 0], [1, 2, 2]], np.float16).T.copy()
+    node = oh.make_node("LpNormalization", ["x"], ["y"], axis=0, p=p)
+    _agree(node, {"x": x}, [("y", np.float16)], tmp_path, atol=1e-3)
+
+
+@pytest.mark.nvcc
+def test_half_double_and_unsigned_kernels_compile_to_ptx(tmp_path):
+    """The types the node cases do not use, through nvcc (sm_90) as test_cuda_nvcc.py compiles the others."""
+    from runtime.cuda.cache import find_nvcc
+
+    h, d = np.zeros((3, 5, 4), np.float16), np.zeros((3, 5, 4), np.float64)
+    t = np.zeros((3, 4), np.int32)
+    models = [
+        _model(oh.make_node("SoftmaxCrossEntropyLoss", ["x", "t", "w"], ["loss"], ignore_index=-1),
+               {"x": h, "t": t, "w": np.zeros(5, np.float16)}, [("loss", np.float16)]),
+        _model(oh.make_node("NegativeLogLikelihoodLoss", ["x", "t"], ["loss"], reduction="sum"), {"x": d, "t": t},
+               [("loss", np.float64)]),
+        _model(oh.make_node("RMSNormalization", ["x", "s"], ["y"]), {"x": h, "s": np.zeros(4, np.float32)},
+               [("y", np.float32)]),
+        _model(oh.make_node("LpNormalization", ["x"], ["y"], p=1), {"x": h}, [("y", np.float16)]),
+        _model(oh.make_node("Hardmax", ["x"], ["y"]), {"x": d}, [("y", np.float64)]),
+        _model(oh.make_node("TopK", ["x", "k"], ["v", "i"], largest=0), {"x": t.astype(np.uint8)},
+               [("v", np.uint8), ("i", np.int64)], {"k": np.array([2], np.int64)}),
+        _model(oh.make_node("GatherND", ["x", "i"], ["y"], batch_dims=1), {"x": h, "i": np.zeros((3, 2, 1), np.int64)},
+               [("y", np.float16)]),
+    ]
+    kernels = [s.kernel for m in models for s in lower(compile_graph(gc.import_onnx(m)).graph, DeviceProps()).steps
+               if s.kernel is not None]
+    src = tmp_path / "losses.cu"
+    src.write_text(combined_source(kernels))
+    run = subprocess.run([find_nvcc(), "--ptx", "-arch=sm_90", "-std=c++17", "-o", str(tmp_path / "k.ptx"), str(src)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert (tmp_path / "k.ptx").read_text().count(".entry") == len(kernels) == 8
