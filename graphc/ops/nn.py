@@ -474,8 +474,9 @@ _ACTIVATIONS = {
 _CELLS = {"RNN": (1, ["Tanh"]), "GRU": (3, ["Sigmoid", "Tanh"]), "LSTM": (4, ["Sigmoid", "Tanh", "Tanh"])}
 
 
-def _activations(node, per_dir: int, num_dir: int):
-    """The activation functions per direction, with alpha/beta taken in order from the attribute lists."""
+def activation_specs(node, per_dir: int, num_dir: int) -> list[list[tuple[str, float | None, float | None]]]:
+    """Per direction, the (lower-case name, alpha, beta) of each activation, alpha/beta taken in order from
+    the attribute lists (None where the function takes no such parameter); the CUDA lowering reads it too."""
     names = node.attrs.get("activations") or []
     default = _CELLS[node.op_type][1]
     if len(names) < per_dir * num_dir:
@@ -483,16 +484,22 @@ def _activations(node, per_dir: int, num_dir: int):
         names = (names * num_dir)[: per_dir * num_dir]
     alphas = list(node.attrs.get("activation_alpha") or [])
     betas = list(node.attrs.get("activation_beta") or [])
-    fns = []
+    specs = []
     for name in names[: per_dir * num_dir]:
         spec = _ACTIVATIONS.get(name.lower())
         if spec is None:
             raise ValueError(f"unknown activation '{name}'; expected one of {', '.join(sorted(_ACTIVATIONS))}")
-        fn, da, db = spec
+        _, da, db = spec
         a = alphas.pop(0) if da is not None and alphas else da
         b = betas.pop(0) if db is not None and betas else db
-        fns.append(lambda x, fn=fn, a=a, b=b: fn(x, a, b))
-    return [fns[d * per_dir:(d + 1) * per_dir] for d in range(num_dir)]
+        specs.append((name.lower(), a, b))
+    return [specs[d * per_dir:(d + 1) * per_dir] for d in range(num_dir)]
+
+
+def _activations(node, per_dir: int, num_dir: int):
+    """The activation functions per direction (``activation_specs`` bound to NumPy functions)."""
+    return [[lambda x, fn=_ACTIVATIONS[name][0], a=a, b=b: fn(x, a, b) for name, a, b in specs]
+            for specs in activation_specs(node, per_dir, num_dir)]
 
 
 def _recurrent_eval(node, X, W, R, B=None, seq_lens=None, h0=None, c0=None, P=None):

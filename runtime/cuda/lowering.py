@@ -373,4 +373,5 @@ from . import codegen_attention, codegen_dropout  # noqa: E402,F401
 from . import codegen_losses  # noqa: E402,F401
 from . import codegen_extra  # noqa: E402,F401
 from . import codegen_misc  # noqa: E402,F401
+from . import codegen_rnn  # noqa: E402,F401
 from .custom import custom_lowering  # noqa: E402
