@@ -1,11 +1,9 @@
-"""CUDA lowerings of the loss, normalization and selection ops: NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss,
-RMSNormalization, LpNormalization, Hardmax, TopK and GatherND.
+"""CUDA lowerings of the loss and selection ops: NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss, TopK and
+GatherND (RMSNormalization, LpNormalization, Hardmax and SoftmaxCrossEntropyLoss's log-softmax are row kernels of
+codegen_reduce.py: a block per long row, a thread per short one).
 
 Each is one or two generated kernels with plain grid-stride loops, deterministic by construction:
 
-- a *line* op (Hardmax, LpNormalization, RMSNormalization, the log-softmax of SoftmaxCrossEntropyLoss) gives one
-  thread a line of its input (the elements along the op's axis, or a whole normalized row) and walks it in
-  order: first its statistic (maximum, norm, mean square), then the outputs;
 - a loss with reduction "none" computes one output element per thread; with "sum" or "mean" ONE block sums
   the per-element losses (and, for "mean", their weights) with each thread striding over the elements and a
   tree in shared memory, so that the order of the additions depends only on the block size;
@@ -22,23 +20,16 @@ output, or to scratch memory when the graph does not use it, then runs the Negat
 from __future__ import annotations
 
 from graphc.ir import DType, Node, Value
-from graphc.ops.reduce import LEGACY_COERCE_2D
 
-from .codegen import (CodegenUnsupported, Kernel, KernelGroup, Param, cctype, compute_dtype, ctype, dtype_of,
+from .codegen import (CodegenUnsupported, Kernel, KernelGroup, Param, cctype, dtype_of,
                       index_type, literal, load_expr, numel, prelude, round_to, shape_of, store_expr)
 from .codegen_conv import decode, float_type, loop_step
 from .codegen_elementwise import param_list
-from .codegen_reduce import _lowest
 from .lowering import LowerContext, Step, register_lowering
 
 FLOAT_TYPES = (DType.float16, DType.bfloat16, DType.float32, DType.float64)
 #: Threads of the one block that sums a loss (a power of two; fewer where the device allows fewer).
 LOSS_BLOCK = 256
-
-
-def _fn(name: str, dt: DType) -> str:
-    """The C math function ``name`` for the compute type of ``dt`` (``expf`` for float)."""
-    return name + "f" if compute_dtype(dt) == DType.float32 else name
 
 
 def _axis(node: Node, rank: int, default: int = -1) -> int:
@@ -48,137 +39,15 @@ def _axis(node: Node, rank: int, default: int = -1) -> int:
     return axis % max(rank, 1)
 
 
-def _lines(shape, axis: int, whole_rows: bool = False) -> tuple[int, int, int]:
-    """(lines, length, inner): the lines along ``axis`` of ``shape`` (or, ``whole_rows``, the rows of the
-    tensor flattened to 2-D at ``axis``), each ``length`` elements ``inner`` apart."""
+def _lines(shape, axis: int) -> tuple[int, int, int]:
+    """(lines, length, inner): the lines along ``axis`` of ``shape``, each ``length`` elements ``inner`` apart."""
     full = tuple(shape) if shape else (1,)
-    if whole_rows:
-        length, inner = numel(full[axis:]), 1
-    else:
-        length, inner = full[axis], numel(full[axis + 1:])
+    length, inner = full[axis], numel(full[axis + 1:])
     return (numel(full) // length if length else 0), length, inner
-
-
-def _line_base(length: int, inner: int, it: str) -> str:
-    """Declaration of ``base``, the offset of line ``i``'s first element."""
-    if inner == 1:
-        return f"        const {it} base = i * {length};"
-    return f"        const {it} base = (i / {inner}) * {length * inner} + i % {inner};"
 
 
 def _at(k: str, inner: int) -> str:
     return f"base + {k}" if inner == 1 else f"base + {k} * {inner}"
-
-
-# ---- Hardmax ------------------------------------------------------------------------------------------
-def _hardmax(node: Node, ctx: LowerContext) -> list[Step]:
-    x, y = node.inputs[0], node.outputs[0]
-    dt = float_type(node, x, FLOAT_TYPES)
-    shape = shape_of(x)
-    axis = _axis(node, len(shape))
-    lines, length, inner = _lines(shape, axis, bool(node.attrs.get(LEGACY_COERCE_2D)))
-    it = index_type(numel(shape))
-    c = cctype(dt)
-    at = _at("k", inner)
-    body = [_line_base(length, inner, it),
-            f"        {c} best = {load_expr('x[base]', dt)};",
-            "        int arg = 0;",
-            f"        for (int k = 1; k < {length}; ++k) {{  // the first maximum wins; a NaN is the maximum",
-            f"            const {c} v = {load_expr(f'x[{at}]', dt)};",
-            "            if (best == best && (v > best || v != v)) { best = v; arg = k; }",
-            "        }",
-            f"        for (int k = 0; k < {length}; ++k) y[{at}] = "
-            f"{store_expr(f'(k == arg) ? {literal(1, dt)} : {literal(0, dt)}', dt)};"]
-    if length == 0:
-        lines = 0
-    return [loop_step(ctx, node, "hardmax", [("x", x, dt)], [("y", y, dt)], lines, body,
-                      f"Hardmax of {dt}{list(shape)} axis={axis}: {lines} lines of {length}, one thread each", it)]
-
-
-# ---- LpNormalization ----------------------------------------------------------------------------------
-def _lp_normalization(node: Node, ctx: LowerContext) -> list[Step]:
-    x, y = node.inputs[0], node.outputs[0]
-    dt = float_type(node, x, FLOAT_TYPES)
-    p = int(node.attrs.get("p", 2))
-    if p not in (1, 2):
-        raise CodegenUnsupported(node, f"attribute p = {p} (LpNormalization takes 1 or 2)")
-    shape = shape_of(x)
-    axis = _axis(node, len(shape))
-    lines, length, inner = _lines(shape, axis)
-    it = index_type(numel(shape))
-    c = cctype(dt)
-    at = _at("k", inner)
-    term = f"{_fn('fabs', dt)}(v)" if p == 1 else "v * v"
-    body = [_line_base(length, inner, it),
-            f"        {c} norm = {literal(0, dt)};",
-            f"        for (int k = 0; k < {length}; ++k) {{",
-            f"            const {c} v = {load_expr(f'x[{at}]', dt)};",
-            f"            norm += {term};",
-            "        }"]
-    if p == 2:
-        body.append(f"        norm = {_fn('sqrt', dt)}(norm);")
-    xk = load_expr(f"x[{at}]", dt)
-    zero = literal(0, dt)
-    body += [f"        for (int k = 0; k < {length}; ++k)  // a zero norm gives zeros, not NaN",
-             f"            y[{at}] = {store_expr(f'norm == {zero} ? {zero} : {xk} / norm', dt)};"]
-    return [loop_step(ctx, node, "lpnorm", [("x", x, dt)], [("y", y, dt)], lines, body,
-                      f"L{p} normalization of {dt}{list(shape)} along axis {axis}: {lines} lines of {length}", it)]
-
-
-# ---- RMSNormalization ---------------------------------------------------------------------------------
-def _scale_offset(node: Node, scale_shape, row_shape, it: str) -> str:
-    """The offset in ``scale`` (broadcast to ``row_shape``, the normalized dims) of row element ``k``."""
-    if tuple(scale_shape) == tuple(row_shape):
-        return "k"
-    pad = len(row_shape) - len(scale_shape)
-    if pad < 0 and any(d != 1 for d in scale_shape[:-pad]):
-        raise CodegenUnsupported(node, f"scale of shape {list(scale_shape)} spans more than the normalized dims "
-                                       f"{list(row_shape)}")
-    padded = ((1,) * pad + tuple(scale_shape))[-len(row_shape):] if row_shape else ()
-    terms = []
-    for d, (sd, rd) in enumerate(zip(padded, row_shape)):
-        if sd == 1:
-            continue
-        if sd != rd:
-            raise CodegenUnsupported(node, f"scale of shape {list(scale_shape)} does not broadcast to "
-                                           f"{list(row_shape)}")
-        coord = f"(({it})k / {numel(row_shape[d + 1:])}) % {rd}"
-        step = numel(padded[d + 1:])
-        terms.append(coord if step == 1 else f"{coord} * {step}")
-    return " + ".join(terms) if terms else "0"
-
-
-def _rms_normalization(node: Node, ctx: LowerContext) -> list[Step]:
-    x, scale, y = node.inputs[0], node.inputs[1], node.outputs[0]
-    xt, st, yt = float_type(node, x, FLOAT_TYPES), float_type(node, scale, FLOAT_TYPES), dtype_of(y)
-    stash = int(node.attrs.get("stash_type", 1))
-    if stash not in (DType.float32.value, DType.float64.value):
-        raise CodegenUnsupported(node, f"stash_type {stash} (the CUDA backend computes in float32 or float64)")
-    # the statistics' precision: the stash type, never below the input's own
-    work = DType.float64 if DType.float64 in (xt, DType(stash)) else DType.float32
-    shape = shape_of(x)
-    axis = _axis(node, len(shape))
-    rows, length = numel(shape[:axis]), numel(shape[axis:])
-    it = index_type(numel(shape))
-    w = ctype(work)
-    s_at = _scale_offset(node, shape_of(scale), shape[axis:], it)
-    eps = literal(float(node.attrs.get("epsilon", 1e-5)), work)
-    xk, sk = load_expr("x[base + k]", xt), load_expr(f"scale[{s_at}]", st)
-    body = [f"        const {it} base = i * {length};",
-            f"        {w} sum = {literal(0, work)};",
-            f"        for (int k = 0; k < {length}; ++k) {{",
-            f"            const {w} v = ({w}){load_expr('x[base + k]', xt)};",
-            "            sum += v * v;",
-            "        }",
-            f"        const {w} inv = {literal(1, work)} / {_fn('sqrt', work)}(sum / {literal(length, work)} + {eps});",
-            f"        for (int k = 0; k < {length}; ++k) {{",
-            f"            const {cctype(xt)} n = {round_to(f'({cctype(xt)})(({w}){xk} * inv)', xt)};"
-            f"  // normalized, in x's type",
-            f"            y[base + k] = {store_expr(f'({cctype(yt)})(n * {sk})', yt)};",
-            "        }"]
-    return [loop_step(ctx, node, "rmsnorm", [("x", x, xt), ("scale", scale, st)], [("y", y, yt)], rows, body,
-                      f"RMS normalization of {xt}{list(shape)} over dims {axis}..: {rows} rows of {length}, in {work}",
-                      it)]
 
 
 # ---- NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss -----------------------------------------------
@@ -284,25 +153,11 @@ def _softmax_cross_entropy(node: Node, ctx: LowerContext) -> list[Step]:
         raise CodegenUnsupported(node, f"scores of rank {len(shape)} (expected (N, C, d...))")
     logp = node.outputs[1] if len(node.outputs) > 1 and node.outputs[1] is not None else \
         ctx.scratch(ctx.unique_name(f"{node.name}_log_prob"), dt, shape)
-    lines, length, inner = _lines(shape, 1)
-    it = index_type(numel(shape))
-    c = cctype(dt)
-    at = _at("k", inner)
-    sk = load_expr(f"scores[{at}]", dt)
-    body = [_line_base(length, inner, it),
-            f"        {c} m = {_lowest(compute_dtype(dt))};",
-            f"        for (int k = 0; k < {length}; ++k) {{  // the maximum (NaN propagates)",
-            f"            const {c} v = {load_expr(f'scores[{at}]', dt)};",
-            "            m = (v > m || v != v) ? v : m;",
-            "        }",
-            f"        {c} sum = {literal(0, dt)};",
-            f"        for (int k = 0; k < {length}; ++k) sum += {_fn('exp', dt)}({sk} - m);",
-            f"        const {c} lse = {_fn('log', dt)}(sum);",
-            f"        for (int k = 0; k < {length}; ++k) "
-            f"logp[{at}] = {store_expr(f'({sk} - m) - lse', dt)};"]
-    first = loop_step(ctx, node, "log_softmax", [("scores", scores, dt)], [("logp", logp, dt)], lines, body,
-                      f"log-softmax of {dt}{list(shape)} over the classes: {lines} lines of {length}, one thread each",
-                      it)
+    # the LogSoftmax row kernel over the classes (codegen_reduce.py), writing logp: a node of its own that the
+    # graph does not hold (outputs set after construction, so that logp keeps its producer)
+    log_softmax = Node("LogSoftmax", [scores], [], {"axis": 1}, name=f"{node.name or node.op_type}_log_softmax")
+    log_softmax.outputs = [logp]
+    first = ctx.kernel_step(KernelGroup(log_softmax.name, [log_softmax], [scores], [logp]), node)
     return [first] + _nll_steps(node, ctx, logp, labels, weight, node.outputs[0], "SoftmaxCrossEntropyLoss")
 
 
@@ -382,9 +237,6 @@ def _gather_nd(node: Node, ctx: LowerContext) -> list[Step]:
                       what, it)]
 
 
-register_lowering("Hardmax", _hardmax)
-register_lowering("LpNormalization", _lp_normalization)
-register_lowering("RMSNormalization", _rms_normalization)
 register_lowering("NegativeLogLikelihoodLoss", _nll)
 register_lowering("SoftmaxCrossEntropyLoss", _softmax_cross_entropy)
 register_lowering("TopK", _topk)

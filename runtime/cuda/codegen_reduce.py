@@ -1,4 +1,4 @@
-"""Row kernels: reductions with their elementwise prologue, and Softmax, LogSoftmax and LayerNormalization.
+"""Row kernels: reductions with their elementwise prologue, and the softmax, normalization and Hardmax ops.
 
 A reduction's input is split into rows: the kept dims number the rows (one output element each), the
 reduced dims number the elements of a row. Either a block reduces a row (threads stride along it, then
@@ -6,18 +6,21 @@ a tree in shared memory) or, for many short rows, a thread does. A kernel is a s
 over each row (each pass one reduction whose result every thread of the block then holds) and an
 optional *write* loop: ReduceSum is one pass; ReduceLogSumExp two (max, then the sum of exp(x - max));
 Softmax two passes and a write (exp(x - max) / sum); LayerNormalization two passes (mean, then variance)
-and a write. The prologue is recomputed by each pass from the group's inputs, which is cheaper than
-writing it to memory and reading it back.
+and a write; RMSNormalization and LpNormalization one pass (the sum of squares, or of magnitudes) and a
+write; Hardmax an argmax pass and a write. The prologue is recomputed by each pass from the group's
+inputs, which is cheaper than writing it to memory and reading it back.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from graphc.ir import DType, Node, Value
+from graphc.ops.reduce import LEGACY_COERCE_2D
 
 from . import codegen_injective, codegen_ops  # noqa: F401  (fill OP_EMITTERS)
 from .codegen import (CodegenUnsupported, Coords, Emitter, Kernel, KernelGroup, NameSource, cctype, compute_dtype,
-                      convert, dtype_of, index_type, literal, numel, prelude, shape_of, store_expr, c_identifier)
+                      convert, dtype_of, index_type, literal, numel, prelude, round_to, shape_of, store_expr,
+                      c_identifier)
 from .codegen_elementwise import header, kernel_params, param_list
 from .launch import DeviceProps, reduction_launch
 
@@ -25,7 +28,8 @@ from .launch import DeviceProps, reduction_launch
 REDUCE_OPS = frozenset({"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
                         "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp", "ArgMax", "ArgMin",
                         "GlobalAveragePool", "GlobalMaxPool"})
-ROW_OPS = frozenset({"Softmax", "LogSoftmax", "LayerNormalization"})
+ROW_OPS = frozenset({"Softmax", "LogSoftmax", "LayerNormalization", "RMSNormalization", "LpNormalization",
+                     "Hardmax"})
 
 
 def _fn(name: str, dt: DType) -> str:
@@ -197,7 +201,8 @@ def generate_reduction(group: KernelGroup, props: DeviceProps) -> Kernel:
 
     def body(rk: _RowKernel):
         if op in ("ArgMax", "ArgMin"):
-            _arg_pass(rk, root, x, acc, acc_dt)
+            _arg_pass(rk, x, acc, acc_dt, ">" if op == "ArgMax" else "<", bool(root.attrs.get("select_last_index", 0)))
+            rk.add_row_store(0, root.outputs[0], "(bj < 0 ? 0 : bj)", DType.int64)
             return
         if op == "ReduceLogSumExp":
             rk.add_pass(_Pass("m", acc, _lowest(acc_dt), lambda v: v, lambda a, b: f"gc_max({a}, {b})", {"max"}), x)
@@ -229,50 +234,72 @@ def generate_reduction(group: KernelGroup, props: DeviceProps) -> Kernel:
     return rk.build(f"{op} over axes {reduced} of {dt}{list(shape)}", body)
 
 
-def _arg_pass(rk: _RowKernel, root: Node, x: Value, acc: str, acc_dt: DType) -> None:
-    """ArgMax/ArgMin: a (value, index) pair per thread; ties go to the first index (or the last)."""
-    better = ">" if root.op_type == "ArgMax" else "<"
-    tie = ">" if root.attrs.get("select_last_index", 0) else "<"
+def _arg_pass(rk: _RowKernel, x: Value, acc: str, acc_dt: DType, better: str, last: bool = False,
+              nan_wins: bool = False) -> None:
+    """Leaves ``bj`` (every thread of the row holds it): the index along the row of its best element, -1 for an
+    empty row. Best: ``better`` (``>`` a maximum, ``<`` a minimum) than the others, of equals the first (or the
+    ``last``); ``nan_wins``: a NaN is best of all. A (value, index) pair per thread, then a tree of pairs."""
+    def beats(a, b):
+        return f"((({a}) != ({a}) && ({b}) == ({b})) || {a} {better} {b})" if nan_wins else f"{a} {better} {b}"
+
+    def ties(a, b):
+        return f"({a} == {b} || (({a}) != ({a}) && ({b}) != ({b})))" if nan_wins else f"{a} == {b}"
+
     ind = "        "
     em, coords = rk._k_emitter(ind + "    ")
     xv = em.value(x, coords)
-    em.line(f"if (bj < 0 || {xv} {better} bv) {{ bv = {xv}; bj = k; }}" if tie == "<" else
-            f"if (bj < 0 || {xv} {better} bv || {xv} == bv) {{ bv = {xv}; bj = k; }}")
+    take = f"bj < 0 || {beats(xv, 'bv')}" + (f" || {ties(xv, 'bv')}" if last else "")
+    em.line(f"if ({take}) {{ bv = {xv}; bj = k; }}")
     rk.helpers |= em.helpers
     rk.lines += [f"{ind}{acc} bv = {_lowest(acc_dt)}; long long bj = -1;", f"{ind}{rk._k_loop(ind)}"] + em.lines + [f"{ind}}}"]
     if rk.strategy == "block":
         a, b = "threadIdx.x", "threadIdx.x + half"
-        take = (f"(gc_j[{b}] >= 0 && (gc_j[{a}] < 0 || gc_v[{b}] {better} gc_v[{a}] || "
-                f"(gc_v[{b}] == gc_v[{a}] && gc_j[{b}] {tie} gc_j[{a}])))")
+        va, vb, ja, jb = f"gc_v[{a}]", f"gc_v[{b}]", f"gc_j[{a}]", f"gc_j[{b}]"
+        take = f"({jb} >= 0 && ({ja} < 0 || {beats(vb, va)} || ({ties(vb, va)} && {jb} {'>' if last else '<'} {ja})))"
         rk.lines += [
             f"{ind}gc_v[threadIdx.x] = bv; gc_j[threadIdx.x] = bj;",
             f"{ind}__syncthreads();",
             f"{ind}for (int half = {rk.block // 2}; half > 0; half >>= 1) {{",
-            f"{ind}    if (threadIdx.x < half && {take}) {{ gc_v[{a}] = gc_v[{b}]; gc_j[{a}] = gc_j[{b}]; }}",
+            f"{ind}    if (threadIdx.x < half && {take}) {{ {va} = {vb}; {ja} = {jb}; }}",
             f"{ind}    __syncthreads();",
             f"{ind}}}",
             f"{ind}bj = gc_j[0];",
             f"{ind}__syncthreads();",
         ]
         rk.shared += [(acc, "gc_v"), ("long long", "gc_j")]
-    rk.add_row_store(0, root.outputs[0], "(bj < 0 ? 0 : bj)", DType.int64)
 
 
-# ---- softmax and layer norm -------------------------------------------------------------------
+# ---- softmax and the normalizations ------------------------------------------------------------
+def _softmax_axes(node: Node, rank: int) -> tuple[int, list[int]]:
+    """(axis, the reduced dims) of Softmax, LogSoftmax or Hardmax: the one ``axis``, or before opset 13 every dim
+    from ``axis`` on (the input flattened to 2-D there)."""
+    axis = int(node.attrs.get("axis", -1)) % max(rank, 1)
+    if not rank:
+        return axis, []
+    return axis, list(range(axis, rank)) if node.attrs.get(LEGACY_COERCE_2D) else [axis]
+
+
 def generate_row_op(group: KernelGroup, props: DeviceProps) -> Kernel:
-    """Softmax, LogSoftmax or LayerNormalization (a lone node) as one reduce-then-map kernel."""
+    """Softmax, LogSoftmax, LayerNormalization, RMSNormalization, LpNormalization or Hardmax (a lone node) as
+    one reduce-then-map kernel."""
     node = group.nodes[0]
     x = node.inputs[0]
     shape = shape_of(x)
     dt = dtype_of(x)
     if not dt.is_float:
         raise CodegenUnsupported(node, f"{node.op_type} of {dt}")
+    if node.op_type == "RMSNormalization":
+        return _rms_normalization(group, node, props)
+    if node.op_type == "LpNormalization":
+        return _lp_normalization(group, node, props)
+    if node.op_type == "Hardmax":
+        return _hardmax(group, node, props)
     rank = len(shape)
     acc_dt = DType.float64 if dt == DType.float64 else DType.float32
     acc = cctype(acc_dt)
     if node.op_type in ("Softmax", "LogSoftmax"):
-        axis = node.attrs["axis"] % max(rank, 1)
-        rk = _RowKernel(group, shape, [axis] if rank else [], props)
+        axis, reduced = _softmax_axes(node, rank)
+        rk = _RowKernel(group, shape, reduced, props)
         log = node.op_type == "LogSoftmax"
 
         def body(rk):
@@ -290,7 +317,7 @@ def generate_row_op(group: KernelGroup, props: DeviceProps) -> Kernel:
 
             rk.add_write([(0, group.outputs[0])], value)
 
-        return rk.build(f"{node.op_type} over axis {axis} of {dt}{list(shape)}", body)
+        return rk.build(f"{node.op_type} over axes {reduced} of {dt}{list(shape)}", body)
     # LayerNormalization
     axis = node.attrs["axis"] % rank
     if node.attrs.get("stash_type", 1) not in (1, 11):
@@ -334,6 +361,101 @@ def generate_row_op(group: KernelGroup, props: DeviceProps) -> Kernel:
             rk.add_row_store(idx[id(v)], v, "mean" if k == 1 else "inv", acc_dt)
 
     return rk.build(f"LayerNormalization over axes {list(range(axis, rank))} of {dt}{list(shape)}", body)
+
+
+def _rms_normalization(group: KernelGroup, node: Node, props: DeviceProps) -> Kernel:
+    """y = round_to_x_type(x / sqrt(mean(x^2) + epsilon)) * scale over the dims from ``axis`` on, in scale's type.
+
+    The statistic is computed in the stash type, never below x's own precision (float32 or float64); the
+    normalized value is rounded to x's type before the scale (broadcast to x) applies, as the NumPy eval does."""
+    x, scale, y = node.inputs[0], node.inputs[1], node.outputs[0]
+    xt, st, yt = dtype_of(x), dtype_of(scale), dtype_of(y)
+    if not st.is_float:
+        raise CodegenUnsupported(node, f"scale of type {st} (a float type expected)")
+    stash = int(node.attrs.get("stash_type", 1))
+    if stash not in (DType.float32.value, DType.float64.value):
+        raise CodegenUnsupported(node, f"stash_type {stash} (the CUDA backend computes in float32 or float64)")
+    acc_dt = DType.float64 if DType.float64 in (xt, DType(stash)) else DType.float32
+    prod_dt = DType.float64 if DType.float64 in (xt, st) else DType.float32  # x * scale as NumPy promotes it
+    acc = cctype(acc_dt)
+    shape = shape_of(x)
+    rank = len(shape)
+    axis = node.attrs["axis"] % max(rank, 1)
+    rk = _RowKernel(group, shape, list(range(axis, rank)), props)
+    eps = literal(float(node.attrs["epsilon"]), acc_dt)
+
+    def body(rk):
+        square = lambda v: f"{convert(v, xt, acc_dt)} * {convert(v, xt, acc_dt)}"  # noqa: E731
+        rk.add_pass(_Pass("ss", acc, literal(0, acc_dt), square, lambda a, b: f"{a} + {b}"), x)
+        rk.lines.append(f"        const {acc} inv = {literal(1, acc_dt)} / "
+                        f"{_fn('sqrt', acc_dt)}(ss / {literal(rk.row_len, acc_dt)} + {eps});")
+
+        def value(em, coords, v):
+            xv = convert(em.value(x, coords), xt, acc_dt)
+            norm = em.temp("n", cctype(xt), round_to(convert(f"{xv} * inv", acc_dt, xt), xt),
+                           "normalized, in x's type")
+            s = em.value(scale, coords.broadcast_to(shape_of(scale)))
+            expr = f"{convert(norm, xt, prod_dt)} * {convert(s, st, prod_dt)}"
+            return em.temp("v", cctype(yt), convert(expr, prod_dt, yt), f"RMSNormalization '{node.name}'")
+
+        rk.add_write([(0, y)], value)
+
+    return rk.build(f"RMSNormalization over axes {list(range(axis, rank))} of {xt}{list(shape)}, statistic in "
+                    f"{acc_dt}", body)
+
+
+def _lp_normalization(group: KernelGroup, node: Node, props: DeviceProps) -> Kernel:
+    """y = x / norm along ``axis``, the norm L1 (sum of |x|) or L2 (sqrt of the sum of squares) in x's compute
+    type; a zero norm gives zeros, not NaN."""
+    x = node.inputs[0]
+    dt = dtype_of(x)
+    p = int(node.attrs.get("p", 2))
+    if p not in (1, 2):
+        raise CodegenUnsupported(node, f"attribute p = {p} (LpNormalization takes 1 or 2)")
+    acc_dt = compute_dtype(dt)
+    acc = cctype(acc_dt)
+    shape = shape_of(x)
+    rank = len(shape)
+    axis = node.attrs["axis"] % max(rank, 1)
+    rk = _RowKernel(group, shape, [axis] if rank else [], props)
+    zero = literal(0, acc_dt)
+
+    def body(rk):
+        term = (lambda v: f"{_fn('fabs', acc_dt)}({v})") if p == 1 else (lambda v: f"{v} * {v}")
+        rk.add_pass(_Pass("nrm", acc, zero, term, lambda a, b: f"{a} + {b}"), x)
+        rk.lines.append(f"        const {acc} norm = {_fn('sqrt', acc_dt)}(nrm);" if p == 2 else
+                        f"        const {acc} norm = nrm;")
+
+        def value(em, coords, v):
+            expr = f"norm == {zero} ? {zero} : {em.value(x, coords)} / norm"
+            return em.temp("v", acc, expr, f"LpNormalization '{node.name}' (a zero norm gives zeros, not NaN)")
+
+        rk.add_write([(0, group.outputs[0])], value)
+
+    return rk.build(f"L{p} normalization over axis {axis} of {dt}{list(shape)}", body)
+
+
+def _hardmax(group: KernelGroup, node: Node, props: DeviceProps) -> Kernel:
+    """y = 1 at the first maximum of each line along ``axis`` (a NaN is the maximum), 0 elsewhere; before opset 13
+    a line is the whole row of x flattened to 2-D at ``axis``."""
+    x = node.inputs[0]
+    dt = dtype_of(x)
+    shape = shape_of(x)
+    rank = len(shape)
+    _, reduced = _softmax_axes(node, rank)
+    rk = _RowKernel(group, shape, reduced, props)
+    acc_dt = compute_dtype(dt)
+    acc = cctype(dt)
+
+    def body(rk):
+        _arg_pass(rk, x, acc, acc_dt, ">", nan_wins=True)
+
+        def value(em, coords, v):
+            return em.temp("v", acc, f"k == bj ? {literal(1, dt)} : {literal(0, dt)}", f"Hardmax '{node.name}'")
+
+        rk.add_write([(0, group.outputs[0])], value)
+
+    return rk.build(f"Hardmax over axes {reduced} of {dt}{list(shape)}", body)
 
 
 __all__ = ["REDUCE_OPS", "ROW_OPS", "generate_reduction", "generate_row_op"]
