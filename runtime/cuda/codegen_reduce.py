@@ -346,12 +346,13 @@ def generate_row_op(group: KernelGroup, props: DeviceProps) -> Kernel:
 
         def value(em, coords, v):
             xv = convert(em.value(x, coords), dt, acc_dt)
-            # as the reference: the normalized value is rounded to X's type before the scale applies
-            norm = convert(convert(f"({xv} - mean) * inv", acc_dt, dt), dt, acc_dt)
-            expr = f"{norm} * {param(em, coords, scale)}"
+            # as the reference: the normalized value is rounded to X's type before the scale applies, and
+            # with a half type each product and sum is rounded to it too (NumPy computes them in float16)
+            norm = convert(round_to(convert(f"({xv} - mean) * inv", acc_dt, dt), dt), dt, acc_dt)
+            expr = round_to(f"{norm} * {param(em, coords, scale)}", dt)
             b = param(em, coords, bias)
             if b is not None:
-                expr += f" + {b}"
+                expr = f"{expr} + {b}"
             return em.temp("v", acc, expr, f"LayerNormalization '{node.name}'")
 
         # the group's outputs are the node's present outputs, in order

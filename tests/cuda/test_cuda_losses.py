@@ -256,3 +256,21 @@ def test_half_double_and_unsigned_kernels_compile_to_ptx(tmp_path):
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-4000:]
     assert (tmp_path / "k.ptx").read_text().count(".entry") == len(kernels) == 8
+
+
+def test_layer_normalization_rounds_as_the_reference_in_half_types(tmp_path):
+    """With float16 input NumPy rounds the normalized value, its product with the scale and the sum with the
+    bias to float16 one after another; the row kernel does the same (it rounded once, at the store, and
+    5,582 of these 19,200 values differed). What is left is the float32 statistics' summation order."""
+    rng, dtype = np.random.default_rng(0), np.float16
+    x = (rng.standard_normal((64, 300)) * 3).astype(dtype)
+    scale, bias = rng.standard_normal(300).astype(dtype), rng.standard_normal(300).astype(dtype)
+    node = oh.make_node("LayerNormalization", ["x", "s", "b"], ["y"], axis=-1)
+    model = _model(node, {"x": x}, [("y", dtype)], {"s": scale, "b": bias}, opset=17)
+    dev = EmulatedDevice(KernelCache(tmp_path))
+    (got,) = CudaBackend.prepare(compile_graph(gc.import_onnx(model)), device=dev).run([x])
+    (want,) = gc.prepare(gc.import_onnx(model), backend="numpy").run([x])
+    assert got.dtype == want.dtype
+    differ = np.abs(got.astype(np.float64) - want.astype(np.float64)) > 0
+    assert differ.sum() <= 5, differ.sum()  # a last-bit tie flipped by the statistics, now and then
+    np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64), rtol=0, atol=4e-3)
