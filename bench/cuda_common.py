@@ -80,6 +80,28 @@ def graphc_device():
     return default_device()
 
 
+def machine_and_judge(prog: str) -> tuple[str, bool] | None:
+    """(the machine line of the report, whether targets are judged) for a benchmark about to run; None,
+    with the reason printed for ``prog``, when no CUDA device (nor the emulator) opens."""
+    from graphc.errors import GraphcError
+
+    try:
+        device = graphc_device()
+    except GraphcError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return None
+    torch = torch_or_none()
+    return describe(device, torch), judged(device, torch)
+
+
+def log_report(log, header: list[str], rows: list[list[str]], notes: list[str]) -> None:
+    """The result table as text, then its notes, one a line."""
+    log("")
+    log(text_table(header, rows))
+    for n in notes:
+        log(f"- {n}")
+
+
 def is_emulated(device) -> bool:
     return type(device).__name__ == "EmulatedDevice"
 
@@ -183,7 +205,7 @@ def failure(workload: str, engine: str, e: BaseException) -> Row:
                extra={"exception": type(e).__name__})
 
 
-__all__ = ["NOT_JUDGED", "Row", "append_markdown", "bench_main", "describe", "failure", "judged", "graphc_device", "graphc_launches", "graphc_prepare",
+__all__ = ["NOT_JUDGED", "Row", "append_markdown", "bench_main", "log_report", "machine_and_judge", "describe", "failure", "judged", "graphc_device", "graphc_launches", "graphc_prepare",
            "is_emulated", "markdown_table", "median_seconds", "relative_error", "set_torch_tf32", "text_table",
            "torch_device", "torch_or_none", "torch_sync"]
 

@@ -13,14 +13,13 @@ reaches >= 90% of torch.matmul's throughput.
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Sequence
 
 import numpy as np
 
-from .cuda_common import (NOT_JUDGED, Row, append_markdown, bench_main, judged, describe, failure, graphc_device,
-                          graphc_launches, graphc_prepare, markdown_table, median_seconds, relative_error,
-                          set_torch_tf32, text_table, torch_device, torch_or_none, torch_sync)
+from .cuda_common import (NOT_JUDGED, append_markdown, bench_main, failure, graphc_device, graphc_launches,
+                          graphc_prepare, log_report, machine_and_judge, markdown_table, median_seconds, relative_error,
+                          Row, set_torch_tf32, torch_device, torch_or_none, torch_sync)
 
 #: (label, element type, TF32, tolerance of max |diff| / max |ref| against the float64 product)
 MODES = (("float32", np.float32, False, 1e-4), ("float32 + TF32", np.float32, True, 1e-2),
@@ -130,13 +129,10 @@ def run(args, log=print) -> list[Row] | None:
     unknown = [m for m in wanted if m not in {x[0] for x in MODES}]
     if unknown:
         raise GraphcError(f"unknown mode(s) {', '.join(unknown)}: choose from {', '.join(m[0] for m in MODES)}")
-    try:
-        device = graphc_device()
-    except GraphcError as e:
-        print(f"bench.cuda_gemm: {e}", file=sys.stderr)
+    opened = machine_and_judge("bench.cuda_gemm")
+    if opened is None:
         return None
-    machine, judge = describe(device, torch_or_none()), judged(device, torch_or_none())
-    del device
+    machine, judge = opened
     log(machine)
     log(f"{args.n} x {args.n} x {args.n} matrix product, median of {args.repeats} runs after {args.warmup}:")
     rows = []
@@ -144,10 +140,7 @@ def run(args, log=print) -> list[Row] | None:
         if label in wanted:
             rows += run_mode(args.n, label, dtype, tf32, tol, args, log)
     header, lines, notes = table(rows, args.n, judge)
-    log("")
-    log(text_table(header, lines))
-    for n in notes:
-        log(f"- {n}")
+    log_report(log, header, lines, notes)
     if args.markdown:
         body = (f"{args.n}^3 MatMul, median of {args.repeats} synchronized runs after {args.warmup} warm-up runs, "
                 f"inputs on the device.\n\n" + markdown_table(header, lines) + "\n\n"

@@ -27,9 +27,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .cuda_common import (NOT_JUDGED, Row, append_markdown, bench_main, judged, describe, failure, graphc_device,
-                          graphc_launches, graphc_prepare, markdown_table, median_seconds, relative_error,
-                          set_torch_tf32, text_table, torch_device, torch_or_none, torch_sync)
+from .cuda_common import (NOT_JUDGED, append_markdown, bench_main, failure, graphc_device, graphc_launches,
+                          graphc_prepare, log_report, machine_and_judge, markdown_table, median_seconds, relative_error,
+                          Row, set_torch_tf32, torch_device, torch_or_none, torch_sync)
 
 LIGHT = ("resnet50", "bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "shufflenet", "squeezenet",
          "vgg19", "zfnet512")
@@ -342,15 +342,11 @@ def run(args, log=print) -> list[Row] | None:
     if args.smoke:
         args.repeats, args.warmup = min(args.repeats, 3), min(args.warmup, 1)
     args.compile_backend = args.compile_backend or ("eager" if args.smoke else "inductor")
-    try:
-        device = graphc_device()
-    except GraphcError as e:
-        print(f"bench.cuda_models: {e}", file=sys.stderr)
+    opened = machine_and_judge("bench.cuda_models")
+    if opened is None:
         return None
-    torch = torch_or_none()
-    machine, judge = describe(device, torch), judged(device, torch)
+    machine, judge = opened
     log(machine)
-    del device
     if args.smoke:
         builders = [lambda: smoke_cnn(2)]
     else:
@@ -367,10 +363,7 @@ def run(args, log=print) -> list[Row] | None:
         log(f"{w.name}:")
         rows += run_workload(w, args, log)
     header, table, notes = report(rows, args.engines, judge)
-    log("")
-    log(text_table(header, table))
-    for n in notes:
-        log(f"- {n}")
+    log_report(log, header, table, notes)
     if args.markdown:
         command = getattr(args, "command", "python -m bench.cuda_models")
         body = (f"Median latency of {args.repeats} runs after {args.warmup} warm-up runs, inputs on the device; "

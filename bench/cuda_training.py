@@ -13,11 +13,10 @@ time after warm-up steps and the ratio graphc / PyTorch; target <= 1.5x for both
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Sequence
 
-from .cuda_common import (NOT_JUDGED, Row, append_markdown, bench_main, judged, describe, failure, graphc_device,
-                          markdown_table, median_seconds, text_table, torch_device, torch_or_none)
+from .cuda_common import (NOT_JUDGED, append_markdown, bench_main, failure, log_report, machine_and_judge,
+                          markdown_table, median_seconds, Row, torch_device, torch_or_none)
 
 #: the smoke test's minGPT: small enough for the CPU emulator
 SMOKE_GPT = dict(vocab=11, block=8, n_layer=1, n_head=2, n_embd=16, batch=2)
@@ -56,14 +55,11 @@ def run(args, log=print) -> list[Row] | None:
     unknown = [k for k in keys if k not in table]
     if unknown:
         raise GraphcError(f"unknown model(s) {', '.join(unknown)}: choose from {', '.join(table)}")
-    try:
-        device = graphc_device()
-    except GraphcError as e:
-        print(f"bench.cuda_training: {e}", file=sys.stderr)
+    opened = machine_and_judge("bench.cuda_training")
+    if opened is None:
         return None
+    machine, judge = opened
     torch = torch_or_none()
-    machine, judge = describe(device, torch), judged(device, torch)
-    del device
     log(machine)
     rows = []
     for key in keys:
@@ -101,10 +97,7 @@ def run(args, log=print) -> list[Row] | None:
         notes += [f"{r.engine} on {r.workload}: {r.status}: {r.detail}" for r in (g, t) if not r.ok]
     if not judge:
         notes.append(NOT_JUDGED)
-    log("")
-    log(text_table(header, lines))
-    for n in notes:
-        log(f"- {n}")
+    log_report(log, header, lines, notes)
     if args.markdown:
         body = (f"Median of {args.steps} steps after {args.warmup} warm-up steps; each step fetches its loss to "
                 f"the host.\n\n" + markdown_table(header, lines) + "\n\n" + "\n".join(f"- {n}" for n in notes))
