@@ -141,6 +141,13 @@ def _max_diff(a, b) -> float:
     return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
 
 
+def _ours_against_builtin(g, backend: str, ours, ref, feeds) -> float:
+    """max |``ours`` run on ``backend`` - ``ref`` (the built-in ops) run on the NumPy backend|."""
+    (got,) = gc.Session(g, backend=backend).run([ours], feeds)
+    (want,) = gc.Session(g).run([ref], feeds)
+    return _max_diff(got, want)
+
+
 def gelu_case(backend: str = "numpy", shape=(4, 33), seed: int = 0) -> float:
     """max |FusedGelu on ``backend`` - built-in Gelu(approximate="tanh") on the NumPy backend|."""
     x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32) * 3
@@ -148,9 +155,7 @@ def gelu_case(backend: str = "numpy", shape=(4, 33), seed: int = 0) -> float:
     with g.as_default():
         xp = gc.placeholder(gc.float32, list(shape), name="x")
         ours, ref = fused_gelu(xp), gc.nn.gelu(xp, approximate="tanh")
-    (got,) = gc.Session(g, backend=backend).run([ours], {xp: x})
-    (want,) = gc.Session(g).run([ref], {xp: x})
-    return _max_diff(got, want)
+    return _ours_against_builtin(g, backend, ours, ref, {xp: x})
 
 
 def conv_case(backend: str = "numpy", stride: int = 2, pad: int = 1, seed: int = 0) -> float:
@@ -163,9 +168,7 @@ def conv_case(backend: str = "numpy", stride: int = 2, pad: int = 1, seed: int =
         xp = gc.placeholder(gc.float32, list(x.shape), name="x")
         wc = gc.constant(w, name="w")
         ours, ref = direct_conv2d(xp, wc, stride=stride, pad=pad), builtin_conv(xp, wc, stride, pad)
-    (got,) = gc.Session(g, backend=backend).run([ours], {xp: x})
-    (want,) = gc.Session(g).run([ref], {xp: x})
-    return _max_diff(got, want)
+    return _ours_against_builtin(g, backend, ours, ref, {xp: x})
 
 
 def gradient_case(seed: int = 0) -> dict[str, float]:
