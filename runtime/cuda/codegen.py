@@ -415,10 +415,17 @@ def prelude(helpers: set[str], dtypes: set[DType]) -> str:
     return "\n".join(lines)
 
 
+def grid_stride_loop(it: str, n, var: str = "i") -> str:
+    """The opening line of the grid-stride loop every generated kernel runs: ``var`` (of C type ``it``) from
+    this thread's global index up to ``n``, stepping by all the grid's threads."""
+    return (f"    for ({it} {var} = blockIdx.x * ({it})blockDim.x + threadIdx.x; {var} < {n}; "
+            f"{var} += ({it})blockDim.x * gridDim.x) {{")
+
+
 def index_type(n: int) -> str:
     """``int`` indexes up to 2^30 elements (the grid-stride step cannot overflow it), else ``long long``."""
     return "int" if n < 2**30 else "long long"
 
 
 __all__ = ["C_TYPES", "CodegenUnsupported", "Coords", "Emitter", "Kernel", "KernelGroup", "OP_EMITTERS", "Param",
-           "cctype", "compute_dtype", "convert", "ctype", "literal", "prelude", "shape_of", "dtype_of"]
+           "cctype", "compute_dtype", "convert", "ctype", "grid_stride_loop", "literal", "prelude", "shape_of", "dtype_of"]

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 from graphc.ir import DType, Node, Value
 
-from .codegen import (CodegenUnsupported, Kernel, KernelGroup, Param, cctype, compute_dtype, dtype_of, index_type,
-                      literal, load_expr, numel, prelude, round_to, shape_of, store_expr)
+from .codegen import (CodegenUnsupported, Kernel, KernelGroup, Param, cctype, compute_dtype, dtype_of,
+                      grid_stride_loop, index_type, literal, load_expr, numel, prelude, round_to, shape_of, store_expr)
 from .codegen_conv import decode, float_type, loop_step
 from .codegen_elementwise import param_list
 from .launch import reduction_launch
@@ -349,8 +349,7 @@ def _softmax_step(ctx, node, scores, mask, nonpad, qk_out, dt, acc_dt, B, Hq, Sq
         head = [f"    __shared__ {acc} gc_red[{block}];",
                 f"    for ({it} row = blockIdx.x; row < {rows}; row += gridDim.x) {{"]
     else:
-        head = [f"    for ({it} row = blockIdx.x * ({it})blockDim.x + threadIdx.x; row < {rows}; "
-                f"row += ({it})blockDim.x * gridDim.x) {{"]
+        head = [grid_stride_loop(it, rows, "row")]
     how = f"one block of {block} threads per row" if strategy == "block" else "one thread per row"
     what = ", ".join(w for w in (f"softcap {cap}" if cap > 0 else "", "mask" if mask is not None else "",
                                  "causal" if causal else "", "window" if left >= 0 or right >= 0 else "",

@@ -21,8 +21,8 @@ from __future__ import annotations
 from graphc.ir import DType, Node, TensorType, Value
 from graphc.ops.conv import _convtranspose_pads, geometry
 
-from .codegen import (CodegenUnsupported, Kernel, KernelGroup, Param, cctype, dtype_of, index_type, literal,
-                      load_expr, numel, prelude, shape_of, store_expr)
+from .codegen import (CodegenUnsupported, Kernel, KernelGroup, Param, cctype, dtype_of, grid_stride_loop, index_type,
+                      literal, load_expr, numel, prelude, shape_of, store_expr)
 from .codegen_elementwise import param_list
 from .codegen_gemm import GEMM_DTYPES
 from .launch import elementwise_launch
@@ -60,7 +60,7 @@ def loop_step(ctx: LowerContext, node: Node, what: str, ins: list[tuple[str, Val
     dtypes = {dt for _, _, dt in ins + outs}
     src = [f"// graphc kernel '{name}': {node.op_type} '{node.name}'", f"// {comment}", prelude(set(helpers), dtypes),
            "", f'extern "C" __global__ void {name}({param_list(params)})', "{",
-           f"    for ({it} i = blockIdx.x * ({it})blockDim.x + threadIdx.x; i < {n}; i += ({it})blockDim.x * gridDim.x) {{",
+           grid_stride_loop(it, n),
            *body, "    }", "}", ""]
     grid, block = elementwise_launch(n, ctx.props)
     group = KernelGroup(name, [node], [v for _, v, _ in ins], [v for _, v, _ in outs])

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from graphc.ir import Node, Value
 
-from .codegen import CodegenUnsupported, Kernel, KernelGroup, Param, dtype_of, index_type, numel, prelude, shape_of
+from .codegen import (CodegenUnsupported, Kernel, KernelGroup, Param, dtype_of, grid_stride_loop, index_type, numel,
+                      prelude, shape_of)
 from .codegen_elementwise import header, param_list
 from .launch import elementwise_launch
 from .lowering import LowerContext, Step, register_lowering
 
 
 def _loop(it: str, n: int, body: list[str]) -> list[str]:
-    head = f"    for ({it} i = blockIdx.x * ({it})blockDim.x + threadIdx.x; i < {n}; i += ({it})blockDim.x * gridDim.x) {{"
-    return [head] + [f"        {line}" for line in body] + ["    }"]
+    return [grid_stride_loop(it, n)] + [f"        {line}" for line in body] + ["    }"]
 
 
 def kernel_from(ctx: LowerContext, group: KernelGroup, params: list[Param], body: list[str], n: int, what: str,

@@ -10,7 +10,7 @@ from graphc.ir import DType
 
 from . import codegen_injective, codegen_ops  # noqa: F401  (fill OP_EMITTERS)
 from .codegen import (Coords, Emitter, Kernel, KernelGroup, NameSource, Param, c_identifier, ctype, dtype_of,
-                      index_type, literal, numel, prelude, shape_of, store_expr)
+                      grid_stride_loop, index_type, literal, numel, prelude, shape_of, store_expr)
 from .codegen import HELPERS
 from .codegen_ops import ELEMENTWISE_OPS
 from .launch import DeviceProps, elementwise_launch
@@ -116,7 +116,7 @@ def _scalar_loop(group, shape, outs, loads, literals, names):
     em = Emitter(loads, literals, it, indent="        ", names=names)
     coords = Coords(shape, linear="i")
     _store_lines(em, group, outs, coords, lambda k, val: f"out{k}[i] = {val};")
-    lines = [f"    for ({it} i = blockIdx.x * ({it})blockDim.x + threadIdx.x; i < {n}; i += ({it})blockDim.x * gridDim.x) {{"]
+    lines = [grid_stride_loop(it, n)]
     return lines + em.lines + ["    }"], em.helpers
 
 
@@ -135,7 +135,7 @@ def _vector_loop(group, shape, outs, loads, literals, names):
     em = Emitter({**loads, **vec_loads}, literals, it, indent="            ", names=names, overrides=overrides)
     em.helpers.add("lane")
     _store_lines(em, group, outs, coords, lambda k, val: f"gc_lane(out{k}_4, l) = {val};")
-    lines = [f"    for ({it} i = blockIdx.x * ({it})blockDim.x + threadIdx.x; i < {n}; i += ({it})blockDim.x * gridDim.x) {{",
+    lines = [grid_stride_loop(it, n),
              *pre,
              *[f"        float4 out{k}_4;" for k in outs],
              "#pragma unroll",

@@ -18,9 +18,9 @@ from graphc.ir import DType, Node, Value
 from graphc.ops.reduce import LEGACY_COERCE_2D
 
 from . import codegen_injective, codegen_ops  # noqa: F401  (fill OP_EMITTERS)
-from .codegen import (CodegenUnsupported, Coords, Emitter, Kernel, KernelGroup, NameSource, cctype, compute_dtype,
-                      convert, dtype_of, index_type, literal, numel, prelude, round_to, shape_of, store_expr,
-                      c_identifier)
+from .codegen import (CodegenUnsupported, Coords, Emitter, Kernel, KernelGroup, NameSource, c_identifier, cctype,
+                      compute_dtype, convert, dtype_of, grid_stride_loop, index_type, literal, numel, prelude,
+                      round_to, shape_of, store_expr)
 from .codegen_elementwise import header, kernel_params, param_list
 from .launch import DeviceProps, reduction_launch
 
@@ -151,8 +151,7 @@ class _RowKernel:
             loop = f"    for ({self.it} row = blockIdx.x; row < {self.rows}; row += gridDim.x) {{"
             shared = [f"    __shared__ {t} {v}[{self.block}];" for t, v in self.shared]
         else:
-            loop = (f"    for ({self.it} row = blockIdx.x * ({self.it})blockDim.x + threadIdx.x; row < {self.rows}; "
-                    f"row += ({self.it})blockDim.x * gridDim.x) {{")
+            loop = grid_stride_loop(self.it, self.rows, "row")
             shared = []
         how = (f"one block of {self.block} threads per row" if self.strategy == "block" else "one thread per row")
         src = [header(self.group, f"{what}: {self.rows} rows of {self.row_len} elements, {how}"),

@@ -24,7 +24,7 @@ from graphc.ir import DType, Node, Value
 from graphc.ops.nn import activation_specs
 
 from .codegen import (CodegenUnsupported, Kernel, KernelGroup, Param, cctype, compute_dtype, ctype, dtype_of,
-                      index_type, literal, load_expr, prelude, shape_of, store_expr)
+                      grid_stride_loop, index_type, literal, load_expr, prelude, shape_of, store_expr)
 from .codegen_conv import decode, float_type
 from .launch import elementwise_launch
 from .libcall import Gemm
@@ -206,7 +206,7 @@ def _step_kernel(ctx: LowerContext, cell: _Cell, what: str, ins: list[tuple[str,
     src = [f"// graphc kernel '{name}': {node.op_type} '{node.name}'", f"// {comment}",
            prelude(set(), {dt for _, _, dt in ins + outs}), "",
            f'extern "C" __global__ void {name}({decl})', "{",
-           f"    for ({it} i = blockIdx.x * ({it})blockDim.x + threadIdx.x; i < {cell.n}; i += ({it})blockDim.x * gridDim.x) {{",
+           grid_stride_loop(it, cell.n),
            *("        " + ln for ln in body), "    }", "}", ""]
     grid, block = elementwise_launch(cell.n, ctx.props)
     group = KernelGroup(name, [node], [v for _, v, _ in ins], [v for _, v, _ in outs])
