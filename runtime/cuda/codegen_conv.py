@@ -51,12 +51,14 @@ def decode(index: str, dims: list[tuple[str, int]], it: str, indent: str = "    
 
 def loop_step(ctx: LowerContext, node: Node, what: str, ins: list[tuple[str, Value, DType]],
               outs: list[tuple[str, Value, DType]], n: int, body: list[str], comment: str, it: str,
-              helpers: set[str] | frozenset = frozenset()) -> Step:
+              helpers: set[str] | frozenset = frozenset(), scalars: list[Param] = ()) -> Step:
     """A step launching a generated kernel named after ``node`` + ``what``: a grid-stride loop over ``n``
-    items (index ``i``) running ``body``. ``ins``/``outs``: (parameter name, value, element type)."""
+    items (index ``i``) running ``body``. ``ins``/``outs``: (parameter name, value, element type);
+    ``scalars``: parameters passed by value after them (role "scalar")."""
     name = ctx.unique_name(f"{node.name or node.op_type}_{what}")
     params = [Param("input", k, p, dt) for k, (p, _, dt) in enumerate(ins)]
     params += [Param("output", k, p, dt) for k, (p, _, dt) in enumerate(outs)]
+    params += list(scalars)
     dtypes = {dt for _, _, dt in ins + outs}
     src = [f"// graphc kernel '{name}': {node.op_type} '{node.name}'", f"// {comment}", prelude(set(helpers), dtypes),
            "", f'extern "C" __global__ void {name}({param_list(params)})', "{",

@@ -50,6 +50,9 @@ def kernel_params(group: KernelGroup) -> tuple[list[Param], dict, dict, set]:
 def param_list(params: list[Param]) -> str:
     parts = []
     for p in params:
+        if p.role == "scalar":  # passed by value
+            parts.append(f"const {ctype(p.dtype)} {p.name}")
+            continue
         const = "" if p.role == "output" else "const "
         parts.append(f"{const}{ctype(p.dtype)}* {'__restrict__ ' if p.restrict else ''}{p.name}")
     return ", ".join(parts)

@@ -23,10 +23,9 @@ import numpy as np
 from graphc.ir import DType, Node, Value
 from graphc.ops.nn import activation_specs
 
-from .codegen import (CodegenUnsupported, Kernel, KernelGroup, Param, cctype, compute_dtype, ctype, dtype_of,
-                      grid_stride_loop, index_type, literal, load_expr, prelude, shape_of, store_expr)
-from .codegen_conv import decode, float_type
-from .launch import elementwise_launch
+from .codegen import (CodegenUnsupported, Param, cctype, compute_dtype, dtype_of, index_type, literal, load_expr,
+                      shape_of, store_expr)
+from .codegen_conv import decode, float_type, loop_step
 from .libcall import Gemm
 from .lowering import LowerContext, Step, register_lowering
 
@@ -195,22 +194,8 @@ def _step_kernel(ctx: LowerContext, cell: _Cell, what: str, ins: list[tuple[str,
                  outs: list[tuple[str, Value, DType]], body: list[str], comment: str) -> Step:
     """The step kernel (a grid-stride loop over dirs*batch*H threads, ``s`` the step by value) as the step of
     time step 0; ``_at`` makes the others."""
-    node = cell.node
-    name = ctx.unique_name(f"{node.name or node.op_type}_{what}")
-    params = [Param("input", k, p, dt) for k, (p, _, dt) in enumerate(ins)]
-    params += [Param("output", k, p, dt) for k, (p, _, dt) in enumerate(outs)]
-    params.append(Param("scalar", 0, "s", DType.int64, np.int64(0)))
-    decl = ", ".join(f"const long long {p.name}" if p.role == "scalar" else
-                     f"{'' if p.role == 'output' else 'const '}{ctype(p.dtype)}* __restrict__ {p.name}" for p in params)
-    it = cell.it
-    src = [f"// graphc kernel '{name}': {node.op_type} '{node.name}'", f"// {comment}",
-           prelude(set(), {dt for _, _, dt in ins + outs}), "",
-           f'extern "C" __global__ void {name}({decl})', "{",
-           grid_stride_loop(it, cell.n),
-           *("        " + ln for ln in body), "    }", "}", ""]
-    grid, block = elementwise_launch(cell.n, ctx.props)
-    group = KernelGroup(name, [node], [v for _, v, _ in ins], [v for _, v, _ in outs])
-    return ctx.kernel_step(group, node, Kernel(name, "\n".join(src), params, grid, block, group, cell.n))
+    return loop_step(ctx, cell.node, what, ins, outs, cell.n, ["        " + ln for ln in body], comment, cell.it,
+                     scalars=[Param("scalar", 0, "s", DType.int64, np.int64(0))])
 
 
 def _at(step: Step, s: int) -> Step:
