@@ -160,8 +160,31 @@ def _elementwise_body(node: Node) -> bool:
     return True
 
 
+def _repeated_in_body(node: Node) -> set[int]:
+    """Positions of a fused group's inputs that some op of its body reads twice or more (``Sum(x, x)``)."""
+    body = node.attrs.get("body")
+    if not isinstance(body, Graph):
+        return set()
+    position = {id(v): k for k, v in enumerate(body.inputs)}
+    repeated: set[int] = set()
+    for n in body.nodes:
+        seen: set[int] = set()
+        for v in n.inputs:
+            if v is not None and id(v) in position:
+                if id(v) in seen:
+                    repeated.add(position[id(v)])
+                seen.add(id(v))
+    return repeated
+
+
 def inplace_candidates(node: Node) -> list[int]:
-    """Indices of the inputs ``node`` may overwrite with its (single) output."""
+    """Indices of the inputs ``node`` may overwrite with its (single) output.
+
+    An input qualifies only if no other operand of the node is the same value: a kernel that writes its
+    output before it has read every operand (the variadic Sum/Max/Min fold writes ``out = x0 + x1`` and
+    then adds ``x2``) would otherwise read what it just wrote (``Sum(y, y, y)`` gave 4y). Within a fused
+    group the same holds for each op of the body. That no later step reads the input is the planner's
+    check (the input must die at this step)."""
     outs = [v for v in node.outputs if v is not None]
     if len(outs) != 1:
         return []
@@ -174,7 +197,10 @@ def inplace_candidates(node: Node) -> list[int]:
     elementwise = op.kind <= Kind.BROADCAST or (node.op_type == "FusedGroup" and _elementwise_body(node))
     if not elementwise:
         return []
-    return [i for i, v in enumerate(node.inputs) if v is not None and _same_layout(v, out)]
+    reads = [id(v) for v in _reads(node)]
+    repeated = _repeated_in_body(node) if node.op_type == "FusedGroup" else set()
+    return [i for i, v in enumerate(node.inputs) if v is not None and _same_layout(v, out)
+            and reads.count(id(v)) == 1 and i not in repeated]
 
 
 # ---- planning ---------------------------------------------------------------------------------

@@ -205,11 +205,16 @@ def _elementwise(ctx, info: _Body):
                     specs.append(("input", ctx.ins[what], sliced, len(t.shape)))
             else:
                 specs.append(("inner", where[id(v)]))
-        for v in n.inputs:  # inputs read for the last time free their buffers (after this op reads them)
+        # Inputs read for the last time free their buffers (after this op reads them). The op may write
+        # over such a buffer only if it reads that value once: a variadic fold such as Sum(y, y, y) writes
+        # its first partial result before reading its last operand.
+        after: list[int] = []
+        for v in n.inputs:
             if v is not None and not info.outer(v):
                 left[id(v)] -= 1
                 if left[id(v)] == 0:
-                    free.append(where[id(v)])
+                    once = sum(u is v for u in n.inputs) == 1
+                    (free if once else after).append(where[id(v)])
         if idx == len(body.nodes) - 1:
             dest = -1
         else:
@@ -219,6 +224,7 @@ def _elementwise(ctx, info: _Body):
             where[id(n.outputs[0])] = dest
             if left.get(id(n.outputs[0]), 0) == 0:
                 free.append(dest)
+        free.extend(after)
         plan.append((applies[idx], specs, dest))
     o = ctx.outs[0]
 
