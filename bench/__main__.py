@@ -1,4 +1,4 @@
-"""Entry point of ``python -m bench``."""
+"""Entry point of ``python -m graphc.bench``."""
 import sys
 
 from .cli import main

@@ -1,4 +1,4 @@
-"""The command line of the benchmarks (``python -m bench`` and ``graphc bench``)."""
+"""The command line of the benchmarks (``python -m graphc.bench`` and ``graphc bench``)."""
 from __future__ import annotations
 
 import argparse
@@ -17,7 +17,7 @@ from .runner import Policy, machine_description, run_matrix
 from .workloads import QUICK, catalog, custom_model
 
 
-def build_parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m graphc.bench") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="Benchmark graphc against onnxruntime, tract and onnx's "
                                 "ReferenceEvaluator; every engine in its own process, outputs checked first.")
     p.add_argument("models", nargs="*", help="extra .onnx models to benchmark (static input shapes, random feeds)")
@@ -50,7 +50,7 @@ def _policy(args) -> Policy:
     return pol
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "python -m bench") -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m graphc.bench") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(prog).parse_args(argv)
     table = catalog()

@@ -75,7 +75,7 @@ def relative_error(got, want) -> float:
 def graphc_device():
     """The device graphc's CUDA backend runs on: the GPU through PyCUDA, or the CPU emulator when
     GRAPHC_CUDA_EMULATE=1. Raises CudaUnavailableError (one sentence) without either."""
-    from runtime.cuda.executor import default_device
+    from graphc.runtime.cuda.executor import default_device
 
     return default_device()
 
@@ -108,7 +108,7 @@ def is_emulated(device) -> bool:
 
 def graphc_prepare(graph, device, tf32: bool = False):
     """CudaBackend.prepare(graph) on ``device``, with TF32 tensor cores allowed when ``tf32``."""
-    from runtime.cuda import CudaBackend
+    from graphc.runtime.cuda import CudaBackend
 
     return CudaBackend.prepare(graph, device=device, tf32=tf32)
 

@@ -1,7 +1,7 @@
 """A square matrix product on the GPU: graphc's CUDA backend (cuBLAS through its lowering) against torch.matmul.
 
-    python -m bench.cuda_gemm [--n 4096] [--repeats 50] [--markdown bench/RESULTS.md]
-    GRAPHC_CUDA_EMULATE=1 python -m bench.cuda_gemm --smoke      (n=64 on the CPU emulator: the code path only)
+    python -m graphc.bench.cuda_gemm [--n 4096] [--repeats 50] [--markdown bench/RESULTS.md]
+    GRAPHC_CUDA_EMULATE=1 python -m graphc.bench.cuda_gemm --smoke      (n=64 on the CPU emulator: the code path only)
 
 One ONNX MatMul of two n x n inputs, in three modes measured in the same run: float32 with TF32 off (exact
 float32: graphc's default and, here, PyTorch's), float32 with TF32 on (both), and float16 (float32
@@ -108,7 +108,7 @@ def table(rows: list[Row], n: int, judge: bool = True) -> tuple[list[str], list[
     return header, out, notes
 
 
-def build_parser(prog: str = "python -m bench.cuda_gemm") -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m graphc.bench.cuda_gemm") -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=4096, help="matrix size (default 4096)")
     ap.add_argument("--modes", default=",".join(m[0] for m in MODES), help="comma-separated, from: "
@@ -129,7 +129,7 @@ def run(args, log=print) -> list[Row] | None:
     unknown = [m for m in wanted if m not in {x[0] for x in MODES}]
     if unknown:
         raise GraphcError(f"unknown mode(s) {', '.join(unknown)}: choose from {', '.join(m[0] for m in MODES)}")
-    opened = machine_and_judge("bench.cuda_gemm")
+    opened = machine_and_judge("graphc.bench.cuda_gemm")
     if opened is None:
         return None
     machine, judge = opened
@@ -146,12 +146,12 @@ def run(args, log=print) -> list[Row] | None:
                 f"inputs on the device.\n\n" + markdown_table(header, lines) + "\n\n"
                 + "\n".join(f"- {n}" for n in notes))
         append_markdown(args.markdown, "CUDA backend: matrix product against torch.matmul",
-                        getattr(args, "command", "python -m bench.cuda_gemm"), machine, body)
+                        getattr(args, "command", "python -m graphc.bench.cuda_gemm"), machine, body)
         log(f"appended to {args.markdown}")
     return rows
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "python -m bench.cuda_gemm") -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m graphc.bench.cuda_gemm") -> int:
     return bench_main(build_parser, run, argv, prog)
 
 

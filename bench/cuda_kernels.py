@@ -1,6 +1,6 @@
 """GPU benchmarks of the CUDA backend's generated kernels, each against a peer measured in the same run.
 
-    python -m bench.cuda_kernels [--quick]
+    python -m graphc.bench.cuda_kernels [--quick]
 
 1. A 20-op elementwise chain over 64M float32: one fused kernel vs 20 separate kernels (-O1, unfused) vs a
    device-to-device copy of the same bytes (the bandwidth bound: the fused kernel reads and writes each
@@ -86,7 +86,7 @@ def time_copy(nbytes: int, repeats: int) -> float:
 
 
 def prepared_for(model: bytes, level: int, feeds: dict, device):
-    from runtime.cuda import CudaBackend
+    from graphc.runtime.cuda import CudaBackend
 
     exe = CudaBackend.prepare(compile_graph(gc.import_onnx(model), level=level), device=device)
     p = exe.prepared()
@@ -101,13 +101,13 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=20)
     args = ap.parse_args(argv)
     from graphc.errors import GraphcError
-    from runtime.cuda.cache import KernelCache
-    from runtime.cuda.device import PyCudaDevice
+    from graphc.runtime.cuda.cache import KernelCache
+    from graphc.runtime.cuda.device import PyCudaDevice
 
     try:
         device = PyCudaDevice()
     except GraphcError as e:
-        print(f"bench.cuda_kernels: {e}")
+        print(f"graphc.bench.cuda_kernels: {e}")
         return 2
     print(f"device: {device.props.name} ({device.props.arch}, {device.props.multiprocessors} SMs)")
     n = (4 if args.quick else 64) << 20
@@ -126,7 +126,7 @@ def main(argv=None) -> int:
         t = time_launches(prepared_for(row_model(op, rows, cols), 2, {"x": xr}, device), args.repeats)
         print(f"{op} {rows}x{cols}: {t * 1e3:.3f} ms vs copy {copy * 1e3:.3f} ms ({t / copy:.2f}x the copy's time)")
     with tempfile.TemporaryDirectory() as tmp:
-        from runtime.cuda import CudaBackend
+        from graphc.runtime.cuda import CudaBackend
 
         plan = compile_graph(gc.import_onnx(chain_model(1 << 20)))
         t0 = time.perf_counter()

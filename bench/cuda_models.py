@@ -1,8 +1,8 @@
 """Whole CNNs on the GPU: graphc's CUDA backend against PyTorch eager, torch.compile and onnxruntime's CUDA provider.
 
-    python -m bench.cuda_models [--models resnet50,squeezenet] [--batch 1,32] [--tf32] [--markdown bench/RESULTS.md]
-    python -m bench.cuda_models MODEL.onnx ...        (graphc bench MODEL.onnx --backend cuda runs this)
-    GRAPHC_CUDA_EMULATE=1 python -m bench.cuda_models --smoke   (tiny CNN, CPU emulator: the code path only)
+    python -m graphc.bench.cuda_models [--models resnet50,squeezenet] [--batch 1,32] [--tf32] [--markdown bench/RESULTS.md]
+    python -m graphc.bench.cuda_models MODEL.onnx ...        (graphc bench MODEL.onnx --backend cuda runs this)
+    GRAPHC_CUDA_EMULATE=1 python -m graphc.bench.cuda_models --smoke   (tiny CNN, CPU emulator: the code path only)
 
 The nine light CNNs of the onnx wheel get seeded random weights (models.light.with_random_weights), their
 BatchNorm parameters become initializers (so graphc may fold them, as PyTorch's peers may) and their batch
@@ -45,7 +45,7 @@ class Workload:
 
     def graph(self):
         """The model as graphc imports it, with ``sets`` bound."""
-        from frontends.onnx import import_model
+        from graphc.frontends.onnx import import_model
         from graphc.passes import infer_shapes
         from graphc.passes.bind import bind_symbols
 
@@ -62,7 +62,7 @@ def light_model(name: str, batch: int = 1, seed: int = 0) -> Workload:
     import onnx
     from onnx import numpy_helper
 
-    from models.light import path, with_random_weights
+    from graphc.models.light import path, with_random_weights
 
     model, values = with_random_weights(onnx.load(path(name)), seed=seed)
     g = model.graph
@@ -305,7 +305,7 @@ def report(rows: list[Row], engines: Sequence[str], judge: bool = True) -> tuple
     return header, table, notes
 
 
-def build_parser(prog: str = "python -m bench.cuda_models") -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m graphc.bench.cuda_models") -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     ap.add_argument("paths", nargs="*", metavar="MODEL.onnx", help="models of your own (static shapes)")
     ap.add_argument("--models", help=f"comma-separated light CNNs (default: all nine unless MODEL.onnx is "
@@ -325,7 +325,7 @@ def build_parser(prog: str = "python -m bench.cuda_models") -> argparse.Argument
     return ap
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "python -m bench.cuda_models") -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m graphc.bench.cuda_models") -> int:
     return bench_main(build_parser, run, argv, prog)
 
 
@@ -342,7 +342,7 @@ def run(args, log=print) -> list[Row] | None:
     if args.smoke:
         args.repeats, args.warmup = min(args.repeats, 3), min(args.warmup, 1)
     args.compile_backend = args.compile_backend or ("eager" if args.smoke else "inductor")
-    opened = machine_and_judge("bench.cuda_models")
+    opened = machine_and_judge("graphc.bench.cuda_models")
     if opened is None:
         return None
     machine, judge = opened
@@ -365,7 +365,7 @@ def run(args, log=print) -> list[Row] | None:
     header, table, notes = report(rows, args.engines, judge)
     log_report(log, header, table, notes)
     if args.markdown:
-        command = getattr(args, "command", "python -m bench.cuda_models")
+        command = getattr(args, "command", "python -m graphc.bench.cuda_models")
         body = (f"Median latency of {args.repeats} runs after {args.warmup} warm-up runs, inputs on the device; "
                 f"TF32 {'on' if args.tf32 else 'off'} in every engine; torch.compile backend "
                 f"{args.compile_backend}.\n\n" + markdown_table(header, table) + "\n\n"

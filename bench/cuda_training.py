@@ -1,7 +1,7 @@
 """Training steps on the GPU: graphc's Session(backend="cuda") against the same models in PyTorch eager on CUDA.
 
-    python -m bench.cuda_training [--models mlp,mingpt] [--steps 50] [--markdown bench/RESULTS.md]
-    GRAPHC_CUDA_EMULATE=1 python -m bench.cuda_training --smoke   (small batch and GPT, CPU emulator: code path)
+    python -m graphc.bench.cuda_training [--models mlp,mingpt] [--steps 50] [--markdown bench/RESULTS.md]
+    GRAPHC_CUDA_EMULATE=1 python -m graphc.bench.cuda_training --smoke   (small batch and GPT, CPU emulator: code path)
 
 The models and their PyTorch twins are bench/training.py's (mlp_digits: batch 128, Adam; mingpt: 2 layers,
 width 64, block 32, batch 16, AdamW with clipping). A step is forward, backward and the optimizer update,
@@ -55,7 +55,7 @@ def run(args, log=print) -> list[Row] | None:
     unknown = [k for k in keys if k not in table]
     if unknown:
         raise GraphcError(f"unknown model(s) {', '.join(unknown)}: choose from {', '.join(table)}")
-    opened = machine_and_judge("bench.cuda_training")
+    opened = machine_and_judge("graphc.bench.cuda_training")
     if opened is None:
         return None
     machine, judge = opened
@@ -102,12 +102,12 @@ def run(args, log=print) -> list[Row] | None:
         body = (f"Median of {args.steps} steps after {args.warmup} warm-up steps; each step fetches its loss to "
                 f"the host.\n\n" + markdown_table(header, lines) + "\n\n" + "\n".join(f"- {n}" for n in notes))
         append_markdown(args.markdown, "CUDA backend: training steps against PyTorch eager",
-                        getattr(args, "command", "python -m bench.cuda_training"), machine, body)
+                        getattr(args, "command", "python -m graphc.bench.cuda_training"), machine, body)
         log(f"appended to {args.markdown}")
     return rows
 
 
-def build_parser(prog: str = "python -m bench.cuda_training") -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m graphc.bench.cuda_training") -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="mlp,mingpt", help="comma-separated: mlp, mingpt")
     ap.add_argument("--steps", type=int, default=50, help="timed steps (median; default 50)")
@@ -117,7 +117,7 @@ def build_parser(prog: str = "python -m bench.cuda_training") -> argparse.Argume
     return ap
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "python -m bench.cuda_training") -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m graphc.bench.cuda_training") -> int:
     return bench_main(build_parser, run, argv, prog)
 
 

@@ -1,6 +1,6 @@
 """Scaling-out benchmark: data-parallel step overhead over MPI, and Ray batch-inference throughput, in one run.
 
-    python -m bench.distributed [--ranks 2] [--steps 300] [--workers 1 2] [--markdown bench/RESULTS.md]
+    python -m graphc.bench.distributed [--ranks 2] [--steps 300] [--workers 1 2] [--markdown bench/RESULTS.md]
 
 MPI: the mlp_digits training step (Adam, global batch 128) in one process, then with ``mpiexec -n RANKS``
 (each rank 128 / RANKS samples and one packed all-reduce of the gradients per step). It reports the
@@ -46,7 +46,7 @@ def single_process(steps: int) -> dict:
     """Median step time of one process on the whole batch and on one rank's share (in a one-thread process)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "single.json")
-        r = subprocess.run([sys.executable, "-m", "bench.distributed", "--single-worker", out, "--steps", str(steps)],
+        r = subprocess.run([sys.executable, "-m", "graphc.bench.distributed", "--single-worker", out, "--steps", str(steps)],
                            capture_output=True, text=True, env=dict(os.environ, **ONE_THREAD), timeout=600)
         if r.returncode != 0:
             raise SystemExit(f"the one-process run failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
@@ -57,8 +57,8 @@ def single_process(steps: int) -> dict:
 def single_worker(out_path: str, steps: int) -> None:
     """The one-process figures (run by ``single_process`` in a process of its own), written as JSON."""
     import graphc as gc
-    from models.digits_data import load_digits_split
-    from models.mlp_digits import build
+    from graphc.models.digits_data import load_digits_split
+    from graphc.models.mlp_digits import build
 
     xtr, ytr, _, _ = load_digits_split()
     out = {}
@@ -72,8 +72,8 @@ def single_worker(out_path: str, steps: int) -> None:
 def mpi_worker(out_path: str, steps: int) -> None:
     """One rank of the measured job (run by ``mpiexec``); rank 0 writes the job's figures as JSON."""
     import graphc as gc
-    from models.digits_data import load_digits_split
-    from models.mlp_digits import build
+    from graphc.models.digits_data import load_digits_split
+    from graphc.models.mlp_digits import build
 
     comm = gc.distributed.init()
     xtr, ytr, _, _ = load_digits_split()
@@ -113,7 +113,7 @@ def mpi_job(ranks: int, steps: int) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "mpi.json")
         env = dict(os.environ, **ONE_THREAD)
-        r = subprocess.run([exe, "-n", str(ranks), sys.executable, "-m", "bench.distributed", "--mpi-worker", out,
+        r = subprocess.run([exe, "-n", str(ranks), sys.executable, "-m", "graphc.bench.distributed", "--mpi-worker", out,
                             "--steps", str(steps)], capture_output=True, text=True, env=env, timeout=600)
         if r.returncode != 0:
             raise SystemExit(f"mpiexec -n {ranks} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
@@ -133,8 +133,8 @@ def markdown(single: dict, ranks: list[dict], ray: list[dict], args, load_start:
     share = [r["allreduce_s"] / r["step_total_s"] for r in ranks]
     pure = statistics.median(r["pure_allreduce_median_s"] for r in ranks)
     calls = [r["allreduce_calls"] / steps for r in ranks]
-    lines = [BEGIN, "## Scaling out (`python -m bench.distributed`)", "",
-             f"Made by `python -m bench.distributed --ranks {args.ranks} --steps {args.steps} --workers "
+    lines = [BEGIN, "## Scaling out (`python -m graphc.bench.distributed`)", "",
+             f"Made by `python -m graphc.bench.distributed --ranks {args.ranks} --steps {args.steps} --workers "
              f"{' '.join(map(str, args.workers))} --repeat {args.repeat} --images {args.images} "
              f"--markdown bench/RESULTS.md` "
              f"on this {os.cpu_count()}-core machine, shared with other work: load average "
@@ -227,7 +227,7 @@ def main(argv=None) -> int:
               f"{r['allreduce_s'] / r['step_total_s'] * 100:.0f}% of the step time, "
               f"{r['allreduce_calls'] / r['steps']:g} call(s) per step, pure all-reduce "
               f"{r['pure_allreduce_median_s'] * 1e6:.0f} µs", flush=True)
-    from models.ray_batch_inference import run
+    from graphc.models.ray_batch_inference import run
 
     ray = run(args.workers * args.repeat, args.images, args.size, args.batch_size)
     text = markdown(single, ranks, ray, args, load_start, _load(), time.perf_counter() - t0)

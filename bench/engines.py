@@ -39,7 +39,7 @@ def prepare(spec: EngineSpec, model_path: str, threads: int, info: dict) -> Runn
 
 
 def _prepare_graphc(spec: EngineSpec, model_path: str, threads: int, info: dict) -> Runner:
-    from frontends.onnx import import_model
+    from graphc.frontends.onnx import import_model
     from graphc.cli import prepare_compiled
 
     exe, how = prepare_compiled(import_model(model_path), spec.level)

@@ -174,7 +174,7 @@ def markdown(results: list[Result], workloads: list[Workload], machine: dict, co
         f"onnxruntime {v['onnxruntime']}, tract {v['tract']}. The whole run took {wall_s / 60:.1f} min.", "",
         *blas_lines(results), "",
         "## How it measures", "",
-        "Each engine runs on each workload in a process of its own (`python -m bench.worker`), one at a time. "
+        "Each engine runs on each workload in a process of its own (`python -m graphc.bench.worker`), one at a time. "
         "The process starts with OMP_NUM_THREADS, OPENBLAS_NUM_THREADS and MKL_NUM_THREADS set to the thread "
         "count, and onnxruntime gets `intra_op_num_threads` (default graph optimizations otherwise); the "
         "machine's OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are removed from the workers' environment (they pin "

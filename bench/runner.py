@@ -76,7 +76,7 @@ def run_worker(w: Workload, spec: EngineSpec, threads: int, policy: Policy, fold
     timeout = policy.reference_timeout_s if spec.kind == "reference" else policy.timeout_s
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run([sys.executable, "-m", "bench.worker", job_path], env=worker_env(threads), cwd=ROOT,
+        proc = subprocess.run([sys.executable, "-m", "graphc.bench.worker", job_path], env=worker_env(threads), cwd=ROOT,
                               capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return Result(w.name, spec.key, threads, {"status": "timeout",

@@ -1,6 +1,6 @@
 """Training-step speed: graphc's NumPy backend against the same models in PyTorch CPU eager, in one run.
 
-    python -m bench.training [--threads 1] [--steps 50] [--models mlp,mingpt]
+    python -m graphc.bench.training [--threads 1] [--steps 50] [--models mlp,mingpt]
 
 Both sides use the same thread count (threadpoolctl for NumPy's BLAS, torch.set_num_threads), the same
 batch and architecture, and time full steps (forward, backward, optimizer update) after warm-up; the
@@ -30,7 +30,7 @@ def _median_step(fn, steps: int, warmup: int) -> float:
 # ---- MLP on the digits (batch 128) ---------------------------------------------------------------
 def graphc_mlp(batch: int = 128, backend: str = "numpy"):
     import graphc as gc
-    from models.mlp_digits import build
+    from graphc.models.mlp_digits import build
 
     g, t = build()
     sess = gc.Session(g, backend=backend)
@@ -68,7 +68,7 @@ GPT = dict(vocab=74, block=32, n_layer=2, n_head=4, n_embd=64, batch=16)
 
 def graphc_gpt(backend: str = "numpy", c: dict | None = None):
     import graphc as gc
-    from models.mingpt import build
+    from graphc.models.mingpt import build
 
     c = c or GPT
     g, t = build(c["vocab"], c["block"], c["n_layer"], c["n_head"], c["n_embd"])

@@ -1,4 +1,4 @@
-"""Measures one engine on one workload, alone in its own process: ``python -m bench.worker JOB.json``.
+"""Measures one engine on one workload, alone in its own process: ``python -m graphc.bench.worker JOB.json``.
 
 The parent sets the thread-count variables in this process's environment before start, so they
 apply before NumPy, OpenBLAS or onnxruntime load. The job file names the model, the engine and the
@@ -50,8 +50,8 @@ def peak_rss_bytes() -> int:
 def measure(job: dict) -> dict:
     import numpy as np
 
-    from bench.engines import ENGINES, prepare, relative_error
-    from bench.workloads import load_feeds
+    from graphc.bench.engines import ENGINES, prepare, relative_error
+    from graphc.bench.workloads import load_feeds
 
     spec = ENGINES[job["engine"]]
     info: dict = {}

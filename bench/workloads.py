@@ -64,7 +64,7 @@ def load_feeds(model_path: str) -> dict[str, np.ndarray]:
 def light_cnn(folder: str, name: str, seed: int = 0) -> Workload:
     import onnx
 
-    from models.light import path, with_random_weights
+    from graphc.models.light import path, with_random_weights
 
     model, feeds = with_random_weights(onnx.load(path(name)), seed=seed)
     inits = {t.name for t in model.graph.initializer}
@@ -250,7 +250,7 @@ def _light(name: str) -> Callable[[str], Workload]:
 
 def catalog() -> dict[str, Callable[[str], Workload]]:
     """Every standard workload by name, in report order."""
-    from models.light import NAMES
+    from graphc.models.light import NAMES
 
     out: dict[str, Callable[[str], Workload]] = {f"light_{n}": _light(n) for n in NAMES}
     out["mlp"] = mlp

@@ -21,7 +21,7 @@ def import_onnx(source, infer: bool = True, memory_limit: int | str | None = Non
 
     ``memory_limit`` (bytes, or e.g. ``"2GB"``) bounds each tensor; see graphc/limits.py for the default.
     """
-    from frontends.onnx import import_model
+    from graphc.frontends.onnx import import_model
 
     return import_model(source, infer=infer, memory_limit=memory_limit)
 
@@ -37,7 +37,7 @@ def prepare(graph: IRGraph, backend: str = "numpy", memory_limit: int | str | No
     """
     import inspect
 
-    from runtime import get_backend
+    from graphc.runtime import get_backend
 
     impl = get_backend(backend)
     if memory_limit is not None:
@@ -61,14 +61,14 @@ def run(model, feeds, backend: str = "numpy") -> list:
 _LAZY = {
     "infer_shapes": ("graphc.passes", "infer_shapes"),
     "ops": ("graphc.ops", None),
-    "onnx_backend": ("frontends.onnx.backend", None),
-    "Session": ("runtime.session", "Session"),
-    "progress": ("runtime.session", "progress"),
-    "export_onnx": ("frontends.onnx.exporter", "export_onnx"),
+    "onnx_backend": ("graphc.frontends.onnx.backend", None),
+    "Session": ("graphc.runtime.session", "Session"),
+    "progress": ("graphc.runtime.session", "progress"),
+    "export_onnx": ("graphc.frontends.onnx.exporter", "export_onnx"),
     "compile": ("graphc.compiler", "compile"),
     "load_plan": ("graphc.plan", "load_plan"),
-    "set_num_threads": ("runtime.numpy.threads", "set_num_threads"),  # also GRAPHC_NUM_THREADS
-    "get_num_threads": ("runtime.numpy.threads", "get_num_threads"),
+    "set_num_threads": ("graphc.runtime.numpy.threads", "set_num_threads"),  # also GRAPHC_NUM_THREADS
+    "get_num_threads": ("graphc.runtime.numpy.threads", "get_num_threads"),
     "distributed": ("graphc.distributed", None),  # data-parallel training over MPI (the `dist` extra)
 }
 
@@ -81,7 +81,7 @@ def __getattr__(name: str):
         m = importlib.import_module(mod)
         return m if attr is None else getattr(m, attr)
     if not name.startswith("__"):  # the DSL: gc.Graph, gc.placeholder, gc.nn, gc.optim, gc.exp, ...
-        import frontends.dsl as dsl
+        import graphc.frontends.dsl as dsl
 
         if name in dsl.__all__:
             return getattr(dsl, name)

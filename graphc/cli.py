@@ -47,7 +47,7 @@ def _parse_shapes(items: Sequence[str]) -> dict[str, list[int]]:
 
 def load_graph(path: str, sets: Sequence[str] = (), shapes: Sequence[str] = ()):
     """Import a model, apply --input-shape and --set, and infer types."""
-    from frontends.onnx import import_model
+    from graphc.frontends.onnx import import_model
 
     from .passes import infer_shapes
     from .passes.bind import bind_symbols, set_input_shapes
@@ -164,7 +164,7 @@ def cmd_show(args) -> int:
 
 # ---- check ------------------------------------------------------------------------------------
 def cmd_check(args) -> int:
-    from frontends.onnx import import_model
+    from graphc.frontends.onnx import import_model
 
     try:
         graph = import_model(args.model, infer=True)
@@ -252,7 +252,7 @@ def _summary(x) -> str:
 
 def _backend_for(name: str, tf32: bool = False):
     """The backend ``name``, checking that it takes the options asked for (--tf32: the CUDA backend only)."""
-    from runtime import get_backend
+    from graphc.runtime import get_backend
 
     if tf32 and name != "cuda":
         raise GraphcError(f"--tf32 applies to --backend cuda (TF32 tensor cores), not to backend '{name}'")
@@ -303,7 +303,7 @@ def cmd_run(args) -> int:
 
 # ---- compile ----------------------------------------------------------------------------------
 def cmd_compile(args) -> int:
-    from frontends.onnx import import_model
+    from graphc.frontends.onnx import import_model
 
     from .compiler import compile
 
@@ -328,7 +328,7 @@ def prepare_compiled(graph, level: int, backend: str = "numpy"):
     """(executable, how it was made) for ``graph`` compiled by graphc.compiler at ``level``; the imported
     graph runs as it is while graphc.compiler does not exist, and a plan's graph while the backend
     does not take a Plan."""
-    from runtime import get_backend
+    from graphc.runtime import get_backend
 
     try:
         from .compiler import compile
@@ -383,7 +383,7 @@ def _split_backend(argv: Sequence[str]) -> tuple[str, list[str]]:
 
 def cmd_bench(args) -> int:
     backend, argv = _split_backend(args.bench_args)
-    module = "bench.cuda_models" if backend == "cuda" else "bench.cli"
+    module = "graphc.bench.cuda_models" if backend == "cuda" else "graphc.bench.cli"
     try:  # --backend cuda: graphc on the GPU against PyTorch and onnxruntime's CUDA provider
         import importlib
 
@@ -392,7 +392,7 @@ def cmd_bench(args) -> int:
         if e.name not in ("bench", module):
             raise
         raise GraphcError("graphc bench needs the bench package of a graphc source checkout "
-                          "(run it from the repository, or `python -m bench` there)") from None
+                          "(run it from the repository, or `python -m graphc.bench` there)") from None
     return bench_main(argv, prog="graphc bench" + (" --backend cuda" if backend == "cuda" else ""))
 
 
@@ -458,8 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(fn=cmd_profile)
 
     sp = sub.add_parser("bench", help="benchmark against onnxruntime, tract and onnx's ReferenceEvaluator "
-                        "(the options of `python -m bench`; try `graphc bench --help`); --backend cuda: on the "
-                        "GPU against PyTorch and onnxruntime's CUDA provider (`python -m bench.cuda_models`)",
+                        "(the options of `python -m graphc.bench`; try `graphc bench --help`); --backend cuda: on the "
+                        "GPU against PyTorch and onnxruntime's CUDA provider (`python -m graphc.bench.cuda_models`)",
                         add_help=False,
                         prefix_chars="\0")  # no options of its own: every argument goes on to the harness
     sp.add_argument("bench_args", nargs=argparse.REMAINDER)

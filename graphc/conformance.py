@@ -36,7 +36,7 @@ def run_case(case) -> None:
     """Run one case; raises (AssertionError or GraphcError) when graphc does not match the reference."""
     from onnx.backend.test.runner import Runner
 
-    from frontends.onnx.backend import GraphcBackend
+    from graphc.frontends.onnx.backend import GraphcBackend
 
     rep = GraphcBackend.prepare(case.model)
     if _random_nodes(rep.graph):

@@ -1,6 +1,6 @@
 """User-written CUDA ops, end to end: a fused GELU and a direct 2-D convolution registered with gc.custom_op.
 
-    python -m models.custom_cuda_ops
+    python -m graphc.models.custom_cuda_ops
 
 Each op is given in CUDA C (the kernel a GPU runs), in NumPy (what backend="numpy" runs), with its shape
 rule and its gradient: GELU's is a second custom op (a fused derivative kernel), the convolution's is
@@ -208,7 +208,7 @@ def train_case(steps: int = 10, seed: int = 0, custom: bool = True) -> list[floa
 
 def cuda_status() -> str | None:
     """None when backend="cuda" can run here (a GPU, or GRAPHC_CUDA_EMULATE=1), else why not."""
-    from runtime.cuda.executor import default_device
+    from graphc.runtime.cuda.executor import default_device
 
     try:
         default_device()

@@ -1,6 +1,6 @@
 """A small LeNet-style conv net on the 8x8 digits: conv-BN-ReLU-pool twice, then two dense layers.
 
-    python -m models.lenet_digits [--backend numpy] [--steps 500] [--batch 64]
+    python -m graphc.models.lenet_digits [--backend numpy] [--steps 500] [--batch 64]
 
 Batch norm runs in training mode (batch statistics, running averages updated by the step) for the
 training graph and in inference mode for evaluation; both share the same variables.

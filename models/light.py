@@ -1,6 +1,6 @@
 """The nine full-size CNNs shipped inside the onnx wheel ("light" models: every weight is 0.02).
 
-``python -m models.light NAME`` prints the path of one (e.g. ``resnet50``); ``light_inputs`` builds
+``python -m graphc.models.light NAME`` prints the path of one (e.g. ``resnet50``); ``light_inputs`` builds
 the inputs onnx's backend test runner feeds them, so outputs compare with ``light_NAME_output_0.pb``.
 """
 from __future__ import annotations
@@ -107,6 +107,6 @@ def with_random_weights(model, seed: int = 0):
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        print("usage: python -m models.light NAME   (one of: " + ", ".join(NAMES) + ")", file=sys.stderr)
+        print("usage: python -m graphc.models.light NAME   (one of: " + ", ".join(NAMES) + ")", file=sys.stderr)
         sys.exit(2)
     print(path(sys.argv[1]))

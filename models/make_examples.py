@@ -1,4 +1,4 @@
-"""Writes the small example models shipped in models/data/ (run: ``python -m models.make_examples``).
+"""Writes the small example models shipped in models/data/ (run: ``python -m graphc.models.make_examples``).
 
 ``tiny_cnn.onnx``: a digit-sized CNN (Conv-Relu-MaxPool-Conv-Relu-GlobalAveragePool-Flatten-Gemm-Softmax)
 with a symbolic batch dim ``N`` and seeded random weights, small enough to ship and to run in a test.

@@ -1,6 +1,6 @@
 """A minimal Mamba block in the DSL, checked against a NumPy reference and trained on selective copying.
 
-    python -m models.mamba [--backend numpy] [--steps 400]
+    python -m graphc.models.mamba [--backend numpy] [--steps 400]
 
 The block: input projection to (x, z); depthwise causal conv1d over time and SiLU on x; a selective
 scan whose step size delta and matrices B and C depend on the input (x projections, delta through

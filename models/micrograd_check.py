@@ -1,6 +1,6 @@
 """Scalar expressions differentiated by graphc, compared with derivatives worked out by hand.
 
-    python -m models.micrograd_check
+    python -m graphc.models.micrograd_check
 
 Each case is f(a, b) with its hand-derived df/da and df/db; graphc builds f in the DSL, takes
 gc.gradients, runs the session and compares. Prints one line per case and exits 1 on a mismatch.

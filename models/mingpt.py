@@ -1,6 +1,6 @@
 """A character-level GPT (causal self-attention, layer norm, GELU MLP) trained on the Book of Genesis (KJV).
 
-    python -m models.mingpt [--backend numpy] [--steps 600] [--layers 2] [--sample 200]
+    python -m graphc.models.mingpt [--backend numpy] [--steps 600] [--layers 2] [--sample 200]
 
 The text ships in models/data/genesis_kjv.txt (public domain; provenance in its header), so nothing is
 downloaded. The training loop is session-style: one graph holds the training step and the logits

@@ -1,7 +1,7 @@
 """A multilayer perceptron on the 8x8 digits, trained with the DSL and a Session.
 
-    python -m models.mlp_digits [--backend numpy] [--steps 600] [--batch 128]
-    mpiexec -n 4 python -m models.mlp_digits --distributed     # data-parallel over 4 ranks (the dist extra)
+    python -m graphc.models.mlp_digits [--backend numpy] [--steps 600] [--batch 128]
+    mpiexec -n 4 python -m graphc.models.mlp_digits --distributed     # data-parallel over 4 ranks (the dist extra)
 
 Prints the loss as it falls and the final test accuracy (the target is >= 96%). With ``--distributed``
 each rank trains on its shard of the data with ``--batch / ranks`` samples a step, the gradients are

@@ -1,7 +1,7 @@
 """Batch inference of a compiled light SqueezeNet over generated images on a Ray cluster; prints throughput.
 
-    python -m models.ray_batch_inference [--workers 1 2] [--images 3000] [--size 96] [--batch-size 64]
-    python -m models.ray_batch_inference --address auto      # on the head node of a cluster (`ray start --head`)
+    python -m graphc.models.ray_batch_inference [--workers 1 2] [--images 3000] [--size 96] [--batch-size 64]
+    python -m graphc.models.ray_batch_inference --address auto      # on the head node of a cluster (`ray start --head`)
 
 Compiles the SqueezeNet the onnx wheel ships (seeded random weights, batch dim ``N``, ``--size`` square
 images) into a graphc plan once, generates ``--images`` seeded random images into a Ray dataset and
@@ -26,7 +26,7 @@ def build_plan(path: str, size: int = 96, seed: int = 0) -> str:
     """Compile the light SqueezeNet (random weights, inputs [N, 3, size, size]) and save the plan at ``path``."""
     import onnx
 
-    from frontends.onnx import import_model
+    from graphc.frontends.onnx import import_model
     from graphc.compiler import compile as compile_graph
 
     from .light import path as light_path

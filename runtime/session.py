@@ -235,7 +235,7 @@ class Session:
         return plan
 
     def _backend(self):
-        from runtime import get_backend
+        from graphc.runtime import get_backend
 
         return get_backend(self.backend)
 

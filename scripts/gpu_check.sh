@@ -92,11 +92,11 @@ stage_tests() {
     "$PY" -m pytest -q -m "cuda or nvcc" -p no:cacheprovider -rfEsx tests/cuda
 }
 
-stage_kernels()  { ensure_pycuda && "$PY" -m bench.cuda_kernels; }
-stage_gemm()     { ensure_pycuda && "$PY" -m bench.cuda_gemm --markdown "$MD"; }
-stage_training() { ensure_pycuda && "$PY" -m bench.cuda_training --markdown "$MD"; }
-stage_models-a() { ensure_pycuda && "$PY" -m bench.cuda_models --models resnet50,squeezenet,shufflenet,bvlc_alexnet,zfnet512 --markdown "$MD"; }
-stage_models-b() { ensure_pycuda && "$PY" -m bench.cuda_models --models densenet121,inception_v1,inception_v2,vgg19 --markdown "$MD"; }
+stage_kernels()  { ensure_pycuda && "$PY" -m graphc.bench.cuda_kernels; }
+stage_gemm()     { ensure_pycuda && "$PY" -m graphc.bench.cuda_gemm --markdown "$MD"; }
+stage_training() { ensure_pycuda && "$PY" -m graphc.bench.cuda_training --markdown "$MD"; }
+stage_models-a() { ensure_pycuda && "$PY" -m graphc.bench.cuda_models --models resnet50,squeezenet,shufflenet,bvlc_alexnet,zfnet512 --markdown "$MD"; }
+stage_models-b() { ensure_pycuda && "$PY" -m graphc.bench.cuda_models --models densenet121,inception_v1,inception_v2,vgg19 --markdown "$MD"; }
 
 STAGES=(setup tests kernels gemm training models-a models-b)
 [ $# -gt 0 ] && [ "$1" != all ] && STAGES=("$@")

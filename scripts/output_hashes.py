@@ -56,8 +56,10 @@ def _digest(outputs) -> str:
 def _light():
     try:
         from graphc.models import light
-    except ImportError:  # before the one-namespace layout
-        from models import light  # type: ignore
+    except ImportError:  # a checkout from before the one-namespace layout
+        import importlib
+
+        light = importlib.import_module("models.light")
     return light
 
 

@@ -59,7 +59,7 @@ def custom_example():
     import importlib
     import warnings
 
-    import models.custom_cuda_ops as m
+    import graphc.models.custom_cuda_ops as m
     from graphc.custom import unregister_custom_op
     from graphc.errors import GraphcWarning
 

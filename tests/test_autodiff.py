@@ -47,7 +47,7 @@ def test_fan_out_accumulates():
 
 
 def test_gradient_nodes_are_ordinary_registered_nodes_and_run_on_the_numpy_backend():
-    from runtime.numpy.executor import NumpyBackend
+    from graphc.runtime.numpy.executor import NumpyBackend
 
     g = Graph()
     x = g.add_input("x", TensorType(F64, (2, 3)))

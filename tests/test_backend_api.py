@@ -8,7 +8,7 @@ import onnx
 import onnx.backend.test
 from onnx import TensorProto, helper
 
-import frontends.onnx.backend as graphc_backend
+import graphc.frontends.onnx.backend as graphc_backend
 
 
 def test_backend_test_runner_drives_graphc():

@@ -8,11 +8,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from frontends.onnx import import_model
+from graphc.frontends.onnx import import_model
 from graphc.cli import main as cli_main
 from graphc.errors import (ExternalDataError, FeedError, GraphcError, InvalidGraphError, ModelLoadError,
                            OpAttributeError, UnsupportedOpError)
-from runtime import get_backend
+from graphc.runtime import get_backend
 
 
 def make_model(nodes, inputs, outputs, initializers=(), opset=17):

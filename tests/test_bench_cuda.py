@@ -8,8 +8,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from bench import cuda_gemm, cuda_models, cuda_training
-from bench.cuda_common import relative_error
+from graphc.bench import cuda_gemm, cuda_models, cuda_training
+from graphc.bench.cuda_common import relative_error
 
 
 @pytest.fixture
@@ -47,7 +47,7 @@ def test_light_model_at_batch_3_is_three_batch_1_runs(name):
 def test_torch_module_runs_the_onnx_graph(name):
     """bench/torch_onnx.py agrees with onnxruntime (inception_v1 has asymmetric AveragePool pads)."""
     torch = pytest.importorskip("torch")
-    from bench.torch_onnx import torch_module
+    from graphc.bench.torch_onnx import torch_module
 
     w = cuda_models.light_model(name, batch=2)
     m = torch_module(w.model).eval()
@@ -61,7 +61,7 @@ def test_torch_module_names_an_op_it_cannot_run():
     from onnx import TensorProto as TP
     from onnx import helper as oh
 
-    from bench.torch_onnx import torch_module
+    from graphc.bench.torch_onnx import torch_module
 
     g = oh.make_graph([oh.make_node("Erf", ["x"], ["y"], name="erf0")], "g",
                       [oh.make_tensor_value_info("x", TP.FLOAT, [2])], [oh.make_tensor_value_info("y", TP.FLOAT, [2])])
@@ -88,7 +88,7 @@ def test_models_markdown_section(emulate, capsys, tmp_path):
     assert cuda_models.main(["--smoke", "--engines", "graphc", "--markdown", str(md)]) == 0
     text = md.read_text()
     assert text.startswith("# results\n\n## ") and "whole models against PyTorch" in text
-    assert "Made by `python -m bench.cuda_models --smoke --engines graphc --markdown" in text
+    assert "Made by `python -m graphc.bench.cuda_models --smoke --engines graphc --markdown" in text
     assert "| smoke_cnn b2 |" in text and "CPU emulator" in text
 
 

@@ -1,5 +1,5 @@
 """The benchmark harness: workloads that every engine runs, the output check before timing, the workers'
-environment, and ``python -m bench --quick`` end to end."""
+environment, and ``python -m graphc.bench --quick`` end to end."""
 from __future__ import annotations
 
 import importlib.util
@@ -13,10 +13,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from bench import workloads as wl
-from bench.engines import relative_error
-from bench.runner import Policy, run_worker, worker_env
-from bench.engines import ENGINES
+from graphc.bench import workloads as wl
+from graphc.bench.engines import relative_error
+from graphc.bench.runner import Policy, run_worker, worker_env
+from graphc.bench.engines import ENGINES
 from graphc.cli import main as graphc_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,8 +34,8 @@ def _ort(w: wl.Workload) -> list:
     lambda d: wl.tiny_op_chain(d, length=40),
 ], ids=["mlp", "transformer", "elementwise", "chain"])
 def test_generated_workloads_are_valid_and_graphc_agrees_with_onnxruntime(tmp_path, build):
-    from frontends.onnx import import_model
-    from runtime import get_backend
+    from graphc.frontends.onnx import import_model
+    from graphc.runtime import get_backend
 
     w = build(str(tmp_path))
     onnx.checker.check_model(onnx.load(w.model_path), full_check=True)
@@ -120,7 +120,7 @@ def test_quick_benchmark_end_to_end(tmp_path):
         assert any(b.get("user_api") == "blas" for b in r["blas"]) or r["blas"][0].get("note")
     assert data["summary"]["chain_us_per_step"] > 0 and data["summary"]["mlp_1t"] > 0
     md = out_md.read_text()
-    assert "python -m bench --quick" in md and "## Summary against the targets" in md
+    assert "python -m graphc.bench --quick" in md and "## Summary against the targets" in md
     assert "| graphc-O2" in md and "| onnxruntime | 1 |" in md
 
 

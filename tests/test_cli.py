@@ -12,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from graphc.cli import main
-from models.light import path as light_path
+from graphc.models.light import path as light_path
 
 RESNET = light_path("resnet50")
 

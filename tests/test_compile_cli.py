@@ -8,11 +8,11 @@ import numpy as np
 import onnx
 import pytest
 
-from frontends.onnx import import_model
+from graphc.frontends.onnx import import_model
 from graphc.cli import main
 from graphc.plan import PLAN_FORMAT, load_plan
-from models import light
-from runtime import get_backend
+from graphc.models import light
+from graphc.runtime import get_backend
 
 
 def _outputs(folder: str) -> dict[str, np.ndarray]:

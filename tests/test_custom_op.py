@@ -218,7 +218,7 @@ def test_example_script_passes(custom_example, capsys, monkeypatch):
 
 # ---- ONNX ------------------------------------------------------------------------------------------
 def _model(custom_example):
-    from frontends.onnx.exporter import to_onnx_model
+    from graphc.frontends.onnx.exporter import to_onnx_model
 
     g = gc.Graph()
     with g.as_default():

@@ -6,7 +6,7 @@ import onnx
 import pytest
 
 import graphc as gc
-from frontends.onnx.exporter import ExportError
+from graphc.frontends.onnx.exporter import ExportError
 
 ort = pytest.importorskip("onnxruntime")
 

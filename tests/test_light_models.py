@@ -9,9 +9,9 @@ import numpy as np
 import onnx
 import pytest
 
-from frontends.onnx import import_model
-from models.light import NAMES, light_inputs, path, reference_output, with_random_weights
-from runtime import get_backend
+from graphc.frontends.onnx import import_model
+from graphc.models.light import NAMES, light_inputs, path, reference_output, with_random_weights
+from graphc.runtime import get_backend
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -8,13 +8,13 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from frontends.onnx import import_model
+from graphc.frontends.onnx import import_model
 from graphc.compiler import compile
 from graphc.errors import GraphcError, PlanFormatError
 from graphc.ir import DType, Graph, TensorType
 from graphc.plan import LEGACY_DOMAIN, PLAN_FORMAT, Plan, is_plan, load_plan
-from models import light
-from runtime import get_backend
+from graphc.models import light
+from graphc.runtime import get_backend
 
 
 def _f32(*shape):

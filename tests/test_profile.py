@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from frontends.onnx import import_model
+from graphc.frontends.onnx import import_model
 from graphc.cli import main
 from graphc.ir import DType, Graph, Node, TensorType, Value
 from graphc.profile import node_cost, profile, step_label
-from runtime import get_backend
+from graphc.runtime import get_backend
 
 
 def _v(name, *shape, dtype=DType.float32):

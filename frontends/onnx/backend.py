@@ -16,7 +16,7 @@ class GraphcRep(BackendRep):
     """A prepared model: ``run(inputs)`` with a list (in input order) or a dict of arrays."""
 
     def __init__(self, graph: Graph, backend: str = "numpy"):
-        from runtime import get_backend
+        from graphc.runtime import get_backend
 
         self.graph = graph
         self.executable = get_backend(backend).prepare(graph)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from frontends.dsl.graph import Operation
-from frontends.dsl.optim import Optimizer
-from frontends.dsl.tensor import Tensor, apply_op
+from graphc.frontends.dsl.graph import Operation
+from graphc.frontends.dsl.optim import Optimizer
+from graphc.frontends.dsl.tensor import Tensor, apply_op
 from graphc.errors import GraphBuildError
 from graphc.ops.collective import DOMAIN, REDUCTIONS
 

@@ -32,7 +32,7 @@ class PlanPredictor:
     def __init__(self, plan: str | os.PathLike | bytes, inputs: Mapping[str, str] | None = None,
                  outputs: Mapping[str, str] | None = None, keep_columns: Sequence[str] = (), backend: str = "numpy"):
         from graphc.plan import load_plan
-        from runtime import get_backend
+        from graphc.runtime import get_backend
 
         if isinstance(plan, (bytes, bytearray)):
             import onnx

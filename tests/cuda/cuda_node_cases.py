@@ -6,7 +6,7 @@ from __future__ import annotations
 import graphc as gc
 from graphc.compiler import compile as compile_graph
 from graphc.conformance import RANDOM_OPS, node_cases
-from runtime.cuda.lowering import MissingKernelError, lower
+from graphc.runtime.cuda.lowering import MissingKernelError, lower
 
 
 def lowered_node_cases(props):

@@ -14,11 +14,11 @@ from onnx import helper as oh
 
 import graphc as gc
 from graphc.compiler import compile as compile_graph
-from runtime.cuda import CudaBackend
-from runtime.cuda.cache import KernelCache
-from runtime.cuda.emulator import EMULATOR_PROPS
-from runtime.cuda.libcall import Gemm
-from runtime.cuda.lowering import MissingKernelError, lower
+from graphc.runtime.cuda import CudaBackend
+from graphc.runtime.cuda.cache import KernelCache
+from graphc.runtime.cuda.emulator import EMULATOR_PROPS
+from graphc.runtime.cuda.libcall import Gemm
+from graphc.runtime.cuda.lowering import MissingKernelError, lower
 
 needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="the CUDA emulator needs g++")
 _DT = {TP.FLOAT: np.float32, TP.FLOAT16: np.float16, TP.DOUBLE: np.float64, TP.BOOL: np.bool_, TP.INT64: np.int64}
@@ -120,7 +120,7 @@ def _check(model, feeds, device, where):
 
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory):
-    from runtime.cuda.emulator import EmulatedDevice
+    from graphc.runtime.cuda.emulator import EmulatedDevice
 
     if shutil.which("g++") is None:
         pytest.skip("the CUDA emulator needs g++")
@@ -175,7 +175,7 @@ def test_unsupported_attention_is_reported_by_name():
 
 # ---- mingpt: the sampling graph's Attention node on backend="cuda" ------------------------------------------
 def _mingpt_generate(backend):
-    from models import mingpt
+    from graphc.models import mingpt
 
     vocab = mingpt.Vocab("In the beginning God created the heaven and the earth.")
     g, t = mingpt.build(len(vocab.chars), block_size=8, n_layer=2, n_head=2, n_embd=16, steps=5, seed=3)
@@ -199,7 +199,7 @@ def test_mingpt_generation_on_cuda_emulator_equals_numpy(monkeypatch):
 # ---- on a GPU -----------------------------------------------------------------------------------------------
 @pytest.mark.cuda
 def test_attention_grid_on_the_gpu(tmp_path):
-    from runtime.cuda.device import PyCudaDevice
+    from graphc.runtime.cuda.device import PyCudaDevice
 
     device = PyCudaDevice(KernelCache(tmp_path))
     failures = []

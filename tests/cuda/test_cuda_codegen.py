@@ -10,10 +10,10 @@ import pytest
 import graphc as gc
 from cuda_cases import MISSING, all_cases
 from graphc.compiler import compile as compile_graph
-from runtime.cuda.arena import REGION_ALIGNMENT, frees_after, layout_arena
-from runtime.cuda.cache import KernelCache, cache_key, cache_root
-from runtime.cuda.launch import DeviceProps, elementwise_launch, reduction_launch
-from runtime.cuda.lowering import MissingKernelError, lower
+from graphc.runtime.cuda.arena import REGION_ALIGNMENT, frees_after, layout_arena
+from graphc.runtime.cuda.cache import KernelCache, cache_key, cache_root
+from graphc.runtime.cuda.launch import DeviceProps, elementwise_launch, reduction_launch
+from graphc.runtime.cuda.lowering import MissingKernelError, lower
 
 H100 = DeviceProps()
 CASES = {c.name: c for c in all_cases()}
@@ -86,8 +86,8 @@ def test_missing_ops_are_listed_in_one_error():
 
 
 def test_get_backend_cuda_without_pycuda_is_one_sentence(monkeypatch):
-    from runtime import get_backend
-    from runtime.cuda import CudaUnavailableError
+    from graphc.runtime import get_backend
+    from graphc.runtime.cuda import CudaUnavailableError
 
     monkeypatch.delenv("GRAPHC_CUDA_EMULATE", raising=False)
     monkeypatch.setitem(sys.modules, "pycuda", None)  # import pycuda fails as if it were not installed
@@ -158,7 +158,7 @@ def test_pointers_that_reach_the_same_bytes_are_not_restrict():
     from onnx import TensorProto as TP
     from onnx import helper as oh
 
-    from runtime.cuda.emulator import EMULATOR_PROPS
+    from graphc.runtime.cuda.emulator import EMULATOR_PROPS
 
     nodes = [oh.make_node("Softmax", ["x"], ["s"], axis=-1), oh.make_node("Exp", ["s"], ["y"]),
              oh.make_node("MatMul", ["y", "w"], ["m"]), oh.make_node("Relu", ["m"], ["r"])]

@@ -11,10 +11,10 @@ import pytest
 
 import graphc as gc
 from graphc.compiler import compile as compile_graph
-from models.light import path
-from runtime.cuda.cache import NAME_PLACEHOLDER, KernelCache, KernelCompileError, kernel_body
-from runtime.cuda.launch import DeviceProps
-from runtime.cuda.lowering import lower
+from graphc.models.light import path
+from graphc.runtime.cuda.cache import NAME_PLACEHOLDER, KernelCache, KernelCompileError, kernel_body
+from graphc.runtime.cuda.launch import DeviceProps
+from graphc.runtime.cuda.lowering import lower
 
 ARCH = "sm_90"
 needs_nvcc = pytest.mark.nvcc
@@ -130,8 +130,8 @@ def test_the_gpu_device_loads_kernels_of_one_body_from_one_module(tmp_path):
     from onnx import TensorProto as TP
     from onnx import helper as oh
 
-    from runtime.cuda import CudaBackend
-    from runtime.cuda.device import PyCudaDevice
+    from graphc.runtime.cuda import CudaBackend
+    from graphc.runtime.cuda.device import PyCudaDevice
 
     if shutil.which("nvcc") is None:
         pytest.skip("needs nvcc")

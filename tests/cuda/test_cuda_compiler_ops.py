@@ -20,8 +20,8 @@ from onnx import helper as oh
 import graphc as gc
 from graphc.compiler import compile as compile_graph
 from graphc.limits import input_bindings
-from runtime.cuda.emulator import EMULATOR_PROPS
-from runtime.cuda.lowering import SUPPORTED_OPS, MissingKernelError, lower
+from graphc.runtime.cuda.emulator import EMULATOR_PROPS
+from graphc.runtime.cuda.lowering import SUPPORTED_OPS, MissingKernelError, lower
 
 LEVELS = (0, 1, 2)
 #: op -> (text in the lowering's reason, why it is a known gap)
@@ -109,8 +109,8 @@ def test_recognized_patterns_lower(op):
 def _dsl_graphs() -> dict[str, tuple]:
     """name -> (subgraph, feeds) of every plan the DSL models' Sessions compile for training and for sampling
     or evaluation (small sizes; the ops are those of the full models)."""
-    from models import lenet_digits, mamba, mingpt, mlp_digits
-    from runtime.session import Session
+    from graphc.models import lenet_digits, mamba, mingpt, mlp_digits
+    from graphc.runtime.session import Session
 
     out, seen = {}, []
     real = Session._prepare
@@ -155,7 +155,7 @@ _CACHE: dict = {}
 def _graph(name):
     """(graph, bindings of its symbolic dims) for a model name."""
     if name not in _CACHE:
-        from models import light
+        from graphc.models import light
 
         if name in light.NAMES:
             _CACHE[name] = (gc.import_onnx(onnx.load(light.path(name)).SerializeToString()), None)
@@ -197,9 +197,9 @@ def test_inference_dropout_of_unoptimized_cnns_runs_on_the_emulator(tmp_path):
     """-O0 keeps exported CNNs' Dropout nodes: in inference mode a copy, its mask all true."""
     import shutil
 
-    from runtime.cuda import CudaBackend
-    from runtime.cuda.cache import KernelCache
-    from runtime.cuda.emulator import EmulatedDevice
+    from graphc.runtime.cuda import CudaBackend
+    from graphc.runtime.cuda.cache import KernelCache
+    from graphc.runtime.cuda.emulator import EmulatedDevice
 
     if shutil.which("g++") is None:
         pytest.skip("the CUDA emulator needs g++")

@@ -19,10 +19,10 @@ from onnx import helper as oh
 import graphc as gc
 from cuda_cases import Case, _x, conv_case
 from graphc.compiler import compile as compile_graph
-from runtime.cuda import CudaBackend, MissingKernelError
-from runtime.cuda.cache import KernelCache
-from runtime.cuda.launch import DeviceProps
-from runtime.cuda.lowering import lower
+from graphc.runtime.cuda import CudaBackend, MissingKernelError
+from graphc.runtime.cuda.cache import KernelCache
+from graphc.runtime.cuda.launch import DeviceProps
+from graphc.runtime.cuda.lowering import lower
 
 needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="the CUDA emulator needs g++")
 
@@ -81,7 +81,7 @@ GRID = grid_cases()
 
 @pytest.fixture(scope="module")
 def device(tmp_path_factory):
-    from runtime.cuda.emulator import EMULATOR_PROPS, EmulatedDevice
+    from graphc.runtime.cuda.emulator import EMULATOR_PROPS, EmulatedDevice
 
     if shutil.which("g++") is None:
         pytest.skip("the CUDA emulator needs g++")
@@ -164,7 +164,7 @@ def test_im2col_is_chunked_over_the_batch_and_shares_the_workspace(device, monke
     """With a workspace limit of two items' columns, a batch of 5 takes three im2col+GEMM rounds through one
     workspace, which the next conv reuses; the debug mode (dead inputs filled with NaN after the node's last
     launch) still gives NumPy's result."""
-    import runtime.cuda.codegen_conv as cc
+    import graphc.runtime.cuda.codegen_conv as cc
 
     per_item = 4 * 9 * 5 * 5 * 4  # C * K * P * 4 bytes of the first conv
     monkeypatch.setattr(cc, "WORKSPACE_LIMIT", 2 * per_item)
@@ -183,7 +183,7 @@ def test_im2col_is_chunked_over_the_batch_and_shares_the_workspace(device, monke
 
 
 def test_training_batchnorm_is_reported_missing():
-    from runtime.cuda.emulator import EMULATOR_PROPS
+    from graphc.runtime.cuda.emulator import EMULATOR_PROPS
 
     node = oh.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y", "rm", "rv"], training_mode=1)
     g = oh.make_graph([node], "bn", [oh.make_tensor_value_info(n, TP.FLOAT, s) for n, s in
@@ -196,8 +196,8 @@ def test_training_batchnorm_is_reported_missing():
 
 @pytest.mark.nvcc
 def test_grid_kernels_compile_to_ptx(tmp_path):
-    from runtime.cuda.cache import find_nvcc
-    from runtime.cuda.emulator import combined_source
+    from graphc.runtime.cuda.cache import find_nvcc
+    from graphc.runtime.cuda.emulator import combined_source
 
     kernels = list({s.kernel.source: s.kernel for c in GRID for s in _steps(c) if s.kernel is not None}.values())
     src = tmp_path / "conv_kernels.cu"

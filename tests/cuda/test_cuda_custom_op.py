@@ -10,8 +10,8 @@ import pytest
 
 import graphc as gc
 from graphc.compiler import compile as compile_graph
-from runtime.cuda.launch import DeviceProps, elementwise_launch
-from runtime.cuda.lowering import lower
+from graphc.runtime.cuda.launch import DeviceProps, elementwise_launch
+from graphc.runtime.cuda.lowering import lower
 
 needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="the CUDA emulator needs g++")
 
@@ -127,7 +127,7 @@ def test_float_attributes_are_float_scalars():
 
 
 def test_a_custom_op_without_cuda_source_is_reported_missing():
-    from runtime.cuda.lowering import MissingKernelError
+    from graphc.runtime.cuda.lowering import MissingKernelError
 
     op = gc.custom_op("NumpyOnly", numpy_impl=lambda x: x + 1, infer_shape="same")
     g = gc.Graph()
@@ -138,7 +138,7 @@ def test_a_custom_op_without_cuda_source_is_reported_missing():
 
 
 def test_a_bad_user_launch_is_reported():
-    from runtime.cuda.lowering import MissingKernelError
+    from graphc.runtime.cuda.lowering import MissingKernelError
 
     op = row_sum_op(block=4096)
     g = gc.Graph()
@@ -177,7 +177,7 @@ def test_emulator_uses_the_user_launch(emulated):
 
 @needs_gxx
 def test_emulator_compile_errors_name_the_op_and_line(emulated):
-    from runtime.cuda.cache import KernelCompileError
+    from graphc.runtime.cuda.cache import KernelCompileError
 
     op = gc.custom_op("Broken", numpy_impl=lambda x: x, infer_shape="same", shape_params=False,
                       cuda_source='extern "C" __global__ void Broken(const float* x, float* y, long long n) {\n'
@@ -194,8 +194,8 @@ def _entry_params(ptx: str, kernel: str) -> list[str]:
 
 @pytest.mark.nvcc
 def test_nvcc_compiles_the_user_sources(custom_example, tmp_path):
-    from runtime.cuda.cache import KernelCache
-    from runtime.cuda.custom import check_source
+    from graphc.runtime.cuda.cache import KernelCache
+    from graphc.runtime.cuda.custom import check_source
 
     cache = KernelCache(tmp_path)
     # the PTX parameter list is the calling convention seen from the GPU: 64-bit pointers and long longs,
@@ -212,8 +212,8 @@ def test_nvcc_compiles_the_user_sources(custom_example, tmp_path):
 @pytest.mark.nvcc
 def test_nvcc_errors_name_the_op_and_line(tmp_path):
     from graphc.custom import CustomOpError
-    from runtime.cuda.cache import KernelCache
-    from runtime.cuda.custom import check_source
+    from graphc.runtime.cuda.cache import KernelCache
+    from graphc.runtime.cuda.custom import check_source
 
     op = gc.custom_op("BrokenNvcc", numpy_impl=lambda x: x, infer_shape="same",
                       cuda_source='extern "C" __global__ void BrokenNvcc(float* y) {\n    y[0] = not_declared;\n}\n')

@@ -22,10 +22,10 @@ from onnx import helper as oh
 import graphc as gc
 from dsl_sweep import CASES, build, feeds_for
 from graphc.compiler import compile as compile_graph
-from runtime.cuda import CudaBackend
-from runtime.cuda.cache import KernelCache
-from runtime.cuda.emulator import EMULATOR_PROPS
-from runtime.cuda.lowering import MissingKernelError, lower
+from graphc.runtime.cuda import CudaBackend
+from graphc.runtime.cuda.cache import KernelCache
+from graphc.runtime.cuda.emulator import EMULATOR_PROPS
+from graphc.runtime.cuda.lowering import MissingKernelError, lower
 
 needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="the CUDA emulator needs g++")
 
@@ -59,7 +59,7 @@ def _id(c):
 
 # ---- the sweep: every function's forward, backward and optimizer ops lower to kernels ---------------
 def test_sweep_covers_every_public_dsl_function():
-    from frontends.dsl import initializers, losses, math, nn, optim
+    from graphc.frontends.dsl import initializers, losses, math, nn, optim
 
     names = {c.name for c in CASES}
     assert len(names) == len(CASES)
@@ -116,7 +116,7 @@ def sweep_plans():
 
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory, sweep_plans):
-    from runtime.cuda.emulator import EmulatedDevice
+    from graphc.runtime.cuda.emulator import EmulatedDevice
 
     dev = EmulatedDevice(KernelCache(tmp_path_factory.mktemp("dsl-sweep-kernels")))
     dev.precompile([s.kernel for _, _, p in sweep_plans.values() for s in lower(p.graph, EMULATOR_PROPS).steps
@@ -146,7 +146,7 @@ def test_training_step_agrees_with_numpy_on_the_emulator(case, emulator, sweep_p
                                   "nn.causal_self_attention", "math.getitem_tensor"])
 def test_unfolded_shape_ops_agree_with_numpy_at_O0(name, tmp_path):
     """At -O0 Shape, Size, Range and Trilu stay ops (nothing folds them): their kernels against NumPy."""
-    from runtime.cuda.emulator import EmulatedDevice
+    from graphc.runtime.cuda.emulator import EmulatedDevice
 
     case = next(c for c in CASES if c.name == name)
     sub, g, _ = build(case)
@@ -171,7 +171,7 @@ def _shape_model():
 
 @needs_gxx
 def test_shape_size_and_range_kernels_at_O0(tmp_path):
-    from runtime.cuda.emulator import EmulatedDevice
+    from graphc.runtime.cuda.emulator import EmulatedDevice
 
     plan = compile_graph(_shape_model(), level=0, sets={"N": 2})
     assert {"Shape", "Size", "Range"} <= {n.op_type for n in plan.graph.nodes}
@@ -258,7 +258,7 @@ def _random_checks(device, level: int) -> None:
 @needs_gxx
 @pytest.mark.parametrize("level", [2, 0])
 def test_random_ops_have_the_right_statistics_on_the_emulator(level, tmp_path):
-    from runtime.cuda.emulator import EmulatedDevice
+    from graphc.runtime.cuda.emulator import EmulatedDevice
 
     _random_checks(EmulatedDevice(KernelCache(tmp_path)), level)
 
@@ -311,7 +311,7 @@ def test_dropout_keeps_one_mask_per_step_on_the_emulator(monkeypatch):
 # ---- nvcc: the new generators' kernels compile -------------------------------------------------------
 def _new_kernels():
     """Kernels of the random, scan and index (Shape/Size/Range/Trilu) generators, lowered for an H100."""
-    from runtime.cuda.launch import DeviceProps
+    from graphc.runtime.cuda.launch import DeviceProps
 
     graphs = [compile_graph(_random_model(k)[0], level=lv) for k in RANDOM_KINDS for lv in (0, 2)]
     graphs.append(compile_graph(_shape_model(), level=0, sets={"N": 2}))
@@ -331,8 +331,8 @@ def _new_kernels():
 
 @pytest.mark.nvcc
 def test_new_generator_kernels_compile_with_nvcc(tmp_path):
-    from runtime.cuda.cache import find_nvcc
-    from runtime.cuda.emulator import combined_source
+    from graphc.runtime.cuda.cache import find_nvcc
+    from graphc.runtime.cuda.emulator import combined_source
 
     kernels = _new_kernels()
     ops = {k.group.nodes[0].op_type for k in kernels}
@@ -349,7 +349,7 @@ def test_new_generator_kernels_compile_with_nvcc(tmp_path):
 # ---- the same on a GPU ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def gpu(tmp_path_factory):
-    from runtime.cuda.device import PyCudaDevice
+    from graphc.runtime.cuda.device import PyCudaDevice
 
     return PyCudaDevice(KernelCache(tmp_path_factory.mktemp("dsl-gpu-kernels")))
 

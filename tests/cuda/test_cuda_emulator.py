@@ -14,9 +14,9 @@ import pytest
 import graphc as gc
 from cuda_cases import all_cases
 from graphc.compiler import compile as compile_graph
-from runtime.cuda import CudaBackend
-from runtime.cuda.cache import KernelCache
-from runtime.cuda.lowering import lower
+from graphc.runtime.cuda import CudaBackend
+from graphc.runtime.cuda.cache import KernelCache
+from graphc.runtime.cuda.lowering import lower
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="the CUDA emulator needs g++")
 
@@ -25,7 +25,7 @@ CASES = all_cases()
 
 @pytest.fixture(scope="module")
 def device(tmp_path_factory):
-    from runtime.cuda.emulator import EMULATOR_PROPS, EmulatedDevice
+    from graphc.runtime.cuda.emulator import EMULATOR_PROPS, EmulatedDevice
 
     dev = EmulatedDevice(KernelCache(tmp_path_factory.mktemp("kernel-cache")))
     kernels = [s.kernel for c in CASES for s in lower(compile_graph(gc.import_onnx(c.model)).graph, EMULATOR_PROPS).steps
@@ -91,7 +91,7 @@ def test_onnx_node_cases_with_kernels_agree_on_the_emulator(tmp_path):
     matches onnx's expected outputs."""
     from cuda_node_cases import lowered_node_cases
     from graphc.conformance import _normalize, assert_similar
-    from runtime.cuda.emulator import EMULATOR_PROPS, EmulatedDevice
+    from graphc.runtime.cuda.emulator import EMULATOR_PROPS, EmulatedDevice
 
     cases = lowered_node_cases(EMULATOR_PROPS)
     assert len(cases) >= 1260
@@ -114,8 +114,8 @@ def test_onnx_node_cases_with_kernels_agree_on_the_emulator(tmp_path):
 def test_group_lowered_op_by_op_when_no_generator_takes_it(name, device, monkeypatch):
     """The fallback for a fused group no generator handles: its ops run one kernel each, the values inside
     the group in scratch memory."""
-    import runtime.cuda.lowering as lowering
-    from runtime.cuda.codegen import CodegenUnsupported
+    import graphc.runtime.cuda.lowering as lowering
+    from graphc.runtime.cuda.codegen import CodegenUnsupported
 
     real = lowering.generate
 

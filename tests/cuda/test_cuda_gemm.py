@@ -18,12 +18,12 @@ import graphc as gc
 from cuda_cases import gemm_cases
 from graphc.compiler import compile as compile_graph
 from graphc.ir import DType
-from runtime.cuda.cache import KernelCache
-from runtime.cuda.codegen_gemm import matmul_calls
-from runtime.cuda.cublas import CUBLAS_OP_N, CUBLAS_OP_T, column_major
-from runtime.cuda.launch import DeviceProps
-from runtime.cuda.libcall import Gemm, gemm_reference
-from runtime.cuda.lowering import lower
+from graphc.runtime.cuda.cache import KernelCache
+from graphc.runtime.cuda.codegen_gemm import matmul_calls
+from graphc.runtime.cuda.cublas import CUBLAS_OP_N, CUBLAS_OP_T, column_major
+from graphc.runtime.cuda.launch import DeviceProps
+from graphc.runtime.cuda.libcall import Gemm, gemm_reference
+from graphc.runtime.cuda.lowering import lower
 
 CASES = {c.name: c for c in gemm_cases()}
 needs_gpp = pytest.mark.skipif(shutil.which("g++") is None, reason="the CUDA emulator needs g++")
@@ -194,7 +194,7 @@ def test_tf32_option_reaches_every_float32_gemm():
 
 def test_integer_matmul_is_reported_missing():
     from cuda_cases import MISSING
-    from runtime.cuda.lowering import MissingKernelError
+    from graphc.runtime.cuda.lowering import MissingKernelError
 
     with pytest.raises(MissingKernelError, match="integer matrix products have no CUDA kernel yet"):
         lower(compile_graph(gc.import_onnx(MISSING.model)).graph, DeviceProps())
@@ -202,8 +202,8 @@ def test_integer_matmul_is_reported_missing():
 
 @needs_gpp
 def test_emulator_runs_gemm_graphs_with_tf32_flag_and_few_launches(tmp_path):
-    from runtime.cuda import CudaBackend
-    from runtime.cuda.emulator import EmulatedDevice
+    from graphc.runtime.cuda import CudaBackend
+    from graphc.runtime.cuda.emulator import EmulatedDevice
 
     case = CASES["Gemm_linear_bias_relu_fused"]
     graph = gc.import_onnx(case.model)
@@ -216,7 +216,7 @@ def test_emulator_runs_gemm_graphs_with_tf32_flag_and_few_launches(tmp_path):
 
 # ---- the cuBLAS binding -----------------------------------------------------------------------------
 def _find_cublas():
-    from runtime.cuda.cublas import CublasUnavailableError, load_library
+    from graphc.runtime.cuda.cublas import CublasUnavailableError, load_library
 
     try:
         return load_library()
@@ -225,8 +225,8 @@ def _find_cublas():
 
 
 def test_missing_cublas_is_one_sentence_with_the_fix():
-    from runtime.cuda.cublas import CublasUnavailableError, load_library
-    from runtime.cuda.device import CudaUnavailableError
+    from graphc.runtime.cuda.cublas import CublasUnavailableError, load_library
+    from graphc.runtime.cuda.device import CudaUnavailableError
 
     with pytest.raises(CublasUnavailableError) as e:
         load_library(["/nonexistent/libcublas.so.12"])
@@ -235,7 +235,7 @@ def test_missing_cublas_is_one_sentence_with_the_fix():
 
 
 def test_cublas_errors_name_the_call_and_status():
-    from runtime.cuda.cublas import CublasError
+    from graphc.runtime.cuda.cublas import CublasError
 
     e = CublasError("cublasGemmStridedBatchedEx", 7, "m=3")
     assert str(e) == "cublasGemmStridedBatchedEx failed with CUBLAS_STATUS_INVALID_VALUE (m=3)"
@@ -243,7 +243,7 @@ def test_cublas_errors_name_the_call_and_status():
 
 @pytest.mark.skipif(_find_cublas() is None, reason="no libcublas (pip install nvidia-cublas-cu12)")
 def test_cublas_library_has_the_symbols_bound():
-    from runtime.cuda.cublas import Cublas, CublasError, _bind
+    from graphc.runtime.cuda.cublas import Cublas, CublasError, _bind
 
     lib = _bind(_find_cublas())
     assert lib.cublasGemmStridedBatchedEx.argtypes[-3:] == [ctypes.c_int] * 3
@@ -254,8 +254,8 @@ def test_cublas_library_has_the_symbols_bound():
 
 @pytest.mark.nvcc
 def test_epilogue_kernels_compile_with_nvcc(tmp_path):
-    from runtime.cuda.cache import find_nvcc
-    from runtime.cuda.emulator import combined_source
+    from graphc.runtime.cuda.cache import find_nvcc
+    from graphc.runtime.cuda.emulator import combined_source
 
     kernels = {}
     for c in CASES.values():
@@ -273,7 +273,7 @@ def test_epilogue_kernels_compile_with_nvcc(tmp_path):
 # ---- on a GPU: cuBLAS for real ----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def gpu(tmp_path_factory):
-    from runtime.cuda.device import PyCudaDevice
+    from graphc.runtime.cuda.device import PyCudaDevice
 
     return PyCudaDevice(KernelCache(tmp_path_factory.mktemp("kernel-cache")))
 
@@ -329,7 +329,7 @@ def test_tf32_off_is_exact_float32_and_on_is_not(gpu):
 @pytest.mark.cuda
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_gemm_graphs_on_the_gpu(gpu, name):
-    from runtime.cuda import CudaBackend
+    from graphc.runtime.cuda import CudaBackend
 
     case = CASES[name]
     graph = gc.import_onnx(case.model)

@@ -8,7 +8,7 @@ import pytest
 import graphc as gc
 from cuda_cases import all_cases
 from graphc.compiler import compile as compile_graph
-from runtime.cuda.cache import KernelCache
+from graphc.runtime.cuda.cache import KernelCache
 
 pytestmark = pytest.mark.cuda
 CASES = all_cases()
@@ -16,7 +16,7 @@ CASES = all_cases()
 
 @pytest.fixture(scope="module")
 def device(tmp_path_factory):
-    from runtime.cuda.device import PyCudaDevice
+    from graphc.runtime.cuda.device import PyCudaDevice
 
     return PyCudaDevice(KernelCache(tmp_path_factory.mktemp("kernel-cache")))
 
@@ -33,7 +33,7 @@ def _same(outs, ref, rtol, atol, where):
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_gpu_agrees_with_numpy(case, device):
-    from runtime.cuda import CudaBackend
+    from graphc.runtime.cuda import CudaBackend
 
     graph = gc.import_onnx(case.model)
     exe = CudaBackend.prepare(compile_graph(graph), device=device, debug=True)  # dead bytes filled with NaN
@@ -45,7 +45,7 @@ def test_gpu_agrees_with_numpy(case, device):
 def test_onnx_node_cases_on_the_gpu(device):
     from cuda_node_cases import lowered_node_cases
     from graphc.conformance import _normalize, assert_similar
-    from runtime.cuda import CudaBackend
+    from graphc.runtime.cuda import CudaBackend
 
     failures = []
     for case, plan, _ in lowered_node_cases(device.props):
@@ -63,7 +63,7 @@ def test_onnx_node_cases_on_the_gpu(device):
 def test_get_backend_cuda_uses_the_primary_context():
     import pycuda.driver as drv
 
-    from runtime import get_backend
+    from graphc.runtime import get_backend
 
     backend = get_backend("cuda")
     exe = backend.prepare(gc.import_onnx(CASES[0].model))
@@ -74,8 +74,8 @@ def test_get_backend_cuda_uses_the_primary_context():
 
 
 def test_second_prepare_is_warm(device, tmp_path):
-    from runtime.cuda import CudaBackend
-    from runtime.cuda.device import PyCudaDevice
+    from graphc.runtime.cuda import CudaBackend
+    from graphc.runtime.cuda.device import PyCudaDevice
 
     case = next(c for c in CASES if c.name == "chain20_vectorized")
     plan = compile_graph(gc.import_onnx(case.model))

@@ -14,9 +14,9 @@ import onnx
 import pytest
 
 import graphc as gc
-from models.light import NAMES, path, with_random_weights
-from runtime.cuda import CudaBackend
-from runtime.cuda.cache import KernelCache
+from graphc.models.light import NAMES, path, with_random_weights
+from graphc.runtime.cuda import CudaBackend
+from graphc.runtime.cuda.cache import KernelCache
 
 
 def _model(name):
@@ -38,7 +38,7 @@ def _check(name, device):
 
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory):
-    from runtime.cuda.emulator import EmulatedDevice
+    from graphc.runtime.cuda.emulator import EmulatedDevice
 
     if shutil.which("g++") is None:
         pytest.skip("the CUDA emulator needs g++")
@@ -58,7 +58,7 @@ def test_light_model_on_the_emulator_equals_numpy(name, emulator):
 
 @pytest.fixture(scope="module")
 def gpu(tmp_path_factory):
-    from runtime.cuda.device import PyCudaDevice
+    from graphc.runtime.cuda.device import PyCudaDevice
 
     return PyCudaDevice(KernelCache(tmp_path_factory.mktemp("kernel-cache")))
 
@@ -73,10 +73,10 @@ def test_light_model_on_the_gpu_equals_numpy(name, gpu):
 def test_every_light_model_kernel_compiles_to_ptx(tmp_path):
     """All kernels of the nine nets (about 1,100, for the default device's launch configuration) through nvcc."""
     from graphc.compiler import compile as compile_graph
-    from runtime.cuda.cache import find_nvcc
-    from runtime.cuda.emulator import combined_source
-    from runtime.cuda.launch import DeviceProps
-    from runtime.cuda.lowering import lower
+    from graphc.runtime.cuda.cache import find_nvcc
+    from graphc.runtime.cuda.emulator import combined_source
+    from graphc.runtime.cuda.launch import DeviceProps
+    from graphc.runtime.cuda.lowering import lower
 
     kernels = {}
     for name in NAMES:

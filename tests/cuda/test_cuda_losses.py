@@ -19,11 +19,11 @@ from onnx import numpy_helper
 
 import graphc as gc
 from graphc.compiler import compile as compile_graph
-from runtime.cuda import CudaBackend
-from runtime.cuda.cache import KernelCache
-from runtime.cuda.emulator import EMULATOR_PROPS, EmulatedDevice, combined_source
-from runtime.cuda.launch import BLOCK_ROW_MIN, DeviceProps
-from runtime.cuda.lowering import lower
+from graphc.runtime.cuda import CudaBackend
+from graphc.runtime.cuda.cache import KernelCache
+from graphc.runtime.cuda.emulator import EMULATOR_PROPS, EmulatedDevice, combined_source
+from graphc.runtime.cuda.launch import BLOCK_ROW_MIN, DeviceProps
+from graphc.runtime.cuda.lowering import lower
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="the CUDA emulator needs g++")
 
@@ -230,7 +230,7 @@ def test_before_opset_13_a_row_is_the_input_flattened_to_2d_at_axis(op, tmp_path
 @pytest.mark.nvcc
 def test_half_double_and_unsigned_kernels_compile_to_ptx(tmp_path):
     """The types the node cases do not use, through nvcc (sm_90) as test_cuda_nvcc.py compiles the others."""
-    from runtime.cuda.cache import find_nvcc
+    from graphc.runtime.cuda.cache import find_nvcc
 
     h, d = np.zeros((3, 5, 4), np.float16), np.zeros((3, 5, 4), np.float64)
     t = np.zeros((3, 4), np.int32)

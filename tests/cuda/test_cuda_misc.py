@@ -14,9 +14,9 @@ from onnx import numpy_helper
 
 import graphc as gc
 from graphc.compiler import compile as compile_graph
-from runtime.cuda import CudaBackend
-from runtime.cuda.cache import KernelCache
-from runtime.cuda.emulator import EmulatedDevice
+from graphc.runtime.cuda import CudaBackend
+from graphc.runtime.cuda.cache import KernelCache
+from graphc.runtime.cuda.emulator import EmulatedDevice
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="the CUDA emulator needs g++")
 

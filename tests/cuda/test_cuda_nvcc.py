@@ -11,10 +11,10 @@ import pytest
 import graphc as gc
 from cuda_cases import all_cases
 from graphc.compiler import compile as compile_graph
-from runtime.cuda.cache import KernelCache, find_nvcc
-from runtime.cuda.emulator import combined_source
-from runtime.cuda.launch import DeviceProps
-from runtime.cuda.lowering import lower
+from graphc.runtime.cuda.cache import KernelCache, find_nvcc
+from graphc.runtime.cuda.emulator import combined_source
+from graphc.runtime.cuda.launch import DeviceProps
+from graphc.runtime.cuda.lowering import lower
 
 pytestmark = pytest.mark.nvcc
 ARCH = "sm_90"
@@ -73,7 +73,7 @@ def test_one_kernel_of_each_kind_compiles_through_the_cache(kernels, tmp_path):
 
 
 def test_nvcc_errors_name_the_kernel(tmp_path):
-    from runtime.cuda.cache import KernelCompileError
+    from graphc.runtime.cuda.cache import KernelCompileError
 
     with pytest.raises(KernelCompileError, match="kernel 'broken'"):
         KernelCache(tmp_path).compile_cuda('extern "C" __global__ void broken() { undefined_thing; }', "broken", ARCH)

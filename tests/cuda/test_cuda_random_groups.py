@@ -13,7 +13,7 @@ from onnx import helper as oh
 
 import graphc as gc
 from graphc.compiler import compile as compile_graph
-from runtime.cuda.cache import KernelCache
+from graphc.runtime.cuda.cache import KernelCache
 
 UNARY = ["Relu", "Tanh", "Sigmoid", "Neg", "Abs", "Exp", "Softsign"]
 BINARY = ["Add", "Sub", "Mul", "Max", "Min"]
@@ -46,7 +46,7 @@ def fused_groups(draw):
 
 
 def _check(model, feeds, device):
-    from runtime.cuda import CudaBackend
+    from graphc.runtime.cuda import CudaBackend
 
     graph = gc.import_onnx(model)
     (y,) = CudaBackend.prepare(compile_graph(graph), device=device, debug=True).run(feeds)
@@ -58,7 +58,7 @@ def _check(model, feeds, device):
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(group=fused_groups())
 def test_random_groups_on_the_emulator(group, tmp_path_factory):
-    from runtime.cuda.emulator import EmulatedDevice
+    from graphc.runtime.cuda.emulator import EmulatedDevice
 
     _check(*group, EmulatedDevice(KernelCache(tmp_path_factory.getbasetemp() / "random-groups")))
 
@@ -67,6 +67,6 @@ def test_random_groups_on_the_emulator(group, tmp_path_factory):
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(group=fused_groups())
 def test_random_groups_on_the_gpu(group, tmp_path_factory):
-    from runtime.cuda.device import PyCudaDevice
+    from graphc.runtime.cuda.device import PyCudaDevice
 
     _check(*group, PyCudaDevice(KernelCache(tmp_path_factory.getbasetemp() / "random-groups-gpu")))

@@ -17,11 +17,11 @@ from onnx import numpy_helper
 
 import graphc as gc
 from graphc.compiler import compile as compile_graph
-from runtime.cuda import CudaBackend
-from runtime.cuda.cache import KernelCache
-from runtime.cuda.emulator import EmulatedDevice, combined_source
-from runtime.cuda.launch import DeviceProps
-from runtime.cuda.lowering import MissingKernelError, lower
+from graphc.runtime.cuda import CudaBackend
+from graphc.runtime.cuda.cache import KernelCache
+from graphc.runtime.cuda.emulator import EmulatedDevice, combined_source
+from graphc.runtime.cuda.launch import DeviceProps
+from graphc.runtime.cuda.lowering import MissingKernelError, lower
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="the CUDA emulator needs g++")
 
@@ -119,7 +119,7 @@ def test_one_step_kernel_serves_every_time_step():
 @pytest.mark.nvcc
 def test_step_kernels_compile_to_ptx(tmp_path):
     """The kernels of every configuration above, through nvcc (sm_90) as test_cuda_nvcc.py compiles the node cases'."""
-    from runtime.cuda.cache import find_nvcc
+    from graphc.runtime.cuda.cache import find_nvcc
 
     kernels = {}
     for cfg in CONFIGS.values():

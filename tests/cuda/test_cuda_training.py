@@ -17,7 +17,7 @@ import pytest
 
 import graphc as gc
 from graphc.errors import FeedError, GraphcError
-from runtime.cuda.cache import KernelCache
+from graphc.runtime.cuda.cache import KernelCache
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="the CUDA emulator needs g++")
 
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="the CUDA em
 @pytest.fixture
 def emulated(monkeypatch, tmp_path_factory):
     """backend="cuda" runs on the CPU emulator; returns the transfer counters of every emulated device."""
-    from runtime.cuda import emulator
+    from graphc.runtime.cuda import emulator
 
     monkeypatch.setenv("GRAPHC_CUDA_EMULATE", "1")
     counts = {"htod": 0, "dtoh": 0, "dtod": 0}
@@ -48,7 +48,7 @@ def emulated(monkeypatch, tmp_path_factory):
 
 # ---- the three models -------------------------------------------------------------------------
 def _digits(module, steps, batch, **build):
-    from models.digits_data import batches, load_digits_split
+    from graphc.models.digits_data import batches, load_digits_split
 
     xtr, ytr, _, _ = load_digits_split(seed=0)
     g, t = module.build(seed=0, **build)
@@ -57,19 +57,19 @@ def _digits(module, steps, batch, **build):
 
 
 def mlp_digits(steps, batch=32):
-    from models import mlp_digits
+    from graphc.models import mlp_digits
 
     return _digits(mlp_digits, steps, batch)
 
 
 def lenet_digits(steps, batch=16):
-    from models import lenet_digits
+    from graphc.models import lenet_digits
 
     return _digits(lenet_digits, steps, batch)
 
 
 def mingpt(steps, batch=4, block=16, layers=1, embd=16, heads=2):
-    from models import mingpt
+    from graphc.models import mingpt
 
     text = mingpt.load_text()
     vocab = mingpt.Vocab(text)
@@ -115,7 +115,7 @@ def test_model_trains_like_numpy_on_the_gpu_for_50_steps(make, monkeypatch):
 
 # ---- variables live on the device ---------------------------------------------------------------
 def test_variables_stay_on_the_device_between_steps(emulated):
-    from runtime.cuda.state import DeviceState
+    from graphc.runtime.cuda.state import DeviceState
 
     g, t, feeds = mlp_digits(6)
     sess = gc.Session(g, backend="cuda")
@@ -236,10 +236,10 @@ def test_gradient_ops_agree_with_numpy(emulated):
 # ---- every kernel of the training plans compiles with nvcc ---------------------------------------
 @pytest.mark.nvcc
 def test_training_plan_kernels_compile_with_nvcc(emulated, tmp_path):
-    from runtime.cuda.cache import find_nvcc
-    from runtime.cuda.emulator import combined_source
-    from runtime.cuda.launch import DeviceProps
-    from runtime.cuda.lowering import lower
+    from graphc.runtime.cuda.cache import find_nvcc
+    from graphc.runtime.cuda.emulator import combined_source
+    from graphc.runtime.cuda.launch import DeviceProps
+    from graphc.runtime.cuda.lowering import lower
 
     kernels = {}
     for make in (mlp_digits, lenet_digits, mingpt):

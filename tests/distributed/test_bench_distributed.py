@@ -1,9 +1,9 @@
-"""bench.distributed's report: the section it writes into bench/RESULTS.md is appended once, then replaced."""
+"""graphc.bench.distributed's report: the section it writes into bench/RESULTS.md is appended once, then replaced."""
 from __future__ import annotations
 
 import argparse
 
-from bench.distributed import BEGIN, END, markdown, write_section
+from graphc.bench.distributed import BEGIN, END, markdown, write_section
 
 
 def _args():

@@ -84,7 +84,7 @@ def test_a_failing_rank_aborts_the_job_with_its_rank_and_error(tmp_path):
 
 def test_mlp_digits_trains_data_parallel_and_only_rank_0_reports(tmp_path):
     ckpt = tmp_path / "weights.npz"
-    r = mpiexec(2, "--distributed", "--steps", "150", "--checkpoint", str(ckpt), program=("-m", "models.mlp_digits"))
+    r = mpiexec(2, "--distributed", "--steps", "150", "--checkpoint", str(ckpt), program=("-m", "graphc.models.mlp_digits"))
     assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
     done = [line for line in r.stdout.splitlines() if line.startswith("trained 150 steps on 2 ranks")]
     assert len(done) == 1, r.stdout  # rank 1 prints nothing

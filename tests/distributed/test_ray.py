@@ -64,7 +64,7 @@ def test_map_plan_on_a_local_ray_cluster_equals_running_the_plan(plan_path):
         out = map_plan(ds, plan_path, batch_size=64, num_workers=2, keep_columns=["id"])
         rows = out.take_all()
         # The README's example (compiled SqueezeNet over generated images), small, on the same cluster.
-        from models.ray_batch_inference import run
+        from graphc.models.ray_batch_inference import run
 
         (example,) = run([2], images=120, size=48, batch_size=40, verbose=False)
     finally:

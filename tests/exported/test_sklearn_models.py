@@ -28,9 +28,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.svm import SVC, SVR, LinearSVC
 
-from frontends.onnx import import_model
+from graphc.frontends.onnx import import_model
 from graphc.cli import main as graphc_main
-from runtime import get_backend
+from graphc.runtime import get_backend
 
 RNG = np.random.default_rng(7)
 N_FEATURES = 5

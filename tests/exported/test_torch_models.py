@@ -14,13 +14,13 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from frontends.onnx import import_model
+from graphc.frontends.onnx import import_model
 from graphc.cli import main as graphc_main
 from graphc.errors import GraphcWarning
 from graphc.ir import TensorType
 from graphc.passes import infer_shapes
 from graphc.passes.bind import bind_symbols
-from runtime import get_backend
+from graphc.runtime import get_backend
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models")
 

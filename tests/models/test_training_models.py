@@ -13,7 +13,7 @@ def falling(losses, k: int) -> bool:
 
 @pytest.mark.slow
 def test_mlp_digits_reaches_96_percent():
-    from models import mlp_digits
+    from graphc.models import mlp_digits
 
     r = mlp_digits.train(steps=600, verbose=False)
     assert r["test_accuracy"] >= 0.96, r["test_accuracy"]
@@ -21,7 +21,7 @@ def test_mlp_digits_reaches_96_percent():
 
 
 def test_lenet_digits_smoke():
-    from models import lenet_digits
+    from graphc.models import lenet_digits
 
     r = lenet_digits.train(steps=30, verbose=False)
     assert falling(r["losses"], 5), r["losses"]
@@ -29,7 +29,7 @@ def test_lenet_digits_smoke():
 
 
 def test_mingpt_smoke_and_generate():
-    from models import mingpt
+    from graphc.models import mingpt
 
     r = mingpt.train(steps=25, batch_size=8, block_size=16, n_embd=32, verbose=False)
     assert falling(r["losses"], 5), r["losses"]
@@ -38,20 +38,20 @@ def test_mingpt_smoke_and_generate():
 
 
 def test_mamba_matches_numpy_reference():
-    from models import mamba
+    from graphc.models import mamba
 
     assert mamba.check_against_reference(verbose=False) <= 1e-5
 
 
 def test_mamba_copying_smoke():
-    from models import mamba
+    from graphc.models import mamba
 
     r = mamba.train(steps=15, batch_size=16, verbose=False)
     assert falling(r["losses"], 4), r["losses"]
 
 
 def test_micrograd_check_gradients_match_hand_derived_values():
-    from models import micrograd_check
+    from graphc.models import micrograd_check
 
     errs = micrograd_check.check(verbose=False)
     assert len(errs) == len(micrograd_check.CASES)

@@ -10,14 +10,14 @@ from onnx import TensorProto as TP
 from onnx import helper as oh
 
 import graphc.ops  # noqa: F401  (registers the ops)
-from frontends.onnx.importer import import_model
+from graphc.frontends.onnx.importer import import_model
 from graphc.errors import ShapeError
 from graphc.ir import DType, Graph, TensorType
 from graphc.ir.types import SequenceType
 from graphc.ops import lookup
 from graphc.ops.interpret import node_captures, outer_values, run_graph
 from graphc.passes import infer_shapes
-from runtime.numpy.executor import NumpyExecutable
+from graphc.runtime.numpy.executor import NumpyExecutable
 
 RNG = np.random.default_rng(7)
 F32, I64 = DType.float32, DType.int64

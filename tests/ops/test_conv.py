@@ -7,7 +7,7 @@ import pytest
 from onnx.reference import ReferenceEvaluator
 
 import graphc.ops  # noqa: F401  (registers the ops)
-from frontends.onnx.backend import GraphcBackend
+from graphc.frontends.onnx.backend import GraphcBackend
 from graphc.errors import OpAttributeError, ShapeError
 from graphc.ir import DType, Graph
 from graphc.ops import lookup

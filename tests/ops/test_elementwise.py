@@ -12,7 +12,7 @@ from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 import graphc.ops  # noqa: F401  (registers the ops)
-from frontends.onnx.backend import GraphcBackend
+from graphc.frontends.onnx.backend import GraphcBackend
 from graphc.errors import OpAttributeError, ShapeError
 from graphc.ir import DType, Node, TensorType
 from graphc.ops import lookup

@@ -7,7 +7,7 @@ import onnxruntime as ort
 import pytest
 
 import graphc.ops  # noqa: F401  (registers the ops)
-from frontends.onnx.backend import GraphcBackend
+from graphc.frontends.onnx.backend import GraphcBackend
 from graphc.errors import ShapeError
 from graphc.ir import DType
 from graphc.ops import lookup

@@ -10,12 +10,12 @@ from onnx import TensorProto as TP
 from onnx import helper as oh
 
 import graphc.ops  # noqa: F401  (registers the ops)
-from frontends.onnx.importer import import_model
+from graphc.frontends.onnx.importer import import_model
 from graphc.errors import ShapeError
 from graphc.ir import DType, Graph, TensorType
 from graphc.ops import lookup
 from graphc.passes import infer_shapes
-from runtime.numpy.executor import NumpyExecutable
+from graphc.runtime.numpy.executor import NumpyExecutable
 
 RNG = np.random.default_rng(3)
 X = RNG.normal(size=(7, 3)).astype(np.float32)

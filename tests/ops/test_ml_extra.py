@@ -10,9 +10,9 @@ from onnx import TensorProto as TP
 from onnx import helper as oh
 
 import graphc.ops  # noqa: F401  (registers the ops)
-from frontends.onnx.importer import import_model
+from graphc.frontends.onnx.importer import import_model
 from graphc.errors import ShapeError
-from runtime.numpy.executor import NumpyExecutable
+from graphc.runtime.numpy.executor import NumpyExecutable
 
 RNG = np.random.default_rng(11)
 N_FEATURES = 4

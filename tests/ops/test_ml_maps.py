@@ -16,12 +16,12 @@ import pytest
 from onnx import TensorProto as TP
 from onnx import helper as oh
 
-from frontends.onnx.importer import import_model
+from graphc.frontends.onnx.importer import import_model
 from graphc.errors import ExecutionError, FeedError, ShapeError
 from graphc.ir import DType, MapType, SequenceType, TensorType, Value
 from graphc.ir.graph import Graph
-from runtime.feeds import normalize_feeds
-from runtime.numpy.executor import NumpyExecutable
+from graphc.runtime.feeds import normalize_feeds
+from graphc.runtime.numpy.executor import NumpyExecutable
 
 ML = "ai.onnx.ml"
 

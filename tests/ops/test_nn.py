@@ -8,7 +8,7 @@ from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 
 import graphc.ops  # noqa: F401  (registers the operators)
-from frontends.onnx.backend import GraphcBackend
+from graphc.frontends.onnx.backend import GraphcBackend
 from graphc.errors import ShapeError
 from graphc.ir import DType, TensorType
 from oputil import infer_one, one_node_model

@@ -7,8 +7,8 @@ import pytest
 from onnx.reference import ReferenceEvaluator
 
 import graphc.ops  # noqa: F401  (registers the operators)
-from frontends.onnx.backend import GraphcBackend
-from frontends.onnx.importer import import_model
+from graphc.frontends.onnx.backend import GraphcBackend
+from graphc.frontends.onnx.importer import import_model
 from graphc.errors import ShapeError
 from graphc.ir import DType, TensorType
 from oputil import infer_one, one_node_model

@@ -9,7 +9,7 @@ from onnx import TensorProto as TP
 from onnx.reference import ReferenceEvaluator
 
 import graphc.ops  # noqa: F401  (registers the ops)
-from frontends.onnx.backend import GraphcBackend
+from graphc.frontends.onnx.backend import GraphcBackend
 from graphc.errors import ShapeError
 from graphc.ir import DType
 from graphc.ops import lookup

@@ -9,7 +9,7 @@ from onnx import helper as oh
 from onnx.reference import ReferenceEvaluator
 
 import graphc.ops  # noqa: F401  (registers the ops)
-from frontends.onnx.backend import GraphcBackend
+from graphc.frontends.onnx.backend import GraphcBackend
 from graphc.errors import ExecutionError, ShapeError
 from graphc.ir import DType, Graph, TensorType
 from graphc.ir.types import OptionalType, SequenceType

@@ -10,10 +10,10 @@ import numpy as np
 import onnx
 import pytest
 
-from frontends.onnx import import_model
+from graphc.frontends.onnx import import_model
 from graphc.passes import simplify
-from models.light import NAMES, path, with_random_weights
-from runtime import get_backend
+from graphc.models.light import NAMES, path, with_random_weights
+from graphc.runtime import get_backend
 
 #: Node counts (imported -> simplified) of the shipped models; a change here is a change in what simplify does.
 NODE_COUNTS = {

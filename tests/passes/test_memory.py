@@ -10,8 +10,8 @@ from graphc.compiler import compile
 from graphc.errors import ExecutionError
 from graphc.ir import Graph
 from graphc.passes.memory import ALIGNMENT, check_plan, inplace_candidates, plan_memory, schedule
-from models import light
-from runtime import get_backend
+from graphc.models import light
+from graphc.runtime import get_backend
 
 KB = 1024  # float32[256]: exactly 1 KiB, a multiple of the alignment
 
@@ -111,7 +111,7 @@ def test_offsets_are_aligned():
 
 def test_resnet50_peak_is_at_most_a_third_of_the_naive_total(monkeypatch):
     monkeypatch.delenv("GRAPHC_VERIFY")  # the spot checks would run resnet50 after every pass
-    from frontends.onnx import import_model
+    from graphc.frontends.onnx import import_model
 
     plan = compile(import_model(light.path("resnet50")), level=2)
     mem = plan.memory
@@ -146,7 +146,7 @@ def test_a_symbolic_plan_is_planned_per_binding_and_cached(monkeypatch):
 
 
 def _light_plan(name: str):
-    from frontends.onnx import import_model
+    from graphc.frontends.onnx import import_model
 
     model, feeds = light.with_random_weights(onnx.load(light.path(name)))
     graph = import_model(model)

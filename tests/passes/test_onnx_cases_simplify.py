@@ -10,11 +10,11 @@ import warnings
 
 import numpy as np
 
-from frontends.onnx import import_model
+from graphc.frontends.onnx import import_model
 from graphc.conformance import _normalize, _random_nodes, assert_similar, node_cases
 from graphc.errors import GraphcError
 from graphc.passes import simplify
-from runtime import get_backend
+from graphc.runtime import get_backend
 
 
 def _multi_node_cases():
