@@ -26,9 +26,15 @@ def import_onnx(source, infer: bool = True, memory_limit: int | str | None = Non
     return import_model(source, infer=infer, memory_limit=memory_limit)
 
 
-def prepare(graph: IRGraph, backend: str = "numpy", memory_limit: int | str | None = None, **options):
+def prepare(graph: IRGraph, backend: str = "numpy", memory_limit: int | str | None = None, level: int = 2,
+            **options):
     """Make a graph (or a compiled Plan) ready to run on a backend: returns an Executable with
     ``run(feeds) -> outputs``.
+
+    A Graph is compiled first (``gc.compile(graph, level=level)``): ``level=2`` (the default) simplifies,
+    fuses and plans memory, as ``graphc compile`` does; ``level=0`` only plans memory (the graph runs op by
+    op as imported), ``level=1`` simplifies without fusing. A Plan runs as it was compiled (``level`` is
+    then ignored). Every backend runs the same compiled plan.
 
     ``memory_limit`` bounds each tensor the run would create (graphc/limits.py; default from the environment).
     Other keyword ``options`` go to the backend's ``prepare``: ``check_memory`` (both backends), ``fast``
@@ -37,7 +43,7 @@ def prepare(graph: IRGraph, backend: str = "numpy", memory_limit: int | str | No
     """
     import inspect
 
-    from graphc.runtime import get_backend
+    from .runtime import get_backend
 
     impl = get_backend(backend)
     if memory_limit is not None:
@@ -48,14 +54,19 @@ def prepare(graph: IRGraph, backend: str = "numpy", memory_limit: int | str | No
         unknown = [k for k in options if k not in takes]
         if unknown:
             raise GraphcError(f"backend '{backend}' takes no option {', '.join(repr(k) for k in unknown)}; its "
-                              f"options are {', '.join(takes) or 'none'}")
+                              f"options are {', '.join(takes) or 'none'}, and gc.prepare's own: memory_limit, level")
+    if isinstance(graph, IRGraph):
+        from .compiler import compile as compile_graph
+
+        graph = compile_graph(graph, level=level)
     return impl.prepare(graph, **options)
 
 
-def run(model, feeds, backend: str = "numpy") -> list:
-    """Import (if given a model rather than a Graph), prepare and run once; returns the outputs."""
+def run(model, feeds, backend: str = "numpy", level: int = 2) -> list:
+    """Import (if given a model rather than a Graph), compile at ``level``, prepare and run once; returns the
+    outputs."""
     graph = model if isinstance(model, IRGraph) else import_onnx(model)
-    return prepare(graph, backend).run(feeds)
+    return prepare(graph, backend, level=level).run(feeds)
 
 
 _LAZY = {

@@ -138,13 +138,23 @@ def load_plan_arg(args):
 def cmd_show(args) -> int:
     from .plan import is_plan
 
+    fusion = None
     if is_plan(args.model):
         plan = load_plan_arg(args)
         args.stage = "planned"
-        graph, stage_report = plan.graph, plan.stage_report("planned")
+        graph, stage_report, fusion = plan.graph, plan.stage_report("planned"), plan.fusion
     else:
         graph = load_graph(args.model, args.set, args.input_shape)
-        graph, stage_report = stage_graph(graph, getattr(args, "stage", "imported"))
+        stage = getattr(args, "stage", "imported")
+        if stage in ("fused", "planned"):
+            from .compiler import compile
+
+            plan = compile(graph, level=2, until=stage)
+            graph, stage_report, fusion = plan.graph, plan.stage_report(stage), plan.fusion
+        else:
+            graph, stage_report = stage_graph(graph, stage)
+    if args.format in ("dot", "svg"):
+        return _draw_graph(args, graph, fusion)
     if args.json:
         print(json.dumps(graph_summary(graph), indent=1, sort_keys=False))
         return 0
@@ -159,6 +169,28 @@ def cmd_show(args) -> int:
     if stage_report is not None:
         print(f"\nstage {args.stage}:")
         print(stage_report)
+    return 0
+
+
+def _draw_graph(args, graph, fusion) -> int:
+    """``show --format dot|svg``: the DOT text always (stdout, or next to the SVG), the SVG where Graphviz is."""
+    from .draw import graph_dot, render_svg
+
+    stem = os.path.splitext(os.path.basename(args.model))[0]
+    text = graph_dot(graph, fusion, title=f"{stem}: stage {args.stage}")
+    if args.format == "dot" and not args.output:
+        sys.stdout.write(text)
+        return 0
+    out = args.output or f"{stem}.{args.stage}.{args.format}"
+    dot_path = os.path.splitext(out)[0] + ".dot"
+    with open(dot_path, "w", encoding="utf-8") as f:
+        f.write(text)
+    print(f"wrote {dot_path}", file=sys.stderr)
+    if args.format == "svg":
+        svg = render_svg(text)  # DrawError (a GraphcError) says how to get Graphviz; the .dot is written
+        with open(out, "w", encoding="utf-8") as f:
+            f.write(svg)
+        print(f"wrote {out}", file=sys.stderr)
     return 0
 
 
@@ -316,6 +348,12 @@ def cmd_compile(args) -> int:
         raise type(e)(f"{args.model}: {e}") from None
     plan.save(args.output)
     print(plan.summary())
+    if args.memory_chart:
+        from .draw import memory_svg
+
+        with open(args.memory_chart, "w", encoding="utf-8") as f:
+            f.write(memory_svg(plan.memory, title=f"{os.path.basename(args.model)}: memory plan at -O{args.level}"))
+        print(f"wrote {args.memory_chart}", file=sys.stderr)
     if args.explain_fusion:
         print(plan.fusion.explain() if plan.fusion is not None else f"fusion does not run at -O{args.level}")
     print(f"wrote {args.output} ({os.path.getsize(args.output):,} bytes) in {time.perf_counter() - t0:.2f} s",
@@ -413,6 +451,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="machine-readable output")
     sp.add_argument("--stage", choices=("imported", "simplified", "fused", "planned"), default="imported",
                     help="show the graph after this compiler stage (default imported)")
+    sp.add_argument("--format", choices=("text", "dot", "svg"), default="text",
+                    help="text (default); dot: Graphviz DOT with fused groups as boxes, shapes on edges and the "
+                    "reason on every unfused edge; svg: the same laid out by Graphviz's dot (the .dot is written too)")
+    sp.add_argument("-o", "--output", metavar="FILE", help="with --format dot|svg: where to write (default: dot to "
+                    "stdout, svg to MODEL.STAGE.svg)")
     sp.set_defaults(fn=cmd_show)
 
     sp = sub.add_parser("run", help="run a model on inputs from .npy files or random inputs")
@@ -437,6 +480,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="-O0: plan memory only; -O1: also simplify; -O2 (default): also fuse")
     sp.add_argument("--explain-fusion", action="store_true", help="list the groups and why each unfused edge "
                     "stayed (kind, shape, multiple consumers, graph output, size limit)")
+    sp.add_argument("--memory-chart", metavar="PLAN.svg", help="draw the memory plan as an SVG: buffer lifetimes "
+                    "over the schedule, one row per buffer, the peak marked")
     sp.set_defaults(fn=cmd_compile)
 
     sp = sub.add_parser("check", help="list every unsupported op at once (exit 1 if any)")

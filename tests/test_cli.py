@@ -97,3 +97,13 @@ def test_console_script_runs():
     r = subprocess.run([sys.executable, "-m", "graphc.cli", "check", RESNET], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+def test_python_dash_m_graphc_is_the_graphc_command(tmp_path):
+    from graphc.models import light  # noqa: F401  (the package is importable from anywhere)
+
+    r = subprocess.run([sys.executable, "-m", "graphc", "check", RESNET], capture_output=True, text=True,
+                       cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    r2 = subprocess.run([sys.executable, "-m", "graphc", "--help"], capture_output=True, text=True, timeout=60)
+    assert r2.returncode == 0 and "compile" in r2.stdout and "run" in r2.stdout

@@ -1,4 +1,8 @@
-"""graphc behind ``onnx.backend.base.Backend``, so onnx's own backend test runner drives it unchanged."""
+"""graphc behind ``onnx.backend.base.Backend``, so onnx's own backend test runner drives it unchanged.
+
+``prepare(model)`` compiles the model at -O2 (simplify, fuse, plan memory), as onnxruntime applies its graph
+optimizations by default; ``prepare(model, level=0)`` runs it op by op as imported (memory still planned).
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -13,13 +17,17 @@ from .importer import import_model
 
 
 class GraphcRep(BackendRep):
-    """A prepared model: ``run(inputs)`` with a list (in input order) or a dict of arrays."""
+    """A prepared model: ``run(inputs)`` with a list (in input order) or a dict of arrays.
 
-    def __init__(self, graph: Graph, backend: str = "numpy"):
+    ``graph`` is the compiled plan's graph (the imported graph is not kept: its weights would be held twice)."""
+
+    def __init__(self, graph: Graph, backend: str = "numpy", level: int = 2):
+        from graphc.compiler import compile as compile_graph
         from graphc.runtime import get_backend
 
-        self.graph = graph
-        self.executable = get_backend(backend).prepare(graph)
+        self.plan = compile_graph(graph, level=level)
+        self.graph = self.plan.graph
+        self.executable = get_backend(backend).prepare(self.plan)
 
     def run(self, inputs: Any, **kwargs) -> tuple:
         if isinstance(inputs, np.ndarray):
@@ -36,7 +44,7 @@ class GraphcBackend(Backend):
     def prepare(cls, model: Any, device: str = "CPU", **kwargs) -> GraphcRep:
         if not cls.supports_device(device):
             raise ValueError(f"graphc does not support device '{device}' here")
-        return GraphcRep(import_model(model))
+        return GraphcRep(import_model(model), level=kwargs.get("level", 2))
 
     @classmethod
     def run_model(cls, model: Any, inputs: Any, device: str = "CPU", **kwargs) -> tuple:
