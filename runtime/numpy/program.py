@@ -18,8 +18,7 @@ from typing import Any
 import numpy as np
 
 from graphc.ir import Graph, Node, TensorType
-from graphc.limits import check_before_eval
-from graphc.ops.interpret import eval_node
+from graphc.ops.interpret import check_before_eval, eval_node
 
 from .kernels import kernel_for
 
