@@ -12,8 +12,7 @@ from .ir import DType, Node, TensorType, Value
 from .ir import Graph as IRGraph  # gc.Graph is the DSL's subclass (lazy, below)
 from .ir.dtypes import (bfloat16, bool, float16, float32, float64, int8, int16, int32, int64, string,  # noqa: A004
                         uint8, uint16, uint32, uint64)
-
-__version__ = "0.1.0"
+from .version import __version__
 
 
 def import_onnx(source, infer: bool = True, memory_limit: int | str | None = None) -> IRGraph:
@@ -80,7 +79,7 @@ _LAZY = {
     "load_plan": ("graphc.plan", "load_plan"),
     "set_num_threads": ("graphc.runtime.numpy.threads", "set_num_threads"),  # also GRAPHC_NUM_THREADS
     "get_num_threads": ("graphc.runtime.numpy.threads", "get_num_threads"),
-    "distributed": ("graphc.distributed", None),  # data-parallel training over MPI (the `dist` extra)
+    "distributed": ("graphc.frontends.dsl.distributed", None),  # data-parallel training over MPI (the `dist` extra)
 }
 
 

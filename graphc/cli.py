@@ -17,7 +17,8 @@ import numpy as np
 from .errors import GraphcError, UnsupportedOpError
 
 
-def _parse_sets(items: Sequence[str]) -> dict[str, int]:
+def parse_sets(items: Sequence[str]) -> dict[str, int]:
+    """The `--set SYMBOL=SIZE` items as {symbol: size} (graphc.bench reads its --set the same way)."""
     out = {}
     for it in items or []:
         name, sep, val = it.partition("=")
@@ -56,7 +57,7 @@ def load_graph(path: str, sets: Sequence[str] = (), shapes: Sequence[str] = ()):
     if shapes:
         set_input_shapes(graph, _parse_shapes(shapes))
     if sets:
-        bind_symbols(graph, _parse_sets(sets))
+        bind_symbols(graph, parse_sets(sets))
     try:
         infer_shapes(graph)
     except GraphcError as e:
@@ -132,7 +133,7 @@ def load_plan_arg(args):
         raise GraphcError(f"{args.model} is a compiled plan: its input shapes were fixed when it was compiled; "
                           f"give --input-shape to `graphc compile` instead")
     plan = load_plan(args.model)
-    return plan.bind(_parse_sets(args.set)) if getattr(args, "set", None) else plan
+    return plan.bind(parse_sets(args.set)) if getattr(args, "set", None) else plan
 
 
 def cmd_show(args) -> int:
@@ -343,7 +344,7 @@ def cmd_compile(args) -> int:
     graph = import_model(args.model, infer=False)
     try:
         plan = compile(graph, level=args.level, input_shapes=_parse_shapes(args.input_shape),
-                       sets=_parse_sets(args.set), source=os.path.basename(args.model))
+                       sets=parse_sets(args.set), source=os.path.basename(args.model))
     except GraphcError as e:
         raise type(e)(f"{args.model}: {e}") from None
     plan.save(args.output)
@@ -363,17 +364,12 @@ def cmd_compile(args) -> int:
 
 # ---- profile and bench ------------------------------------------------------------------------
 def prepare_compiled(graph, level: int, backend: str = "numpy"):
-    """(executable, how it was made) for ``graph`` compiled by graphc.compiler at ``level``; the imported
-    graph runs as it is while graphc.compiler does not exist, and a plan's graph while the backend
-    does not take a Plan."""
+    """(executable, how it was made) for ``graph`` compiled by graphc.compiler at ``level``; a plan's graph
+    runs while the backend does not take a Plan."""
     from graphc.runtime import get_backend
 
-    try:
-        from .compiler import compile
-    except ModuleNotFoundError as e:
-        if e.name != "graphc.compiler":
-            raise
-        return get_backend(backend).prepare(graph), "unoptimized: graphc.compiler is not available"
+    from .compiler import compile
+
     plan = compile(graph, level=level)
     try:
         return get_backend(backend).prepare(plan), f"-O{level}"
@@ -404,37 +400,24 @@ def cmd_profile(args) -> int:
     return 0
 
 
-def _split_backend(argv: Sequence[str]) -> tuple[str, list[str]]:
-    """(--backend's value, default numpy; the other arguments) of ``graphc bench``'s arguments."""
-    rest, backend, it = [], "numpy", iter(argv)
-    for a in it:
-        if a == "--backend":
-            backend = next(it, "")
-        elif a.startswith("--backend="):
-            backend = a.split("=", 1)[1]
-        else:
-            rest.append(a)
-    if backend not in ("numpy", "cuda"):
-        raise GraphcError(f"graphc bench --backend: expected numpy or cuda, got '{backend}'")
-    return backend, rest
-
-
-def cmd_bench(args) -> int:
-    backend, argv = _split_backend(args.bench_args)
-    module = "graphc.bench.cuda_models" if backend == "cuda" else "graphc.bench.cli"
-    try:  # --backend cuda: graphc on the GPU against PyTorch and onnxruntime's CUDA provider
-        import importlib
-
-        bench_main = importlib.import_module(module).main
-    except ModuleNotFoundError as e:
-        if e.name not in ("bench", module):
-            raise
-        raise GraphcError("graphc bench needs the bench package of a graphc source checkout "
-                          "(run it from the repository, or `python -m graphc.bench` there)") from None
-    return bench_main(argv, prog="graphc bench" + (" --backend cuda" if backend == "cuda" else ""))
-
-
 # ---- entry point ------------------------------------------------------------------------------
+#: The entry point group of subcommands that other packages add: ``NAME = "module:function"``, where
+#: ``function(subparsers)`` adds the subparser NAME and sets its ``fn`` (graphc.bench adds ``bench`` this way,
+#: so this module, below the benchmarks, never imports them). A name already taken by a command here is skipped.
+COMMANDS_GROUP = "graphc.commands"
+
+
+def _command_entry_points() -> list:
+    from importlib.metadata import entry_points
+
+    seen, out = set(), []
+    for ep in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        if ep.name not in seen:  # one distribution may be visible twice on sys.path
+            seen.add(ep.name)
+            out.append(ep)
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="graphc", description="graphc: a static-graph compiler and runtime")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
@@ -492,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "--trace writes a Chrome trace")
     model_args(sp)
     sp.add_argument("-O", dest="level", type=int, choices=(0, 1, 2), default=2,
-                    help="optimization level when graphc.compiler is available (-O0, -O1, -O2; default 2)")
+                    help="optimization level (-O0, -O1, -O2; default 2)")
     sp.add_argument("--input", action="append", metavar="NAME=FILE", help="an input from a .npy (or .pb) file "
                     "(inputs not given get seeded random values)")
     sp.add_argument("--seed", type=int, default=0, help="seed for the random inputs (default 0)")
@@ -502,13 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--trace", metavar="OUT.json", help="write every profiled run as Chrome trace JSON (Perfetto)")
     sp.set_defaults(fn=cmd_profile)
 
-    sp = sub.add_parser("bench", help="benchmark against onnxruntime, tract and onnx's ReferenceEvaluator "
-                        "(the options of `python -m graphc.bench`; try `graphc bench --help`); --backend cuda: on the "
-                        "GPU against PyTorch and onnxruntime's CUDA provider (`python -m graphc.bench.cuda_models`)",
-                        add_help=False,
-                        prefix_chars="\0")  # no options of its own: every argument goes on to the harness
-    sp.add_argument("bench_args", nargs=argparse.REMAINDER)
-    sp.set_defaults(fn=cmd_bench)
+    for ep in _command_entry_points():  # more subcommands from other packages (graphc.bench: `graphc bench`)
+        if ep.name not in sub.choices:
+            ep.load()(sub)
     return p
 
 

@@ -75,6 +75,11 @@ class DistributedError(GraphcError):
     """Data-parallel training went wrong: no MPI, ranks that disagree, a collective run before init()."""
 
 
+class CudaUnavailableError(GraphcError):
+    """The CUDA backend cannot start: PyCUDA is missing, or it found no driver or no GPU (or cuBLAS is
+    missing). Here, at the bottom, so that every CUDA module raises it without importing another."""
+
+
 def node_label(node) -> str:
     """How errors name a node: ``Conv node 'conv1'`` (with the user's source line when known)."""
     label = f"{node.op_type} node '{node.name}'"

@@ -8,7 +8,9 @@ The checks run where sizes become known: the importer checks each initializer's 
 decoding it (a 20-byte tensor may claim 10^18 elements); shape inference checks each inferred output
 before evaluating it ahead of time; the NumPy runtime checks, once the feeds bind the symbolic dims,
 every tensor whose size they determine, and before each node whose output shape depends on input
-values (ConstantOfShape, Expand, Tile, Range, Resize...), the shape its inference gives for those values.
+values (ConstantOfShape, Expand, Tile, Range, Resize...), the shape its inference gives for those values
+(``graphc.ops.interpret.check_before_eval``: that check runs an op's inference, so it sits in the op layer,
+above this module).
 """
 from __future__ import annotations
 
@@ -158,46 +160,5 @@ VALUE_SIZED_OPS = frozenset({
 })
 
 
-def check_before_eval(node, opdef, args, limit: int, bindings: Mapping[str, int] | None = None) -> None:
-    """Before running a node whose output shapes were not known ahead of time, infer them from the
-    concrete inputs (their shapes, and the values of small ones) and refuse an output over ``limit``.
-
-    This is what stops ``ConstantOfShape``/``Expand``/``Tile``/``Range``/``Resize`` fed a huge target at
-    run time. Nodes with subgraphs and ops without an inference rule are left to their ``eval``.
-    """
-    if limit <= 0 or opdef.infer is None or node.subgraphs():
-        return
-    import numpy as np
-
-    from .errors import GraphcError, node_label
-    from .ir import Graph, Node, Value
-    from .ops.registry import InferContext
-
-    ins, known = [], {}
-    for v, x in zip(node.inputs, args):
-        if v is None:
-            ins.append(None)
-            continue
-        t = v.type
-        if isinstance(x, np.ndarray):
-            try:
-                t = TensorType(DType.string if x.dtype == object else DType.from_np(x.dtype), x.shape)
-            except TypeError:
-                pass
-        w = Value(v.name, t)
-        if isinstance(x, np.ndarray) and x.size <= 1024:
-            known[id(w)] = x
-        ins.append(w)
-    probe = Node(node.op_type, ins, [Value(o.name) if o is not None else None for o in node.outputs],
-                 dict(node.attrs), name=node.name, domain=node.domain, opset=node.opset)
-    try:
-        types = opdef.infer(InferContext(probe, Graph("probe"), known))
-    except (GraphcError, ArithmeticError, LookupError, TypeError, ValueError):
-        return  # the inputs break the op's rules: its eval reports that, naming the node
-    for o, t in zip(node.outputs, types or []):
-        if o is not None:
-            check_type(f"{node_label(node)}: output '{o.name}'", t, limit, bindings)
-
-
-__all__ = ["DEFAULT_FRACTION", "ENV_VAR", "check_before_eval", "check_graph", "check_size", "check_type",
+__all__ = ["DEFAULT_FRACTION", "ENV_VAR", "check_graph", "check_size", "check_type",
            "input_bindings", "memory_limit", "nbytes", "parse_size", "physical_memory"]

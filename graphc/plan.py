@@ -36,7 +36,7 @@ _KEY = "graphc."  # prefix of every metadata key graphc writes
 
 
 def _version() -> str:
-    from . import __version__
+    from .version import __version__
 
     return __version__
 

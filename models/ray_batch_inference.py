@@ -6,7 +6,7 @@
 Compiles the SqueezeNet the onnx wheel ships (seeded random weights, batch dim ``N``, ``--size`` square
 images) into a graphc plan once, generates ``--images`` seeded random images into a Ray dataset and
 materializes it, then for each ``--workers`` count runs the plan over the whole dataset with that many
-PlanPredictor actors (graphc.integrations.ray) and prints images per second. Without ``--address`` it
+PlanPredictor actors (graphc.runtime.ray) and prints images per second. Without ``--address`` it
 starts a local Ray cluster with ``--cpus`` CPUs (default: all of this machine's) and shuts it down after.
 """
 from __future__ import annotations
@@ -57,7 +57,7 @@ def run(workers: list[int], images: int = 3000, size: int = 96, batch_size: int 
     """Run the inference once per worker count; returns one record per run (workers, seconds, images/s)."""
     import ray
 
-    from graphc.integrations.ray import map_plan
+    from graphc.runtime.ray import map_plan
 
     tmp = None
     if plan_path is None:

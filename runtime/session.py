@@ -10,7 +10,6 @@ host only when read (``variable``, ``save``, ``state[name]``).
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 from typing import Any, Iterable, Mapping
 
@@ -244,7 +243,7 @@ class Session:
         output index -> the variable that output updates (used by a backend with a variable store)."""
         backend = self._backend()
         resident = dict(state=self.state, variables=variables, assigns=assigns) if self._resident else {}
-        if self.optimize and importlib.util.find_spec("graphc.compiler") is not None:
+        if self.optimize:
             from graphc.compiler import compile as compile_graph
             from graphc.limits import input_bindings
 

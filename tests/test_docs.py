@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from graphc import optable
+from graphc.tools import optable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -26,7 +26,7 @@ def blocks(lang: str) -> list[str]:
 def test_readme_op_table_is_current():
     text = readme()
     assert optable.BEGIN in text and optable.END in text
-    assert optable.splice(text, optable.render()) == text, "run `python -m graphc.optable` to regenerate"
+    assert optable.splice(text, optable.render()) == text, "run `python -m graphc.tools.optable` to regenerate"
 
 
 def test_readme_python_examples_run(monkeypatch):

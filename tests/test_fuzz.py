@@ -1,6 +1,6 @@
-"""The fuzzer (graphc/fuzz.py): a bounded slice of cases, its worker pool, and the bugs it found.
+"""The fuzzer (graphc/tools/fuzz.py): a bounded slice of cases, its worker pool, and the bugs it found.
 
-The full run is ``python -m graphc.fuzz --cases 10000 --seed 0``; here a few hundred cases run
+The full run is ``python -m graphc.tools.fuzz --cases 10000 --seed 0``; here a few hundred cases run
 in-process, a few through the real worker pool, and the pool is shown to report a crash and a hang.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import graphc as gc
-from graphc import fuzz
+from graphc.tools import fuzz
 from graphc.errors import GraphcError, OpAttributeError, ShapeError
 
 SLICE = 1000  # cases run in-process by the CI slice (about 8 s on one core)

@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 
-from graphc.conformance import node_cases, run_case
+from graphc.tools.conformance import node_cases, run_case
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 XFAIL_FILE = os.path.join(HERE, "onnx_node_expected_failures.txt")

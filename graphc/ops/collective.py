@@ -5,7 +5,7 @@ The inputs are packed into one contiguous buffer per element type (or several, e
 ``bucket_bytes``) so that a step makes one call into the transport per buffer, not one per tensor.
 
 The transport is a *communicator* (any object with ``rank``, ``size`` and ``allreduce_sum(buffer)``,
-which sums a contiguous array over all processes in place); ``graphc.distributed.init()`` installs one
+which sums a contiguous array over all processes in place); ``gc.distributed.init()`` installs one
 that talks MPI. The op layer only holds the current one, so nothing here imports MPI.
 """
 from __future__ import annotations

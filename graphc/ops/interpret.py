@@ -1,17 +1,19 @@
 """The reference interpreter: runs a graph node by node with each OpDef's ``eval``.
 
 Control-flow ops use it to run their bodies, and constant folding uses it on constant subgraphs.
-The NumPy runtime builds its faster executor on the same ``eval_node`` call.
+The NumPy runtime builds its faster executor on the same ``eval_node`` call, and checks the outputs of
+nodes whose sizes depend on input values against the memory budget first (``check_before_eval``).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
 from ..errors import ExecutionError, GraphcError, node_label
-from ..ir import Graph, Node, Value
-from .registry import get_opdef
+from ..ir import DType, Graph, Node, TensorType, Value
+from ..limits import check_type
+from .registry import InferContext, get_opdef
 
 
 def _describe(x: Any) -> str:
@@ -98,3 +100,38 @@ def run_graph(graph: Graph, feeds: dict[Value, Any], outer: dict[Value, Any] | N
             if v is not None:
                 env[v] = x
     return [env[v] for v in graph.outputs]
+
+
+def check_before_eval(node, opdef, args, limit: int, bindings: Mapping[str, int] | None = None) -> None:
+    """Before running a node whose output shapes were not known ahead of time, infer them from the
+    concrete inputs (their shapes, and the values of small ones) and refuse an output over ``limit``.
+
+    This is what stops ``ConstantOfShape``/``Expand``/``Tile``/``Range``/``Resize`` fed a huge target at
+    run time. Nodes with subgraphs and ops without an inference rule are left to their ``eval``.
+    """
+    if limit <= 0 or opdef.infer is None or node.subgraphs():
+        return
+    ins, known = [], {}
+    for v, x in zip(node.inputs, args):
+        if v is None:
+            ins.append(None)
+            continue
+        t = v.type
+        if isinstance(x, np.ndarray):
+            try:
+                t = TensorType(DType.string if x.dtype == object else DType.from_np(x.dtype), x.shape)
+            except TypeError:
+                pass
+        w = Value(v.name, t)
+        if isinstance(x, np.ndarray) and x.size <= 1024:
+            known[id(w)] = x
+        ins.append(w)
+    probe = Node(node.op_type, ins, [Value(o.name) if o is not None else None for o in node.outputs],
+                 dict(node.attrs), name=node.name, domain=node.domain, opset=node.opset)
+    try:
+        types = opdef.infer(InferContext(probe, Graph("probe"), known))
+    except (GraphcError, ArithmeticError, LookupError, TypeError, ValueError):
+        return  # the inputs break the op's rules: its eval reports that, naming the node
+    for o, t in zip(node.outputs, types or []):
+        if o is not None:
+            check_type(f"{node_label(node)}: output '{o.name}'", t, limit, bindings)

@@ -19,10 +19,9 @@ import os
 import sys
 from dataclasses import dataclass
 
-from graphc.errors import GraphcError
+from graphc.errors import CudaUnavailableError, GraphcError
 from graphc.ir import DType
 
-from .device import CudaUnavailableError
 from .libcall import Gemm
 
 #: What a user reads when no libcublas can be found: one sentence, the fix included.

@@ -25,7 +25,7 @@ from graphc.ir import DType, Node
 from .cache import KernelCache, KernelCompileError
 from .codegen import CodegenUnsupported, Kernel, KernelGroup, Param, dtype_of, numel, shape_of
 from .launch import DeviceProps, elementwise_launch
-from .lowering import LowerContext, Step
+from .lowering import LowerContext, Step, register_fallback
 
 
 def kernel_source(op: CustomOp) -> str:
@@ -100,6 +100,7 @@ def lower_custom(node: Node, ctx: LowerContext) -> list[Step]:
     return [ctx.kernel_step(kernel.group, node, kernel)]
 
 
+@register_fallback
 def custom_lowering(node: Node):
     """``lower_custom`` when ``node`` is a registered custom op, else None (lowering.py asks for each node
     that LOWERINGS does not know)."""

@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from graphc.errors import GraphcError
+from graphc.errors import CudaUnavailableError
 
 from .cache import KernelCache
 from .codegen import Kernel
@@ -22,10 +22,6 @@ from .launch import DeviceProps
 #: What a user reads when the CUDA backend cannot start: one sentence, the fix included.
 NO_PYCUDA = ("the CUDA backend needs PyCUDA with an NVIDIA driver and the CUDA toolkit: install them and run "
              "pip install -e '.[cuda]' (or use backend='numpy')")
-
-
-class CudaUnavailableError(GraphcError):
-    """PyCUDA is missing, or it found no driver or no GPU."""
 
 
 def require_pycuda() -> None:

@@ -29,23 +29,9 @@ from graphc.limits import input_bindings
 from ..feeds import normalize_feeds
 from .arena import frees_after, layout_arena
 from .lowering import lower
-from .state import DeviceState
+from .state import DeviceState, default_device
 
 DEBUG_ENV = "GRAPHC_CUDA_DEBUG"
-EMULATE_ENV = "GRAPHC_CUDA_EMULATE"
-
-
-def default_device():
-    """The PyCUDA device, or the CPU emulator when GRAPHC_CUDA_EMULATE=1 (testing, debugging)."""
-    if os.environ.get(EMULATE_ENV, "") not in ("", "0"):
-        from .emulator import EmulatedDevice
-
-        return EmulatedDevice()
-    from .device import PyCudaDevice
-
-    return PyCudaDevice()
-
-
 class _Prepared:
     """One static-shaped plan on the device: arena, kernels and launches resolved to pointers."""
 

@@ -129,6 +129,25 @@ LOWERINGS: dict[str, Callable[[Node, LowerContext], list[Step]]] = {}
 SPLITS: dict[str, Callable[[Node], tuple[Node, list[Node], Value] | None]] = {}
 
 
+#: Lowerings found from the node rather than its op type: ``fn(node) -> lowering or None``, asked in order when
+#: LOWERINGS has none (custom.py adds the one for the ops users write with gc.custom_op).
+FALLBACKS: list[Callable[[Node], Callable | None]] = []
+
+
+def register_fallback(fn: Callable[[Node], Callable | None]) -> Callable:
+    """Add ``fn`` to FALLBACKS (a decorator)."""
+    FALLBACKS.append(fn)
+    return fn
+
+
+def _fallback_lowering(node: Node):
+    for fn in FALLBACKS:
+        lowering = fn(node)
+        if lowering is not None:
+            return lowering
+    return None
+
+
 def register_lowering(op_type: str, fn: Callable[[Node, LowerContext], list[Step]],
                       split: Callable[[Node], tuple[Node, list[Node], Value] | None] | None = None) -> None:
     """Lower ``op_type`` by ``fn``; ``split`` (optional, see SPLITS) moves an elementwise tail of the op into
@@ -269,7 +288,7 @@ def lower(graph: Graph, props: DeviceProps, tf32: bool = False, inplace: dict[st
 
     def lone(node: Node, into: list[Step], rename: dict | None = None) -> None:
         key = f"{node.domain}.{node.op_type}" if node.domain else node.op_type
-        lowering = LOWERINGS.get(key) or custom_lowering(node)  # the latter: ops users write (gc.custom_op)
+        lowering = LOWERINGS.get(key) or _fallback_lowering(node)  # the latter: ops users write (gc.custom_op)
         if lowering is not None:
             try:
                 steps = lowering(node, ctx) if key not in SPLITS else \
@@ -362,16 +381,5 @@ def _split_group(node: Node, group: KernelGroup, lone, out: Lowered) -> None:
         lone(n, out.steps, outer)
 
 
-__all__ = ["LOWERINGS", "LowerContext", "MissingKernelError", "SPLITS", "SUPPORTED_OPS", "Step", "Lowered", "generate",
-           "lower", "lower_with_epilogue", "register_lowering"]
-
-# Lowerings registered by code (imported last: they use the names above).
-from . import codegen_copy, codegen_fill, codegen_gemm, codegen_scatter  # noqa: E402,F401
-from . import codegen_conv, codegen_pool  # noqa: E402,F401
-from . import codegen_index, codegen_random, codegen_scan  # noqa: E402,F401
-from . import codegen_attention, codegen_dropout  # noqa: E402,F401
-from . import codegen_losses  # noqa: E402,F401
-from . import codegen_extra  # noqa: E402,F401
-from . import codegen_misc  # noqa: E402,F401
-from . import codegen_rnn  # noqa: E402,F401
-from .custom import custom_lowering  # noqa: E402
+__all__ = ["FALLBACKS", "LOWERINGS", "LowerContext", "MissingKernelError", "SPLITS", "SUPPORTED_OPS", "Step", "Lowered", "generate",
+           "lower", "lower_with_epilogue", "register_fallback", "register_lowering"]

@@ -10,12 +10,27 @@ someone reads it: ``sess.variable``, ``sess.save``, ``sess.state[name]``. Writin
 """
 from __future__ import annotations
 
+import os
 from collections.abc import MutableMapping
 from typing import Any, Iterator
 
 import numpy as np
 
 from graphc.errors import GraphcError
+
+
+EMULATE_ENV = "GRAPHC_CUDA_EMULATE"
+
+
+def default_device():
+    """The PyCUDA device, or the CPU emulator when GRAPHC_CUDA_EMULATE=1 (testing, debugging)."""
+    if os.environ.get(EMULATE_ENV, "") not in ("", "0"):
+        from .emulator import EmulatedDevice
+
+        return EmulatedDevice()
+    from .device import PyCudaDevice
+
+    return PyCudaDevice()
 
 
 class DeviceState(MutableMapping):
@@ -33,8 +48,6 @@ class DeviceState(MutableMapping):
         """The device the buffers (and every plan of the session) live on, opened on first use."""
         if self._device is None:
             if self._device_factory is None:
-                from .executor import default_device
-
                 self._device_factory = default_device
             self._device = self._device_factory()
         return self._device
@@ -105,4 +118,4 @@ class DeviceState(MutableMapping):
         return f"<DeviceState: {len(self)} variables, {on} on the device>"
 
 
-__all__ = ["DeviceState"]
+__all__ = ["DeviceState", "EMULATE_ENV", "default_device"]

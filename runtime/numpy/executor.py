@@ -17,10 +17,10 @@ import numpy as np
 
 from graphc.errors import ExecutionError, GraphcError, UnsupportedOpError, node_label
 from graphc.ir import Graph, TensorType, Value
-from graphc.limits import VALUE_SIZED_OPS, check_before_eval, check_graph, check_type, input_bindings
+from graphc.limits import VALUE_SIZED_OPS, check_graph, check_type, input_bindings
 from graphc.limits import memory_limit as _memory_limit
 from graphc.ops import lookup
-from graphc.ops.interpret import eval_node, node_captures, outer_values
+from graphc.ops.interpret import check_before_eval, eval_node, node_captures, outer_values
 
 from ..feeds import normalize_feeds
 from .program import Program, static_tensor

@@ -4,7 +4,7 @@
 plan's peak size and gives every planned activation its view at the planned offset (the *template*
 slot list); each run starts from a copy of that list, so the hot loop is ``for step in steps:
 step(env)`` with no allocation, no dict lookup and no attribute lookup. Each step comes from a fast
-kernel (kernels.py, conv.py, fused.py) writing with ``out=`` into its buffer, or, for ops without
+kernel (the kernels package: registry.py and its families) writing with ``out=`` into its buffer, or, for ops without
 one, from the op's reference ``eval`` whose fresh result replaces the slot for that run.
 
 Graph outputs are not arena views (a later run would overwrite what the caller holds): they get new
@@ -17,20 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from graphc.ir import Graph, Node, TensorType
-from graphc.limits import check_before_eval
-from graphc.ops.interpret import eval_node
+from graphc.ir import Graph, Node
+from graphc.ops.interpret import check_before_eval, eval_node
 
 from .kernels import kernel_for
-
-
-def static_tensor(v) -> TensorType | None:
-    """The value's type when it is a tensor of known shape and plain NumPy element type, else None."""
-    t = v.type if v is not None else None
-    if (isinstance(t, TensorType) and t.is_static and t.dtype is not None and t.dtype.np.kind in "biuf"
-            and t.dtype.np.type.__module__ == "numpy"):
-        return t
-    return None
+from .kernels.common import static_tensor
 
 
 @dataclass

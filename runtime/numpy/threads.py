@@ -4,7 +4,7 @@
 ``GRAPHC_NUM_THREADS`` in the environment sets it when the backend first prepares a graph. The library
 is found among the shared objects this process has loaded (NumPy wheels bundle ``scipy_openblas``;
 older ones ``openblas``), so no extra package is needed. Big fused elementwise groups read the same
-count to split their chunks over threads (``fused.py``).
+count to split their chunks over threads (``kernels/fused.py``).
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import graphc as gc
 from graphc.compiler import compile as compile_graph
-from graphc.conformance import RANDOM_OPS, node_cases
+from graphc.tools.conformance import RANDOM_OPS, node_cases
 from graphc.runtime.cuda.lowering import MissingKernelError, lower
 
 

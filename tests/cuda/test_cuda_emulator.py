@@ -90,7 +90,7 @@ def test_onnx_node_cases_with_kernels_agree_on_the_emulator(tmp_path):
     """Every ONNX node test case whose compiled plan has CUDA kernels (1,267 of 1,884; random ops aside)
     matches onnx's expected outputs."""
     from cuda_node_cases import lowered_node_cases
-    from graphc.conformance import _normalize, assert_similar
+    from graphc.tools.conformance import _normalize, assert_similar
     from graphc.runtime.cuda.emulator import EMULATOR_PROPS, EmulatedDevice
 
     cases = lowered_node_cases(EMULATOR_PROPS)

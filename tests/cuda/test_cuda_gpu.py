@@ -44,7 +44,7 @@ def test_gpu_agrees_with_numpy(case, device):
 
 def test_onnx_node_cases_on_the_gpu(device):
     from cuda_node_cases import lowered_node_cases
-    from graphc.conformance import _normalize, assert_similar
+    from graphc.tools.conformance import _normalize, assert_similar
     from graphc.runtime.cuda import CudaBackend
 
     failures = []

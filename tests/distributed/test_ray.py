@@ -9,7 +9,7 @@ import pytest
 import graphc as gc
 from graphc.compiler import compile as compile_graph
 from graphc.errors import FeedError, GraphcError
-from graphc.integrations.ray import PlanPredictor, map_plan
+from graphc.runtime.ray import PlanPredictor, map_plan
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 
 from graphc.frontends.onnx import import_model
-from graphc.conformance import _normalize, _random_nodes, assert_similar, node_cases
+from graphc.tools.conformance import _normalize, _random_nodes, assert_similar, node_cases
 from graphc.errors import GraphcError
 from graphc.passes import simplify
 from graphc.runtime import get_backend

@@ -11,8 +11,8 @@ from graphc.errors import GraphcError
 from graphc.ops.interpret import run_graph
 from graphc.runtime import get_backend
 from graphc.runtime.numpy import threads
-from graphc.runtime.numpy.conv import conv_runner
-from graphc.runtime.numpy.kernels import ELEMENTWISE
+from graphc.runtime.numpy.kernels.conv import conv_runner
+from graphc.runtime.numpy.kernels.elementwise import ELEMENTWISE
 
 
 def _model(nodes, inputs, outputs, inits=()):
@@ -68,7 +68,7 @@ def test_conv_runner_matches_eval(group, kernel, stride, pad, dil):
 @pytest.mark.parametrize("kernel,stride,pad", [(3, 1, 1), (7, 2, 3), (1, 2, 0)])
 def test_wide_ungrouped_conv_takes_whole_rows_and_matches_eval(kernel, stride, pad, monkeypatch):
     from graphc.ops.conv import _conv_eval
-    from graphc.runtime.numpy import conv
+    from graphc.runtime.numpy.kernels import conv
 
     used, rows_runner = [], conv._rows_runner
     monkeypatch.setattr(conv, "_rows_runner", lambda *a: used.append(1) or rows_runner(*a))
@@ -138,7 +138,7 @@ def test_conv_relu_residual_group_runs_fused_and_matches():
 
 
 def test_elementwise_group_in_chunks_matches_and_does_not_alias_outputs():
-    from graphc.runtime.numpy import fused
+    from graphc.runtime.numpy.kernels import fused
 
     rng = np.random.default_rng(3)
     m = _model([helper.make_node("Mul", ["x", "x"], ["a"]), helper.make_node("Tanh", ["a"], ["b"]),
@@ -158,7 +158,7 @@ def test_elementwise_group_in_chunks_matches_and_does_not_alias_outputs():
 
 @pytest.mark.parametrize("n_threads", [2, 3])
 def test_threaded_elementwise_group_is_bitwise_the_single_threaded_result(n_threads, monkeypatch):
-    from graphc.runtime.numpy import fused
+    from graphc.runtime.numpy.kernels import fused
 
     rng = np.random.default_rng(5)
     m = _model([helper.make_node("Mul", ["x", "z"], ["a"]), helper.make_node("Tanh", ["a"], ["b"]),

@@ -1,4 +1,7 @@
-"""Data-parallel training over MPI (``gc.distributed``; needs the ``dist`` extra: mpi4py and mpich).
+"""Data-parallel training over MPI: the communicator, sharding, variable broadcast and checkpoints (needs the
+``dist`` extra: mpi4py and mpich). ``gc.distributed`` is graphc/frontends/dsl/distributed.py, which adds the
+DSL's DistributedOptimizer and ``allreduce`` to these names (this package, part of the runtime, sits below the
+frontends).
 
     comm = gc.distributed.init()                          # rank and size from MPI
     step = gc.distributed.DistributedOptimizer(gc.optim.Adam(1e-3)).minimize(loss)
@@ -15,9 +18,8 @@ from __future__ import annotations
 
 from .comm import CallStats, MPICommunicator, average, barrier, communicator, init, is_root, rank, size, stats
 from .data import shard, shard_slice
-from .optimizer import DistributedOptimizer, allreduce
 from .state import broadcast_variables, save_checkpoint
 
-__all__ = ["CallStats", "DistributedOptimizer", "MPICommunicator", "allreduce", "average", "barrier",
+__all__ = ["CallStats", "MPICommunicator", "average", "barrier",
            "broadcast_variables", "communicator", "init", "is_root", "rank", "save_checkpoint", "shard", "shard_slice",
            "size", "stats"]

@@ -1,4 +1,8 @@
-"""Gradient averaging in the graph: ``allreduce`` (the DSL call for graphc.AllReduce) and DistributedOptimizer.
+"""``gc.distributed``: data-parallel training of DSL graphs over MPI (needs the ``dist`` extra).
+
+This module is the DSL's side: ``allreduce`` (the DSL call for graphc.AllReduce) and DistributedOptimizer.
+It also re-exports graphc.runtime.distributed (the communicator, sharding, variable broadcast and checkpoints),
+which sits below the frontends and knows nothing of the DSL, so ``gc.distributed`` offers both.
 
 ``DistributedOptimizer(opt)`` wraps any ``gc.optim`` optimizer: its ``minimize`` differentiates as the
 wrapped optimizer would, passes all the gradients through one ``AllReduce`` node (one packed buffer, or a
@@ -9,11 +13,14 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from graphc.frontends.dsl.graph import Operation
-from graphc.frontends.dsl.optim import Optimizer
-from graphc.frontends.dsl.tensor import Tensor, apply_op
+from graphc.runtime.distributed import *  # noqa: F401,F403  (gc.distributed.init, shard, broadcast_variables...)
+from graphc.runtime.distributed import __all__ as _comm_names
 from graphc.errors import GraphBuildError
 from graphc.ops.collective import DOMAIN, REDUCTIONS
+
+from .graph import Operation
+from .optim import Optimizer
+from .tensor import Tensor, apply_op
 
 
 def allreduce(tensors: Sequence[Tensor], reduction: str = "mean", bucket_bytes: int = 0,
@@ -72,4 +79,4 @@ class DistributedOptimizer:
         return f"DistributedOptimizer({type(self.optimizer).__name__}, bucket_bytes={self.bucket_bytes})"
 
 
-__all__ = ["DistributedOptimizer", "allreduce"]
+__all__ = ["DistributedOptimizer", "allreduce", *_comm_names]

@@ -27,7 +27,8 @@ import numpy as np
 
 from graphc.ops.conv import _avgpool_counts, _pool_setup, geometry
 
-from .kernels import FLOAT_TYPES
+from .common import FLOAT_TYPES
+from .registry import register
 
 
 def _valid_range(n_in: int, n_out: int, k: int, s: int, d: int, pb: int) -> tuple[int, int]:
@@ -261,6 +262,7 @@ def _phase_range(a: int, s: int, pad: int, n: int, limit: int) -> tuple[int, int
 
 
 # ---- pooling -------------------------------------------------------------------------------------
+@register("MaxPool", "AveragePool")
 def pool_kernel(ctx):
     """MaxPool (without Indices) and AveragePool over 2-D windows, separable like the ops' ``eval``."""
     node = ctx.node
@@ -337,4 +339,14 @@ def pool_kernel(ctx):
     return step
 
 
-__all__ = ["conv_runner", "pool_kernel"]
+@register("GlobalAveragePool")
+def global_avgpool_kernel(ctx):
+    t = ctx.in_types[0]
+    if t.dtype.np not in FLOAT_TYPES or ctx.aliases_any():
+        return None
+    axes = tuple(range(2, len(t.shape)))
+    i0, o = ctx.ins[0], ctx.outs[0]
+    return lambda env: np.mean(env[i0], axis=axes, keepdims=True, out=env[o])
+
+
+__all__ = ["conv_runner", "global_avgpool_kernel", "pool_kernel"]

@@ -1,6 +1,6 @@
 """Mutation fuzzer: hostile variants of valid models must import, check and run, or raise GraphcError.
 
-``python -m graphc.fuzz --cases 10000 --seed 0`` derives each case ``(seed, index)`` from a seed model
+``python -m graphc.tools.fuzz --cases 10000 --seed 0`` derives each case ``(seed, index)`` from a seed model
 (the ONNX node test cases with their inputs, models/data/tiny_cnn.onnx, a few models built here) by one
 to three mutations: attribute values and types, shapes and element types, initializers (dims claiming
 huge sizes, truncated data, external data pointing anywhere), graph edges, op types and opsets, the
@@ -8,7 +8,7 @@ fed values, and raw bytes of the serialized model. Each case then goes through t
 (``graphc.import_onnx``), ``graphc check`` (the CLI, in-process) and a run on the NumPy backend. A stage
 may succeed or raise GraphcError; any other exception, a case that outlives its time limit (a hang)
 and a worker interpreter that dies (a crash) are failures, saved with what reproduces them to
-``--out`` (``python -m graphc.fuzz --replay SEED:INDEX`` runs one case again, in-process).
+``--out`` (``python -m graphc.tools.fuzz --replay SEED:INDEX`` runs one case again, in-process).
 
 Cases run in a pool of worker processes (``--jobs``), so a crash takes down one worker, not the run;
 each worker caps its address space and graphc's memory budget (graphc/limits.py), and each case has
@@ -107,7 +107,7 @@ def load_corpus() -> list[Seed]:
             continue
         inputs = [_normalize(x) for x in case.data_sets[0][0]]
         seeds.append(Seed(case.name, case.model.SerializeToString(), inputs))
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     cnn = os.path.join(here, "models", "data", "tiny_cnn.onnx")
     if os.path.exists(cnn):
         with open(cnn, "rb") as f:
@@ -357,7 +357,7 @@ def mutate_edge(rng, model, case) -> str:
 
 
 def mutate_op(rng, model, case) -> str:
-    from .ops import REGISTRY
+    from graphc.ops import REGISTRY
 
     op = rng.randrange(4)
     nodes = _nodes(model)
@@ -565,7 +565,7 @@ def write_case(case: Case, folder: str) -> str:
     with open(os.path.join(folder, "case.json"), "w") as f:
         json.dump({"seed": case.seed, "index": case.index, "source": case.source, "mutations": case.mutations,
                    "feeds_saved_as_npy": saved, "feed_count": len(case.feeds),
-                   "replay": f"python -m graphc.fuzz --replay {case.seed}:{case.index}"}, f, indent=1)
+                   "replay": f"python -m graphc.tools.fuzz --replay {case.seed}:{case.index}"}, f, indent=1)
     return path
 
 
@@ -687,7 +687,7 @@ def _worker_env() -> dict:
     env.setdefault("GRAPHC_MEMORY_LIMIT", WORKER_MEMORY_LIMIT)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env.setdefault(var, "1")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
 
@@ -699,7 +699,7 @@ def run_pool(indices, seed: int, jobs: int = 2, timeout: float = 10.0, out_dir: 
     A worker that dies is a ``crash`` of the case it was running, one silent for 3 x ``timeout`` + 5 s a
     ``hang``; both are replaced by a fresh worker. Failures, hangs and crashes are saved under ``out_dir``.
     """
-    cmd = worker_cmd or [sys.executable, "-m", "graphc.fuzz", "--worker", "--seed", str(seed),
+    cmd = worker_cmd or [sys.executable, "-m", "graphc.tools.fuzz", "--worker", "--seed", str(seed),
                          "--timeout", str(timeout)]
     env = _worker_env()
     pending = list(indices)
@@ -778,7 +778,7 @@ def run_pool(indices, seed: int, jobs: int = 2, timeout: float = 10.0, out_dir: 
 
 # ---- command line ---------------------------------------------------------------------------------
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m graphc.fuzz", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m graphc.tools.fuzz", description=__doc__.splitlines()[0])
     p.add_argument("--cases", type=int, default=1000, help="number of cases (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="the run's seed; case i is (seed, i)")
     p.add_argument("--start", type=int, default=0, help="first case index (default 0)")
@@ -813,7 +813,7 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
     summary = run_pool(range(args.start, args.start + args.cases), args.seed, args.jobs, args.timeout, args.out,
                        progress=progress)
-    summary["command"] = " ".join(["python -m graphc.fuzz"] + (argv if argv is not None else sys.argv[1:]))
+    summary["command"] = " ".join(["python -m graphc.tools.fuzz"] + (argv if argv is not None else sys.argv[1:]))
     summary["seconds"] = round(time.monotonic() - t0, 1)
     with open(os.path.join(args.out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)

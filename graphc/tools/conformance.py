@@ -1,6 +1,6 @@
 """Runs the official ONNX node test cases through graphc and reports pass/fail per case.
 
-``python -m graphc.conformance [-k SUBSTRING] [--failures] [--jobs N]`` prints a summary; the
+``python -m graphc.tools.conformance [-k SUBSTRING] [--failures] [--jobs N]`` prints a summary; the
 pytest suite (tests/test_onnx_node.py) uses ``run_case`` with the expected-failures list.
 
 Cases whose graph draws random numbers (RANDOM_OPS: Bernoulli, RandomNormal, ...) cannot match the

@@ -27,9 +27,11 @@ import numpy as np
 
 from graphc.ir import Graph
 
-from .kernels import HEAD_RUNNERS, elementwise_apply
-from .program import static_tensor
-from .threads import get_num_threads
+from ..threads import get_num_threads
+from .common import static_tensor
+from .elementwise import elementwise_apply
+from .linear import HEAD_RUNNERS
+from .registry import nested_executable, register
 
 #: Elements per chunk for elementwise groups (float32: 256 KiB per buffer, a few buffers fit in L2).
 CHUNK_ELEMENTS = 65536
@@ -74,6 +76,7 @@ class _Body:
         return id(v) in self.source
 
 
+@register("FusedGroup", domain="graphc")
 def fused_kernel(ctx):
     """The step of a FusedGroup node (see the module docstring), or None to interpret its body."""
     body = ctx.node.attrs.get("body")
@@ -352,10 +355,8 @@ def _layout(ctx, info: _Body):
 def _nested(ctx):
     if ctx.aliases_any() or any(t is None for t in ctx.out_types):
         return None
-    from .executor import NumpyExecutable
-
     try:
-        exe = NumpyExecutable(ctx.node.attrs["body"])
+        exe = nested_executable(ctx.node.attrs["body"])
     except Exception:  # a body the executor cannot take as a graph of its own: interpret the group
         return None
     if exe.program is None:

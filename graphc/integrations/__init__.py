@@ -1,1 +1,0 @@
-"""Bridges from graphc to other systems (each module needs its own optional packages): ``ray`` (Ray Data)."""
