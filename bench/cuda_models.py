@@ -147,10 +147,10 @@ def user_model(path: str, sets: Sequence[str] = (), seed: int = 0) -> Workload:
     """A model of the user's with seeded random inputs; ``sets`` ("N=4") bind its symbolic dims."""
     import onnx
 
-    from graphc.cli import _parse_sets, load_graph, random_feeds
+    from graphc.cli import parse_sets, load_graph, random_feeds
 
     feeds = random_feeds(load_graph(path, sets), seed)
-    return Workload(os.path.basename(path), onnx.load(path), feeds, _parse_sets(sets))
+    return Workload(os.path.basename(path), onnx.load(path), feeds, parse_sets(sets))
 
 
 # ---- engines -------------------------------------------------------------------------------------

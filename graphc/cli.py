@@ -17,7 +17,8 @@ import numpy as np
 from .errors import GraphcError, UnsupportedOpError
 
 
-def _parse_sets(items: Sequence[str]) -> dict[str, int]:
+def parse_sets(items: Sequence[str]) -> dict[str, int]:
+    """``--set SYMBOL=SIZE`` arguments as {symbol: size} (GraphcError naming a malformed one)."""
     out = {}
     for it in items or []:
         name, sep, val = it.partition("=")
@@ -56,7 +57,7 @@ def load_graph(path: str, sets: Sequence[str] = (), shapes: Sequence[str] = ()):
     if shapes:
         set_input_shapes(graph, _parse_shapes(shapes))
     if sets:
-        bind_symbols(graph, _parse_sets(sets))
+        bind_symbols(graph, parse_sets(sets))
     try:
         infer_shapes(graph)
     except GraphcError as e:
@@ -132,7 +133,7 @@ def load_plan_arg(args):
         raise GraphcError(f"{args.model} is a compiled plan: its input shapes were fixed when it was compiled; "
                           f"give --input-shape to `graphc compile` instead")
     plan = load_plan(args.model)
-    return plan.bind(_parse_sets(args.set)) if getattr(args, "set", None) else plan
+    return plan.bind(parse_sets(args.set)) if getattr(args, "set", None) else plan
 
 
 def cmd_show(args) -> int:
@@ -311,7 +312,7 @@ def cmd_compile(args) -> int:
     graph = import_model(args.model, infer=False)
     try:
         plan = compile(graph, level=args.level, input_shapes=_parse_shapes(args.input_shape),
-                       sets=_parse_sets(args.set), source=os.path.basename(args.model))
+                       sets=parse_sets(args.set), source=os.path.basename(args.model))
     except GraphcError as e:
         raise type(e)(f"{args.model}: {e}") from None
     plan.save(args.output)

@@ -147,17 +147,6 @@ def input_bindings(graph, feeds: Mapping) -> dict[str, int]:
     return out
 
 
-#: Ops whose output size depends on the values (not only the shapes) of their inputs: the only ones
-#: whose sizes are re-inferred from the concrete inputs when they run. Every other op's output size
-#: follows from the input sizes, which the per-run check of the bound symbols already covers.
-VALUE_SIZED_OPS = frozenset({
-    "ConstantOfShape", "Expand", "Tile", "Range", "Resize", "Upsample", "Pad", "CenterCropPad", "OneHot",
-    "Reshape", "MaxUnpool", "Col2Im", "AffineGrid", "DFT", "STFT", "MelWeightMatrix", "HannWindow",
-    "HammingWindow", "BlackmanWindow", "EyeLike", "TfIdfVectorizer", "Multinomial", "ImageDecoder",
-    "RandomNormalLike", "RandomUniformLike", "Slice", "Split", "TopK", "SplitToSequence", "StringSplit",
-})
-
-
 def check_before_eval(node, opdef, args, limit: int, bindings: Mapping[str, int] | None = None) -> None:
     """Before running a node whose output shapes were not known ahead of time, infer them from the
     concrete inputs (their shapes, and the values of small ones) and refuse an output over ``limit``.

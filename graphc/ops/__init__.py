@@ -4,7 +4,8 @@ Importing this package registers all operators. ``lookup(domain, op_type)`` find
 """
 from ..ir import graph as _graph_module
 from . import registry
-from .registry import REGISTRY, REQUIRED, Attr, InferContext, Kind, OpDef, get_opdef, lookup, register
+from .registry import (REGISTRY, REQUIRED, Attr, InferContext, Kind, OpDef, get_opdef, has_fact, lookup, ops_with,
+                       register, set_facts)
 
 # Each family registers its ops on import.
 from . import (controlflow, conv, elementwise, linalg, ml, ml_extra, nn, norm, quantize, reduce,  # noqa: F401,E402
@@ -18,5 +19,5 @@ from .typecheck import check_node_types  # noqa: E402
 
 _graph_module.node_type_checker = check_node_types
 
-__all__ = ["REGISTRY", "REQUIRED", "Attr", "InferContext", "Kind", "OpDef", "get_opdef", "lookup", "register",
-           "check_node_types"]
+__all__ = ["REGISTRY", "REQUIRED", "Attr", "InferContext", "Kind", "OpDef", "get_opdef", "has_fact", "lookup",
+           "ops_with", "register", "set_facts", "check_node_types"]

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import DistributedError, node_label
 from ..ir import DType, TensorType
-from .registry import Attr, InferContext, Kind, OpDef, register
+from .registry import Attr, InferContext, Kind, OpDef, register, set_facts
 
 FAMILY = "collective"
 DOMAIN = "graphc"
@@ -115,3 +115,4 @@ register(OpDef("AllReduce", eval=_allreduce_eval, infer=_allreduce_infer, domain
                    "packed into one buffer per element type (or per bucket_bytes)."))
 
 __all__ = ["Communicator", "REDUCTIONS", "buckets", "get_communicator", "set_communicator"]
+set_facts(DOMAIN, nondeterministic=("AllReduce",))  # its result depends on the other processes' inputs

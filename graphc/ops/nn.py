@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import OpAttributeError, node_label
 from ..ir import DType
 from .common import broadcast_shapes, drop_attrs, normalize_axis, tt
-from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register, set_grads
+from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register, set_grads, set_facts
 
 FAMILY = "nn"
 
@@ -1193,3 +1193,10 @@ set_grads({
     "NonMaxSuppression": "its output holds integer indices",
     "TfIdfVectorizer": "its input is integer tokens or strings",
 })
+set_facts(
+    random=("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Bernoulli", "Multinomial"),
+    float_math=("SwiGLU",),
+    value_sized=("DFT", "STFT", "MelWeightMatrix", "HannWindow", "HammingWindow", "BlackmanWindow", "TfIdfVectorizer",
+                 "Multinomial", "RandomNormalLike", "RandomUniformLike", "StringSplit"),
+    weight_inputs={"LSTM": {1, 2, 3}, "GRU": {1, 2, 3}, "RNN": {1, 2, 3}},
+)

@@ -16,7 +16,7 @@ from ..ir import DType, Graph, Node
 from ..ir.dims import dim_from_factors, product_of
 from ..ir.types import TensorType
 from .common import attr_to_input, broadcast_shapes, drop_attrs, normalize_axis, np_axis, tt
-from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register, set_grads
+from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register, set_grads, set_facts
 
 FAMILY = "shape"
 
@@ -455,7 +455,7 @@ _reg("Split", _eval_split, _infer_split, attrs={"axis": Attr("int", 0), "num_out
 
 
 # ---- Slice ---------------------------------------------------------------------------------------
-def _slice_bounds(start: int, end: int, step: int, dim: int) -> tuple[int, int, int]:
+def slice_bounds(start: int, end: int, step: int, dim: int) -> tuple[int, int, int]:
     """ONNX Slice clamping for one axis; returns (start, end, length) with end -1 meaning 'before 0'."""
     if start < 0:
         start += dim
@@ -472,7 +472,8 @@ def _slice_bounds(start: int, end: int, step: int, dim: int) -> tuple[int, int, 
     return start, end, n
 
 
-def _slice_args(node, rank, starts, ends, axes, steps):
+def slice_args(node, rank, starts, ends, axes, steps):
+    """Slice's inputs as lists (starts, ends, axes made non-negative, steps; the defaults filled in)."""
     starts = np.asarray(starts).reshape(-1).tolist()
     ends = np.asarray(ends).reshape(-1).tolist()
     axes = list(range(len(starts))) if axes is None else np.asarray(axes).reshape(-1).tolist()
@@ -484,12 +485,12 @@ def _slice_args(node, rank, starts, ends, axes, steps):
 
 
 def _eval_slice(node, x, starts, ends, axes=None, steps=None):
-    starts, ends, axes, steps = _slice_args(node, x.ndim, starts, ends, axes, steps)
+    starts, ends, axes, steps = slice_args(node, x.ndim, starts, ends, axes, steps)
     index = [slice(None)] * x.ndim
     for s, e, a, st in zip(starts, ends, axes, steps):
         if st == 0:
             _raise(node, "a step of 0 is not allowed")
-        s, e, _ = _slice_bounds(s, e, st, x.shape[a])
+        s, e, _ = slice_bounds(s, e, st, x.shape[a])
         index[a] = slice(s, e if e >= 0 else None, st)
     return x[tuple(index)]
 
@@ -530,7 +531,7 @@ def _infer_slice(ctx):
             ctx.fail("a step of 0 is not allowed")
         d = s[a]
         if isinstance(d, int) and isinstance(st, int) and isinstance(en, int):
-            out[a] = _slice_bounds(st, en, step, d)[2]
+            out[a] = slice_bounds(st, en, step, d)[2]
         elif step == 1 and st == 0 and (en == d or isinstance(en, int) and en >= _BIG):
             out[a] = d
         elif step == -1 and st in (-1, _BIG, 2**63 - 1) and isinstance(en, int) and en <= -_BIG:
@@ -542,7 +543,7 @@ def _infer_slice(ctx):
     if len(s) == 1 and all(isinstance(x, int) for x in starts + ends):
         v = _small_sym(ctx, 0)
         if v is not None and len(v) == s[0]:
-            b, e, _ = _slice_bounds(starts[0], ends[0], steps[0], len(v))
+            b, e, _ = slice_bounds(starts[0], ends[0], steps[0], len(v))
             _set_sym(ctx, 0, v[slice(b, e if e >= 0 else None, steps[0])])
     return [tt(dt, out)]
 
@@ -798,7 +799,8 @@ _reg("Tile", _eval_tile, _infer_tile, inputs=(2, 2))
 _NP_PAD_MODE = {"constant": "constant", "reflect": "reflect", "edge": "edge", "wrap": "wrap"}
 
 
-def _pad_axes(node, rank: int, pads, axes):
+def pad_axes(node, rank: int, pads, axes):
+    """Pad's ``pads`` (for ``axes``, default all) as [begin, end] for every one of ``rank`` axes."""
     pads = [int(p) for p in np.asarray(pads).reshape(-1)]
     axes = list(range(rank)) if axes is None else [a + rank if a < 0 else a for a in
                                                    np.asarray(axes).reshape(-1).tolist()]
@@ -814,7 +816,7 @@ def _eval_pad(node, x, pads, constant_value=None, axes=None):
     mode = node.attrs["mode"]
     if mode not in _NP_PAD_MODE:
         raise OpAttributeError(f"{node_label(node)}: mode must be constant, reflect, edge or wrap, got '{mode}'")
-    full = _pad_axes(node, x.ndim, pads, axes)
+    full = pad_axes(node, x.ndim, pads, axes)
     # Negative pads crop first; then the rest pads.
     crop = tuple(slice(-b if b < 0 else 0, x.shape[k] + e if e < 0 else None) for k, (b, e) in enumerate(full))
     x = x[crop]
@@ -1775,3 +1777,10 @@ set_grads({
     "OneHot": "its output is built from integer indices",
     "Constant": "it has no inputs",
 })
+set_facts(
+    view=("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"),
+    reshape=("Reshape", "Flatten", "Squeeze", "Unsqueeze"),
+    layout=("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Transpose"),
+    value_sized=("ConstantOfShape", "Expand", "Tile", "Range", "Resize", "Upsample", "Pad", "CenterCropPad", "OneHot",
+                 "Reshape", "AffineGrid", "EyeLike", "Slice", "Split"),
+)

@@ -17,15 +17,11 @@ from ..ir.types import OptionalType, SequenceType
 from ..limits import check_type
 from ..limits import memory_limit as _memory_limit
 from ..ops.interpret import eval_node
-from ..ops.registry import InferContext, lookup, types_conflict
+from ..ops.registry import InferContext, has_fact, lookup, types_conflict
 
 #: Largest value (in elements) that inference computes ahead of time to learn shapes.
 KNOWN_VALUE_LIMIT = 1024
 
-#: Ops whose output is not a function of their inputs: never computed ahead of time. (graphc.AllReduce's
-#: depends on the other processes' inputs, and computing it early would talk to them at compile time.)
-_NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Bernoulli",
-                     "Multinomial", "Dropout", "AllReduce"}
 
 
 def _merge(declared, inferred, keep=frozenset()):
@@ -120,7 +116,7 @@ def infer_node(graph: Graph, node, known: dict, symbolic: dict, limit: int | Non
             check_type(f"{node_label(node)}: output '{v.name}'", _merge(v.type, t), limit)
     # Learn small values ahead of time (shape arithmetic in exported models).
     values = None
-    if node.op_type not in _NONDETERMINISTIC and not node.subgraphs():
+    if not has_fact(node, "nondeterministic") and not node.subgraphs():
         values = _try_known(node, known)
     for i, v in enumerate(node.outputs):
         if v is None:
