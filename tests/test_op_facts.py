@@ -226,3 +226,16 @@ def test_every_flag_is_a_registered_fact():
     assert graphc.ops.registry.FACTS
     for fact in graphc.ops.registry.FACTS:
         assert hasattr(lookup("", "Add"), fact)
+
+
+def test_gradient_rules_have_one_place():
+    """Gradient rules and non-differentiability reasons are set by each family module's set_grads table,
+    never in an OpDef(...) call (graphc/ops/__init__.py says why)."""
+    found = []
+    for path, rel in _py_files(["graphc/ops"]):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "OpDef":
+                found += [f"{rel}:{node.lineno}: OpDef(..., {k.arg}=...)" for k in node.keywords
+                          if k.arg in ("grad", "no_grad")]
+    assert not found, "gradient facts outside set_grads:\n" + "\n".join(found)
+    assert lookup("graphc", "AllReduce").no_grad.startswith("a collective across processes")

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..ir import DType
 from .common import tt
-from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register, set_grads, set_facts
+from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register, set_facts, set_grads
 
 FAMILY = "conv"
 

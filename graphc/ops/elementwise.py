@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import OpAttributeError, node_label
 from ..ir import DType, Graph, Node, TensorType
 from .common import attr_to_input, broadcast_shapes, drop_attrs, tt
-from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register, set_grads, set_facts
+from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register, set_facts, set_grads
 
 FAMILY = "elementwise"
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..ir import DType, Graph, Node
 from .common import attr_to_input, drop_attrs, normalize_axis, np_axis, tt
-from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register, set_grads, set_facts
+from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register, set_facts, set_grads
 
 FAMILY = "norm"
 

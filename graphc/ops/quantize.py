@@ -13,7 +13,7 @@ from ..ir import DType
 from .common import normalize_axis, np_axis, tt
 from .conv import CONV_ATTRS, infer_conv_like, integer_conv
 from .linalg import matmul_shape
-from .registry import Attr, InferContext, Kind, OpDef, register, set_grads, set_facts
+from .registry import Attr, InferContext, Kind, OpDef, register, set_facts, set_grads
 
 FAMILY = "quantize"
 

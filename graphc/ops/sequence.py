@@ -11,7 +11,7 @@ from ..errors import ExecutionError, node_label
 from ..ir import DType
 from ..ir.types import OptionalType, SequenceType, TensorType
 from .common import normalize_axis, np_axis, tt
-from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register, set_grads, set_facts
+from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register, set_facts, set_grads
 
 FAMILY = "sequence"
 
