@@ -111,7 +111,8 @@ def _infer_gather_nd(ctx):
     if not isinstance(k, int):
         return [tt(ctx.dtype(0), None)]
     if k > len(s) - b:
-        ctx.fail(f"indices {fmt_shape(q)} index {k} dims but data {fmt_shape(s)} has only {len(s) - b} after the batch dims")
+        ctx.fail(f"indices {fmt_shape(q)} index {k} dims but data {fmt_shape(s)} has only {len(s) - b} after the "
+                 f"batch dims")
     return [tt(ctx.dtype(0), list(q[:-1]) + list(s[b + k:]))]
 
 

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..errors import node_label
 from ..ir import Graph, Node
-from .common import family_register, attr_to_input, normalize_axis, route_back_grad, tt
+from .common import attr_to_input, family_register, normalize_axis, route_back_grad, tt
 from .registry import Attr, Kind, set_facts, set_grads
 from .symbolic import as_dim, fmt_shape, input_length, merge_dim, raise_at, sym_or_unknown
 

@@ -15,7 +15,8 @@ import numpy as np
 from ..errors import OpAttributeError, node_label
 from ..ir import DType, Graph, Node
 from ..ir.types import TensorType
-from .common import family_register, attr_to_input, broadcast_shapes, drop_attrs, normalize_axis, np_axis, route_back_grad, tt
+from .common import (attr_to_input, broadcast_shapes, drop_attrs, family_register, normalize_axis, np_axis,
+                     route_back_grad, tt)
 from .symbolic import (as_dim, const_ints, fmt_shape, input_length, merge_dim, product_dim, quotient_dim, raise_at,
                        record_sym, small_sym, sym_or_unknown)
 from .registry import REQUIRED, Attr, Kind, set_facts, set_grads
@@ -817,7 +818,8 @@ def _infer_depth_to_space(ctx):
         ctx.fail(f"mode must be DCR or CRD, got '{ctx.attr('mode')}'")
     n, c, h, w = s
     if ctx.node.op_type == "DepthToSpace":
-        out = [n, _scale_dim(ctx, c, 1, b * b, f"channels of {fmt_shape(s)}"), _scale_dim(ctx, h, b), _scale_dim(ctx, w, b)]
+        out = [n, _scale_dim(ctx, c, 1, b * b, f"channels of {fmt_shape(s)}"), _scale_dim(ctx, h, b),
+               _scale_dim(ctx, w, b)]
     else:
         out = [n, _scale_dim(ctx, c, b * b), _scale_dim(ctx, h, 1, b, f"height of {fmt_shape(s)}"),
                _scale_dim(ctx, w, 1, b, f"width of {fmt_shape(s)}")]

@@ -173,8 +173,8 @@ def _tile(em, node, coords):
 
 
 _EMITTERS = {"Reshape": _reshape, "Flatten": _reshape, "Squeeze": _reshape, "Unsqueeze": _reshape,
-             "Identity": _reshape, "Transpose": _transpose, "Expand": _expand, "Slice": _slice, "Pad": _pad, "Concat": _concat,
-             "Gather": _gather, "GatherElements": _gather_elements, "Tile": _tile}
+             "Identity": _reshape, "Transpose": _transpose, "Expand": _expand, "Slice": _slice, "Pad": _pad,
+             "Concat": _concat, "Gather": _gather, "GatherElements": _gather_elements, "Tile": _tile}
 OP_EMITTERS.update(_EMITTERS)
 
 #: The injective ops this module generates code for.

@@ -14,7 +14,8 @@ def lowered_node_cases(props):
     plan (Constant nodes are constants by then, CastLike a Cast, a Dropout gone...)."""
     out = []
     for c in node_cases():
-        if any(is_random_op(n.op_type) for n in c.model.graph.node):  # random draws: statistics in test_cuda_dsl_coverage.py
+        # random draws: statistics in test_cuda_dsl_coverage.py
+        if any(is_random_op(n.op_type) for n in c.model.graph.node):
             continue
         plan = compile_graph(gc.import_onnx(c.model))
         try:
