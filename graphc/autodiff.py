@@ -403,7 +403,7 @@ def gradients(graph: Graph, ys: Sequence[Value], xs: Sequence[Value],
 def _ensure_types(graph: Graph, values: list[Value]) -> None:
     if any(not isinstance(v.type, TensorType) for v in values) or any(
             v is not None and not isinstance(v.type, TensorType) for n in graph.nodes for v in n.outputs):
-        from .passes.infer_shapes import infer_shapes
+        from .ops.infer import infer_shapes
 
         infer_shapes(graph)
 

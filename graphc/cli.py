@@ -18,7 +18,7 @@ from .errors import GraphcError, UnsupportedOpError
 
 
 def parse_sets(items: Sequence[str]) -> dict[str, int]:
-    """The `--set SYMBOL=SIZE` items as {symbol: size} (graphc.bench reads its --set the same way)."""
+    """``--set SYMBOL=SIZE`` arguments as {symbol: size} (GraphcError naming a malformed one)."""
     out = {}
     for it in items or []:
         name, sep, val = it.partition("=")

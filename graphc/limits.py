@@ -149,16 +149,5 @@ def input_bindings(graph, feeds: Mapping) -> dict[str, int]:
     return out
 
 
-#: Ops whose output size depends on the values (not only the shapes) of their inputs: the only ones
-#: whose sizes are re-inferred from the concrete inputs when they run. Every other op's output size
-#: follows from the input sizes, which the per-run check of the bound symbols already covers.
-VALUE_SIZED_OPS = frozenset({
-    "ConstantOfShape", "Expand", "Tile", "Range", "Resize", "Upsample", "Pad", "CenterCropPad", "OneHot",
-    "Reshape", "MaxUnpool", "Col2Im", "AffineGrid", "DFT", "STFT", "MelWeightMatrix", "HannWindow",
-    "HammingWindow", "BlackmanWindow", "EyeLike", "TfIdfVectorizer", "Multinomial", "ImageDecoder",
-    "RandomNormalLike", "RandomUniformLike", "Slice", "Split", "TopK", "SplitToSequence", "StringSplit",
-})
-
-
 __all__ = ["DEFAULT_FRACTION", "ENV_VAR", "check_graph", "check_size", "check_type",
            "input_bindings", "memory_limit", "nbytes", "parse_size", "physical_memory"]

@@ -26,16 +26,8 @@ KNOWN_CYCLES = [
     {"graphc.frontends.dsl.graph", "graphc.frontends.dsl.math", "graphc.frontends.dsl.tensor"},
 ]
 
-#: (importing module, imported module, name): private op helpers that are becoming public op-layer functions.
-KNOWN_PRIVATE_IMPORTS = {
-    ("graphc.runtime.numpy.kernels.elementwise", "graphc.ops.elementwise", "_ERF32"),
-    ("graphc.runtime.numpy.kernels.conv", "graphc.ops.conv", "_avgpool_counts"),
-    ("graphc.runtime.numpy.kernels.conv", "graphc.ops.conv", "_pool_setup"),
-    ("graphc.runtime.cuda.codegen_conv", "graphc.ops.conv", "_convtranspose_pads"),
-    ("graphc.runtime.cuda.codegen_injective", "graphc.ops.shape", "_pad_axes"),
-    ("graphc.runtime.cuda.codegen_injective", "graphc.ops.shape", "_slice_args"),
-    ("graphc.runtime.cuda.codegen_injective", "graphc.ops.shape", "_slice_bounds"),
-}
+#: (importing module, imported module, name): private names imported across packages (none left; keep it so).
+KNOWN_PRIVATE_IMPORTS: set = set()
 
 
 def _modules() -> dict[str, str]:

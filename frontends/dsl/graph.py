@@ -42,7 +42,7 @@ class Graph(IRGraph):
         self.update_ops: list["Operation"] = []
         #: The file and line that created each placeholder and variable, by name (nodes carry their own).
         self.sources: dict[str, str] = {}
-        # What shape inference learned while building (see graphc.passes.infer_shapes.infer_node).
+        # What shape inference learned while building (see graphc.ops.infer.infer_node).
         self._known: dict = {}
         self._symbolic: dict = {}
 

@@ -16,7 +16,7 @@ import numpy as np
 from graphc.errors import GraphBuildError, GraphcError, ShapeError
 from graphc.ir import DType, TensorType, Value
 from graphc.ops import get_opdef
-from graphc.passes.infer_shapes import infer_node
+from graphc.ops.infer import infer_node
 
 from .graph import Graph, get_default_graph
 

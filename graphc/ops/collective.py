@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import DistributedError, node_label
 from ..ir import DType, TensorType
-from .registry import Attr, InferContext, Kind, OpDef, register
+from .registry import Attr, InferContext, Kind, OpDef, register, set_facts, set_grads
 
 FAMILY = "collective"
 DOMAIN = "graphc"
@@ -109,9 +109,11 @@ def _allreduce_eval(node, *tensors):
 register(OpDef("AllReduce", eval=_allreduce_eval, infer=_allreduce_infer, domain=DOMAIN, kind=Kind.OPAQUE,
                attrs={"reduction": Attr("string", "mean"), "bucket_bytes": Attr("int", 0)},
                inputs=(1, 2**31), outputs=(1, 2**31), family=FAMILY,
-               no_grad="a collective across processes: differentiate first, then average the gradients "
-                       "(gc.distributed.DistributedOptimizer)",
                doc="AllReduce(x1..xk) -> y1..yk: each input summed or averaged over every process of the job, "
                    "packed into one buffer per element type (or per bucket_bytes)."))
+
+set_grads({}, {"AllReduce": "a collective across processes: differentiate first, then average the gradients "
+                             "(gc.distributed.DistributedOptimizer)"}, domain=DOMAIN)
+set_facts(DOMAIN, nondeterministic=("AllReduce",))  # its result depends on the other processes' inputs
 
 __all__ = ["Communicator", "REDUCTIONS", "buckets", "get_communicator", "set_communicator"]

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..errors import OpAttributeError, node_label
 from ..ir import DType, Graph, Node, TensorType
-from .registry import InferContext
+from .registry import InferContext, Kind, OpDef, register
 
 
 def tt(dtype: DType | None, shape) -> TensorType:
@@ -114,3 +114,44 @@ def drop_attrs(*names: str) -> Callable[[Node, Graph], None]:
             node.attrs.pop(n, None)
 
     return upgrade
+
+
+def known_scalar(ctx: InferContext, i: int):
+    """The known value of a scalar (or 1-element) input as a Python number, else None."""
+    c = ctx.const(i)
+    if c is None or np.size(c) != 1:
+        return None
+    return np.asarray(c).reshape(-1)[0].item()
+
+
+def check_rank(ctx: InferContext, i: int, ranks, name: str):
+    """Input i's rank (None when unknown), failing unless it is one of ``ranks``."""
+    r = ctx.rank(i)
+    if r is not None and r not in ranks:
+        want = " or ".join(str(x) for x in ranks)
+        ctx.fail(f"input '{name}' must have rank {want}, got shape {list(ctx.shape(i))}")
+    return r
+
+
+def dtype_attr(code: int | None, default: DType | None) -> DType | None:
+    """A ``dtype``/``to`` attribute's element type (``default`` when absent or 0)."""
+    if code is None or code == 0:
+        return default
+    return DType(int(code))
+
+
+def route_back_grad(ctx, node, dys):
+    """The gradient rule of an op that only moves elements of input 0: ``ctx.route_back`` sends each
+    output element's gradient to where it came from (the other inputs get none)."""
+    return [ctx.route_back(node, dys[0], 0)] + [None] * (len(node.inputs) - 1)
+
+
+def family_register(family: str) -> Callable[..., None]:
+    """A shorthand registering OpDefs of ``family``: ``reg(name, eval, infer, attrs=None, kind=INJECTIVE,
+    inputs=(1, 1), outputs=(1, 1), upgrades=None, doc="")``."""
+    def reg(name: str, eval, infer, attrs=None, kind=Kind.INJECTIVE, inputs=(1, 1), outputs=(1, 1), upgrades=None,
+            doc: str = "") -> None:
+        register(OpDef(name, eval=eval, infer=infer, attrs=attrs or {}, kind=kind, inputs=inputs, outputs=outputs,
+                       upgrades=upgrades or {}, family=family, doc=doc))
+
+    return reg

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..ir import DType
 from .common import tt
-from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register, set_grads
+from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register, set_facts, set_grads
 
 FAMILY = "conv"
 
@@ -300,7 +300,7 @@ register(OpDef("ConvInteger", eval=_conv_integer_eval,
 
 
 # ---- ConvTranspose -------------------------------------------------------------------------------
-def _convtranspose_pads(node, ins, kernel):
+def convtranspose_pads(node, ins, kernel):
     """(output sizes, pads_begin) for ConvTranspose on concrete input sizes."""
     nd = len(kernel)
     strides, dilations, pb, pe = window_params(node, nd, kernel)
@@ -335,7 +335,7 @@ def _convtranspose_spatial(ctx, spatial, kernel):
         strides = _spatial_attr(ctx.node, "strides", nd, 1)
         return [n if isinstance(n, str) and strides[i] == 1 and ctx.attr("auto_pad", "NOTSET").startswith("SAME")
                 else ctx.fresh() for i, n in enumerate(spatial)]
-    outs, _, _, _ = _convtranspose_pads(ctx.node, spatial, kernel)
+    outs, _, _, _ = convtranspose_pads(ctx.node, spatial, kernel)
     if any(o <= 0 for o in outs):
         ctx.fail(f"output spatial shape {outs} is not positive")
     return outs
@@ -351,7 +351,7 @@ def _convtranspose_eval(node, x, w, b=None):
     cg = c // group
     kk = math.prod(kernel)
     p = math.prod(ins)
-    outs, begins, strides, dilations = _convtranspose_pads(node, ins, kernel)
+    outs, begins, strides, dilations = convtranspose_pads(node, ins, kernel)
     # cols[n, g, (mg, K), P] = W_g^T @ X_g
     wt = w.reshape(group, cg, mg * kk).transpose(0, 2, 1)
     xg = x.reshape(n, group, cg, p)
@@ -447,7 +447,9 @@ def _lowest(dtype: np.dtype):
     return -np.inf if dtype.kind == "f" or dtype in _UPCAST else np.iinfo(dtype).min
 
 
-def _pool_setup(node, x, ceil: bool):
+def pool_setup(node, x, ceil: bool):
+    """A pool's window geometry on a concrete input ``x``: (kernel, output sizes, strides, dilations,
+    pads_begin, pads_end), the end pads widened for the windows ceil mode runs past the input."""
     kernel = list(node.attrs["kernel_shape"])
     if len(kernel) != x.ndim - 2:
         raise ValueError(f"kernel_shape {kernel} has {len(kernel)} dims but X has {x.ndim - 2} spatial dims")
@@ -491,7 +493,7 @@ def window_reduce(xp: np.ndarray, kernel, outs, strides, dilations, ufunc) -> np
 
 
 def _maxpool_eval(node, x):
-    kernel, outs, strides, dilations, pb, pe = _pool_setup(node, x, bool(node.attrs["ceil_mode"]))
+    kernel, outs, strides, dilations, pb, pe = pool_setup(node, x, bool(node.attrs["ceil_mode"]))
     xp = pad_spatial(x, pb, pe, _lowest(x.dtype))
     want_idx = len(node.outputs) > 1 and node.outputs[1] is not None
     if not want_idx:
@@ -523,7 +525,7 @@ def _maxpool_eval(node, x):
     return y, idx
 
 
-def _avgpool_counts(kernel, outs, strides, dilations, pb, pe, spatial, include_pad: bool):
+def avgpool_counts(kernel, outs, strides, dilations, pb, pe, spatial, include_pad: bool):
     """Per-output-position divisor: the product over dims of the taps that fall inside the counted range."""
     count = np.ones((1, 1) + (1,) * len(kernel))
     for i, (k, o, s, d, b, e, n) in enumerate(zip(kernel, outs, strides, dilations, pb, pe, spatial)):
@@ -538,7 +540,7 @@ def _avgpool_counts(kernel, outs, strides, dilations, pb, pe, spatial, include_p
 
 def _sum_pool(node, x, fn=None):
     """Windowed sums of fn(x) over zero padding; returns (sums, geometry) for AveragePool and LpPool."""
-    kernel, outs, strides, dilations, pb, pe = _pool_setup(node, x, bool(node.attrs.get("ceil_mode", 0)))
+    kernel, outs, strides, dilations, pb, pe = pool_setup(node, x, bool(node.attrs.get("ceil_mode", 0)))
     explicit_pe = geometry(node, x.shape[2:], kernel, bool(node.attrs.get("ceil_mode", 0)))[4]
     xp = pad_spatial(x if fn is None else fn(x), pb, pe)
     acc = window_reduce(xp, kernel, outs, strides, dilations, np.add)
@@ -548,7 +550,7 @@ def _sum_pool(node, x, fn=None):
 def _avgpool_eval(node, x):
     (xf,), dt = _float_compute(x)
     acc, (kernel, outs, strides, dilations, pb, pe) = _sum_pool(node, xf)
-    count = _avgpool_counts(kernel, outs, strides, dilations, pb, pe, x.shape[2:],
+    count = avgpool_counts(kernel, outs, strides, dilations, pb, pe, x.shape[2:],
                             bool(node.attrs["count_include_pad"]))
     acc /= count.astype(acc.dtype)
     return acc.astype(dt, copy=False)
@@ -939,7 +941,7 @@ def _convtranspose_grad(ctx, node, dys):
     ins = _static_spatial(ctx, node, x)
     ws = ctx.static_shape(w)
     kernel = _kernel_of(node, ws)
-    outs, begins, strides, dilations = _convtranspose_pads(node, ins, kernel)
+    outs, begins, strides, dilations = convtranspose_pads(node, ins, kernel)
     opad = _spatial_attr(node, "output_padding", len(kernel), 0)
     full = [s * (i - 1) + p + (k - 1) * d + 1 for i, s, p, k, d in zip(ins, strides, opad, kernel, dilations)]
     nd = len(kernel)
@@ -979,7 +981,7 @@ def _avgpool_grad(ctx, node, dys):
     channels = ctx.shape_of(x)[1]
     kernel = list(node.attrs["kernel_shape"])
     outs, strides, dilations, pb, pe = geometry(node, spatial, kernel, bool(node.attrs["ceil_mode"]))
-    count = _avgpool_counts(kernel, outs, strides, dilations, pb, pe, spatial, bool(node.attrs["count_include_pad"]))
+    count = avgpool_counts(kernel, outs, strides, dilations, pb, pe, spatial, bool(node.attrs["count_include_pad"]))
     g = ctx.op("Div", dys[0], ctx.const(count, like=x))
     ones = ctx.const(np.ones([channels, 1] + kernel), like=x)
     return [conv_input_grad(ctx, g, ones, spatial, kernel, outs, strides, dilations, pb, channels)]
@@ -1029,3 +1031,7 @@ set_grads({
 }, {
     "ConvInteger": "it works on integers only",
 })
+set_facts(
+    value_sized=("MaxUnpool", "Col2Im"),
+    weight_inputs={"Conv": {1, 2}, "ConvTranspose": {1, 2}},
+)

@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import OpAttributeError, node_label
 from ..ir import DType, Graph, Node, TensorType
 from .common import attr_to_input, broadcast_shapes, drop_attrs, tt
-from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register, set_grads
+from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register, set_facts, set_grads
 
 FAMILY = "elementwise"
 
@@ -241,13 +241,14 @@ class _ErfFit:
 
 
 _ERF64 = _ErfFit(np.float64, 18, 18, 6.0)
-_ERF32 = _ErfFit(np.float32, 9, 8, 4.0)
+#: erf for float32 arrays (the fit Erf's eval uses; the NumPy runtime's fused kernels call it too).
+ERF32 = _ErfFit(np.float32, 9, 8, 4.0)
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
     """erf, vectorised: in float32 for float32 inputs (error ~1e-7), else in float64 (~1e-15)."""
     if x.dtype == np.float32:
-        return _ERF32(x)
+        return ERF32(x)
     return _ERF64(np.asarray(x, dtype=np.float64))
 
 
@@ -923,3 +924,13 @@ _NOT_DIFFERENTIABLE = {
     "BitCast": "it reinterprets bit patterns, which is no smooth function of the input",
 }
 set_grads(_GRADS, _NOT_DIFFERENTIABLE)
+set_facts(
+    commutative=("Add", "Mul", "Max", "Min", "Sum", "And", "Or", "Xor", "Equal"),
+    bool_output=("Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual", "And", "Or", "Xor", "Not", "IsNaN",
+                 "IsInf"),
+    float_math=("Exp", "Log", "Sqrt", "Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh",
+                "Atanh", "Erf", "Tanh", "Ceil", "Floor", "Round", "Sigmoid", "Softplus", "Softsign", "Mish", "Swish",
+                "LeakyRelu", "Elu", "Selu", "Celu", "HardSigmoid", "HardSwish", "ThresholdedRelu", "Shrink",
+                "Gelu"),
+    weight_inputs={"PRelu": {1}},
+)

@@ -14,7 +14,7 @@ from ..errors import ExecutionError, GraphcError, node_label
 from ..ir import DType
 from ..limits import check_size, memory_limit
 from .common import tt
-from .registry import Attr, InferContext, Kind, OpDef, register
+from .registry import Attr, InferContext, Kind, OpDef, register, set_facts
 
 FAMILY = "image"
 
@@ -69,3 +69,4 @@ def _decode_infer(ctx: InferContext) -> list:
 register(OpDef("ImageDecoder", eval=_decode_eval, infer=_decode_infer, inputs=(1, 1), family=FAMILY,
                kind=Kind.OPAQUE, attrs={"pixel_format": Attr("string", "RGB")},
                doc="Decode an encoded image (JPEG, PNG, BMP, TIFF, WebP, PNM, JPEG 2000) to [H, W, C] uint8."))
+set_facts(value_sized=("ImageDecoder",))

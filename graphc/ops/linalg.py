@@ -9,7 +9,7 @@ import numpy as np
 
 from ..ir import DType
 from .common import broadcast_shapes, drop_attrs, tt
-from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register, set_grads
+from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register, set_facts, set_grads
 
 FAMILY = "linalg"
 
@@ -345,3 +345,4 @@ def _einsum_grad(ctx, node, dys):
 
 set_grads({"MatMul": _matmul_grad, "Gemm": _gemm_grad, "Einsum": _einsum_grad},
           {"MatMulInteger": "it works on integers only"})
+set_facts(weight_inputs={"Gemm": {0, 1, 2}, "MatMul": {0, 1}, "Einsum": {0, 1}})

@@ -1,17 +1,14 @@
-"""Neural-network operators: attention, rotary embedding, recurrent cells (RNN/GRU/LSTM), stateful
-causal convolution, non-maximum suppression, random generators, signal processing (windows, DFT,
-STFT, mel filterbanks) and string operators."""
+"""Neural-network operators: attention, rotary embedding, SwiGLU, recurrent cells (RNN/GRU/LSTM), stateful
+causal convolution and non-maximum suppression. (Random generators: random.py; windows, DFT, STFT and mel
+filterbanks: signal.py; string operators and TfIdfVectorizer: text.py.)"""
 from __future__ import annotations
-
-import operator
-import re
 
 import numpy as np
 
-from ..errors import OpAttributeError, node_label
+from ..errors import node_label
 from ..ir import DType
-from .common import broadcast_shapes, drop_attrs, normalize_axis, tt
-from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register, set_grads
+from .common import check_rank, drop_attrs, tt
+from .registry import Attr, InferContext, Kind, OpDef, register, set_facts, set_grads
 
 FAMILY = "nn"
 
@@ -49,28 +46,6 @@ def _same_dim(ctx: InferContext, a, b, what: str):
     if isinstance(a, int) and isinstance(b, int) and a != b:
         ctx.fail(f"{what}: {a} vs {b}")
     return a if isinstance(a, int) or not isinstance(b, int) else b
-
-
-def _scalar(ctx: InferContext, i: int):
-    """The known value of a scalar (or 1-element) input as a Python number, else None."""
-    c = ctx.const(i)
-    if c is None or np.size(c) != 1:
-        return None
-    return np.asarray(c).reshape(-1)[0].item()
-
-
-def _check_rank(ctx: InferContext, i: int, ranks, name: str):
-    r = ctx.rank(i)
-    if r is not None and r not in ranks:
-        want = " or ".join(str(x) for x in ranks)
-        ctx.fail(f"input '{name}' must have rank {want}, got shape {list(ctx.shape(i))}")
-    return r
-
-
-def _dtype_attr(code: int | None, default: DType | None) -> DType | None:
-    if code is None or code == 0:
-        return default
-    return DType(int(code))
 
 
 def _sigmoid(x):
@@ -183,9 +158,9 @@ def _attention_eval(node, Q, K, V, attn_mask=None, past_key=None, past_value=Non
 
 
 def _attention_infer(ctx: InferContext) -> list:
-    rq = _check_rank(ctx, 0, (3, 4), "Q")
-    rk = _check_rank(ctx, 1, (3, 4), "K")
-    rv = _check_rank(ctx, 2, (3, 4), "V")
+    rq = check_rank(ctx, 0, (3, 4), "Q")
+    rk = check_rank(ctx, 1, (3, 4), "K")
+    rv = check_rank(ctx, 2, (3, 4), "V")
     ranks = {r for r in (rq, rk, rv) if r is not None}
     if len(ranks) > 1:
         ctx.fail(f"Q, K and V must have the same rank, got {rq}, {rk} and {rv}")
@@ -272,7 +247,7 @@ def _rotary_eval(node, X, cos, sin, position_ids=None):
 
 
 def _rotary_infer(ctx: InferContext) -> list:
-    r = _check_rank(ctx, 0, (3, 4), "X")
+    r = check_rank(ctx, 0, (3, 4), "X")
     if r == 3 and not ctx.attr("num_heads"):
         ctx.fail("a 3-D input X needs the num_heads attribute")
     if r == 3 and ctx.shape(0) is not None:
@@ -329,8 +304,8 @@ def _causal_conv_eval(node, x, w, bias=None, past=None):
 
 
 def _causal_conv_infer(ctx: InferContext) -> list:
-    _check_rank(ctx, 0, (3,), "input")
-    _check_rank(ctx, 1, (3,), "weight")
+    check_rank(ctx, 0, (3,), "input")
+    check_rank(ctx, 1, (3,), "weight")
     xs, ws = ctx.shape(0), ctx.shape(1)
     act = ctx.attr("activation")
     if act not in ("none", "silu", "swish"):
@@ -405,7 +380,7 @@ def _linear_attention_eval(node, q, k, v, past=None, decay=None, beta=None):
 
 def _linear_attention_infer(ctx: InferContext) -> list:
     for i, n in enumerate(("query", "key", "value")):
-        _check_rank(ctx, i, (3,), n)
+        check_rank(ctx, i, (3,), n)
     hq, hkv = ctx.attr("q_num_heads"), ctx.attr("kv_num_heads")
     if not hq or not hkv or hq % hkv:
         ctx.fail(f"q_num_heads ({hq}) must be a positive multiple of kv_num_heads ({hkv})")
@@ -577,9 +552,9 @@ def _recurrent_eval(node, X, W, R, B=None, seq_lens=None, h0=None, c0=None, P=No
 def _recurrent_infer(ctx: InferContext) -> list:
     op = ctx.node.op_type
     gates = _CELLS[op][0]
-    _check_rank(ctx, 0, (3,), "X")
-    _check_rank(ctx, 1, (3,), "W")
-    _check_rank(ctx, 2, (3,), "R")
+    check_rank(ctx, 0, (3,), "X")
+    check_rank(ctx, 1, (3,), "W")
+    check_rank(ctx, 2, (3,), "R")
     direction = ctx.attr("direction")
     if direction not in ("forward", "reverse", "bidirectional"):
         ctx.fail(f"attribute 'direction' must be forward, reverse or bidirectional, got '{direction}'")
@@ -671,8 +646,8 @@ def _nms_eval(node, boxes, scores, max_out=None, iou_thr=None, score_thr=None):
 
 
 def _nms_infer(ctx: InferContext) -> list:
-    _check_rank(ctx, 0, (3,), "boxes")
-    _check_rank(ctx, 1, (3,), "scores")
+    check_rank(ctx, 0, (3,), "boxes")
+    check_rank(ctx, 1, (3,), "scores")
     bs, ss = ctx.shape(0), ctx.shape(1)
     if bs is not None and isinstance(bs[2], int) and bs[2] != 4:
         ctx.fail(f"boxes must have shape (batches, boxes, 4), got {list(bs)}")
@@ -684,434 +659,6 @@ def _nms_infer(ctx: InferContext) -> list:
 
 register(OpDef("NonMaxSuppression", eval=_nms_eval, infer=_nms_infer, kind=Kind.OPAQUE, inputs=(2, 5),
                attrs={"center_point_box": Attr("int", 0)}, family=FAMILY))
-
-
-# ---- random generators -------------------------------------------------------------------------------
-def _rng(node) -> np.random.Generator:
-    seed = node.attrs.get("seed")
-    return np.random.default_rng(None if seed is None else int(seed))
-
-
-def _random_eval(node, x=None):
-    a = node.attrs
-    shape = tuple(a["shape"]) if x is None else x.shape
-    default = None if x is None else DType.from_np(x.dtype)
-    dt = _dtype_attr(a.get("dtype"), default).np
-    rng = _rng(node)
-    if "mean" in a:
-        return (rng.standard_normal(shape) * a["scale"] + a["mean"]).astype(dt)
-    return rng.uniform(a["low"], a["high"], shape).astype(dt)
-
-
-def _random_infer(ctx: InferContext) -> list:
-    if ctx.node.op_type.endswith("Like"):
-        dt = _dtype_attr(ctx.attr("dtype"), ctx.dtype(0))
-        return [tt(dt, ctx.shape(0))]
-    shape = ctx.attr("shape")
-    if any(d < 0 for d in shape):
-        ctx.fail(f"attribute 'shape' must not hold negative dims, got {shape}")
-    return [tt(_dtype_attr(ctx.attr("dtype"), DType.float32), shape)]
-
-
-_NORMAL = {"mean": Attr("float", 0.0), "scale": Attr("float", 1.0), "seed": Attr("float")}
-_UNIFORM = {"low": Attr("float", 0.0), "high": Attr("float", 1.0), "seed": Attr("float")}
-register(OpDef("RandomNormal", eval=_random_eval, infer=_random_infer, inputs=(0, 0), family=FAMILY,
-               attrs={**_NORMAL, "dtype": Attr("int", 1), "shape": Attr("ints", REQUIRED)}))
-register(OpDef("RandomUniform", eval=_random_eval, infer=_random_infer, inputs=(0, 0), family=FAMILY,
-               attrs={**_UNIFORM, "dtype": Attr("int", 1), "shape": Attr("ints", REQUIRED)}))
-register(OpDef("RandomNormalLike", eval=_random_eval, infer=_random_infer, inputs=(1, 1), family=FAMILY,
-               attrs={**_NORMAL, "dtype": Attr("int")}))
-register(OpDef("RandomUniformLike", eval=_random_eval, infer=_random_infer, inputs=(1, 1), family=FAMILY,
-               attrs={**_UNIFORM, "dtype": Attr("int")}))
-
-
-def _bernoulli_eval(node, p):
-    dt = _dtype_attr(node.attrs.get("dtype"), DType.from_np(p.dtype)).np
-    return (_rng(node).random(p.shape) < p).astype(dt)
-
-
-register(OpDef("Bernoulli", eval=_bernoulli_eval, family=FAMILY, inputs=(1, 1),
-               infer=lambda ctx: [tt(_dtype_attr(ctx.attr("dtype"), ctx.dtype(0)), ctx.shape(0))],
-               attrs={"dtype": Attr("int"), "seed": Attr("float")}))
-
-
-def _multinomial_eval(node, logits):
-    n = node.attrs["sample_size"]
-    x = logits.astype(np.float64)
-    p = np.exp(x - x.max(axis=-1, keepdims=True))
-    cdf = np.cumsum(p, axis=-1)
-    cdf /= cdf[:, -1:]
-    u = _rng(node).random((x.shape[0], n))
-    idx = np.minimum((u[:, :, None] >= cdf[:, None, :]).sum(-1), x.shape[1] - 1)
-    return idx.astype(DType(node.attrs["dtype"]).np)
-
-
-def _multinomial_infer(ctx: InferContext) -> list:
-    _check_rank(ctx, 0, (2,), "input")
-    dt = DType(ctx.attr("dtype"))
-    if dt not in (DType.int32, DType.int64):
-        ctx.fail(f"attribute 'dtype' must be int32 or int64, got {dt}")
-    s = ctx.shape(0)
-    return [tt(dt, None if s is None else (s[0], ctx.attr("sample_size")))]
-
-
-register(OpDef("Multinomial", eval=_multinomial_eval, infer=_multinomial_infer, inputs=(1, 1), family=FAMILY,
-               attrs={"dtype": Attr("int", 6), "sample_size": Attr("int", 1), "seed": Attr("float")}))
-
-
-# ---- windows, DFT, STFT, mel filterbank --------------------------------------------------------------
-def _window(coeffs):
-    """A generalised cosine window sum_k c_k cos(2 pi k n / N)."""
-
-    def ev(node, size):
-        n = int(np.asarray(size).reshape(-1)[0])
-        N = n if node.attrs["periodic"] else n - 1
-        k = np.arange(n, dtype=np.float64)
-        w = np.zeros(n)
-        for i, c in enumerate(coeffs):
-            w += c * np.cos(2 * np.pi * i * k / N) if i else c
-        return w.astype(DType(node.attrs["output_datatype"]).np)
-
-    return ev
-
-
-def _window_infer(ctx: InferContext) -> list:
-    r = ctx.rank(0)
-    if r not in (None, 0) and ctx.shape(0) != (1,):
-        ctx.fail(f"input 'size' must be a scalar, got shape {list(ctx.shape(0))}")
-    n = _scalar(ctx, 0)
-    return [tt(DType(ctx.attr("output_datatype")), (int(n) if n is not None else ctx.fresh(),))]
-
-
-_HAMMING_A = 25.0 / 46.0
-for _name, _coeffs in (("HannWindow", (0.5, -0.5)), ("HammingWindow", (_HAMMING_A, -(1 - _HAMMING_A))),
-                       ("BlackmanWindow", (0.42, -0.5, 0.08))):
-    register(OpDef(_name, eval=_window(_coeffs), infer=_window_infer, inputs=(1, 1), family=FAMILY,
-                   attrs={"output_datatype": Attr("int", 1), "periodic": Attr("int", 1)}))
-
-
-def _as_complex(x: np.ndarray) -> np.ndarray:
-    """(..., 1) real or (..., 2) real/imaginary -> complex array without the last axis."""
-    if x.shape[-1] == 1:
-        return x[..., 0]  # np.fft keeps float32 precision (as the reference results do)
-    if x.shape[-1] == 2:
-        return x[..., 0] + 1j * x[..., 1]
-    raise ValueError(f"the last dim must be 1 (real) or 2 (complex), got {x.shape[-1]}")
-
-
-def _from_complex(z: np.ndarray, dtype) -> np.ndarray:
-    return np.stack([z.real, z.imag], axis=-1).astype(dtype)
-
-
-def _dft_eval(node, x, dft_length=None, axis=None):
-    ax = -2 if axis is None else int(np.asarray(axis).reshape(-1)[0])
-    ax = ax + x.ndim if ax < 0 else ax
-    if not 0 <= ax < x.ndim - 1:
-        raise ValueError(f"axis {ax} must name a signal dim, not the last (real/imaginary) dim")
-    inverse, onesided = node.attrs["inverse"], node.attrs["onesided"]
-    n = None if dft_length is None else int(np.asarray(dft_length).reshape(-1)[0])
-    z = _as_complex(x)
-    if inverse:
-        if onesided:  # one-sided spectrum -> full real signal
-            n = n or 2 * (x.shape[ax] - 1)
-            return np.fft.irfft(z, n=n, axis=ax)[..., None].astype(x.dtype)
-        return _from_complex(np.fft.ifft(z, n=n or x.shape[ax], axis=ax), x.dtype)
-    y = np.fft.fft(z, n=n or x.shape[ax], axis=ax)
-    if onesided:
-        y = np.take(y, np.arange(y.shape[ax] // 2 + 1), axis=ax)
-    return _from_complex(y, x.dtype)
-
-
-def _dft_infer(ctx: InferContext) -> list:
-    s = ctx.shape(0)
-    if s is None:
-        return [tt(ctx.dtype(0), None)]
-    if len(s) < 2:
-        ctx.fail(f"input must have rank >= 2 (signal dims and a last dim of 1 or 2), got {list(s)}")
-    if isinstance(s[-1], int) and s[-1] not in (1, 2):
-        ctx.fail(f"the last dim of the input must be 1 (real) or 2 (complex), got {s[-1]}")
-    ax = _scalar(ctx, 2) if ctx.has_input(2) else -2
-    if ax is None:
-        return [tt(ctx.dtype(0), tuple(ctx.fresh() for _ in s))]
-    ax = normalize_axis(ctx, int(ax), len(s))
-    if ax == len(s) - 1:
-        ctx.fail("axis must name a signal dim, not the last (real/imaginary) dim")
-    n = None
-    if ctx.has_input(1):
-        n = _scalar(ctx, 1)
-        n = ctx.fresh() if n is None else int(n)
-    inverse, onesided = ctx.attr("inverse"), ctx.attr("onesided")
-    out = list(s)
-    out[-1] = 2
-    if inverse and onesided:
-        out[-1] = 1
-        out[ax] = n if n is not None else (2 * (s[ax] - 1) if isinstance(s[ax], int) else ctx.fresh())
-    else:
-        length = n if n is not None else s[ax]
-        out[ax] = length if not onesided else (length // 2 + 1 if isinstance(length, int) else ctx.fresh())
-    return [tt(ctx.dtype(0), out)]
-
-
-def _dft_upgrade(node, graph) -> None:
-    """DFT-17 took ``axis`` as an attribute (default 1); DFT-20 takes it as input 2 (default -2)."""
-    axis = node.attrs.pop("axis", 1)
-    if isinstance(axis, bool) or not isinstance(axis, int):
-        raise OpAttributeError(f"{node_label(node)}: attribute 'axis' must be of type int, got {axis!r:.60}")
-    c = graph.add_constant(np.asarray(axis, dtype=np.int64), f"{node.name}_axis")
-    while len(node.inputs) < 2:
-        node.inputs.append(None)
-    node.inputs[2:] = [c]
-
-
-register(OpDef("DFT", eval=_dft_eval, infer=_dft_infer, inputs=(1, 3), family=FAMILY, upgrades={20: _dft_upgrade},
-               attrs={"inverse": Attr("int", 0), "onesided": Attr("int", 0)}))
-
-
-def _stft_eval(node, x, step, window=None, frame_length=None):
-    step = int(np.asarray(step).reshape(-1)[0])
-    if frame_length is not None:
-        fl = int(np.asarray(frame_length).reshape(-1)[0])
-    elif window is not None:
-        fl = window.shape[0]
-    else:
-        raise ValueError("STFT needs a window or a frame_length")
-    frames = 1 + (x.shape[1] - fl) // step
-    idx = step * np.arange(frames)[:, None] + np.arange(fl)[None, :]
-    z = _as_complex(x)[:, idx]  # (batch, frames, frame_length)
-    if window is not None:
-        z = z * window.astype(x.dtype)
-    y = np.fft.fft(z, axis=-1)
-    if node.attrs["onesided"]:
-        y = y[..., : fl // 2 + 1]
-    return _from_complex(y, x.dtype)
-
-
-def _stft_infer(ctx: InferContext) -> list:
-    _check_rank(ctx, 0, (3,), "signal")
-    s = ctx.shape(0)
-    fl = _scalar(ctx, 3) if ctx.has_input(3) else None
-    if fl is None and ctx.shape(2) is not None:
-        fl = ctx.shape(2)[0]
-    step = _scalar(ctx, 1)
-    if s is None:
-        return [tt(ctx.dtype(0), None)]
-    frames = (1 + (s[1] - fl) // step if isinstance(fl, int) and isinstance(step, int) and isinstance(s[1], int)
-              else ctx.fresh())
-    bins = (fl // 2 + 1 if ctx.attr("onesided") else fl) if isinstance(fl, int) else ctx.fresh()
-    return [tt(ctx.dtype(0), (s[0], frames, bins, 2))]
-
-
-register(OpDef("STFT", eval=_stft_eval, infer=_stft_infer, inputs=(2, 4), family=FAMILY,
-               attrs={"onesided": Attr("int", 1)}))
-
-
-def _mel_eval(node, num_mel_bins, dft_length, sample_rate, lower, upper):
-    bins_m, n, rate = (int(np.asarray(v).reshape(-1)[0]) for v in (num_mel_bins, dft_length, sample_rate))
-    lo, hi = (float(np.asarray(v).reshape(-1)[0]) for v in (lower, upper))
-    spec_bins = n // 2 + 1
-    lo_mel, hi_mel = 2595 * np.log10(1 + lo / 700), 2595 * np.log10(1 + hi / 700)
-    # bins_m + 2 edge points, spaced evenly on the mel scale, mapped to DFT bins
-    mel = np.arange(bins_m + 2) * ((hi_mel - lo_mel) / (bins_m + 2)) + lo_mel
-    hz = 700 * (10 ** (mel / 2595) - 1)
-    edges = (((n + 1) * hz) // rate).astype(np.int64)
-    left, center, right = edges[:-2], edges[1:-1], edges[2:]
-    j = np.arange(spec_bins)[:, None]
-    up = (j - left) / np.maximum(center - left, 1)
-    down = (right - j) / np.maximum(right - center, 1)
-    w = np.where((j >= left) & (j <= center), np.where(center == left, (j == center) * 1.0, up), 0.0)
-    w = np.where((j >= center) & (j < right), down, w)
-    return w.astype(DType(node.attrs["output_datatype"]).np)
-
-
-def _mel_infer(ctx: InferContext) -> list:
-    m, n = _scalar(ctx, 0), _scalar(ctx, 1)
-    shape = (int(n) // 2 + 1 if n is not None else ctx.fresh(), int(m) if m is not None else ctx.fresh())
-    return [tt(DType(ctx.attr("output_datatype")), shape)]
-
-
-register(OpDef("MelWeightMatrix", eval=_mel_eval, infer=_mel_infer, inputs=(5, 5), family=FAMILY,
-               attrs={"output_datatype": Attr("int", 1)}))
-
-
-# ---- string operators -----------------------------------------------------------------------------------
-def _string_normalizer_eval(node, x):
-    a = node.attrs
-    action = a["case_change_action"]
-    if action not in ("NONE", "LOWER", "UPPER"):
-        raise ValueError(f"case_change_action must be NONE, LOWER or UPPER, got '{action}'")
-    if x.ndim == 2 and x.shape[0] != 1 or x.ndim not in (1, 2):
-        raise ValueError(f"input must have shape [C] or [1, C], got {list(x.shape)}")
-    words = [str(w) for w in x.reshape(-1)]
-    stops = a.get("stopwords") or []
-    if stops:
-        if a["is_case_sensitive"]:
-            stop = set(stops)
-            words = [w for w in words if w not in stop]
-        else:
-            stop = {s.lower() for s in stops}
-            words = [w for w in words if w.lower() not in stop]
-    if action == "LOWER":
-        words = [w.lower() for w in words]
-    elif action == "UPPER":
-        words = [w.upper() for w in words]
-    if not words:
-        words = [""]
-    out = np.empty(len(words), dtype=object)
-    out[:] = words
-    return out.reshape(1, -1) if x.ndim == 2 else out
-
-
-def _string_normalizer_infer(ctx: InferContext) -> list:
-    s = ctx.shape(0)
-    if s is not None and (len(s) not in (1, 2) or len(s) == 2 and isinstance(s[0], int) and s[0] != 1):
-        ctx.fail(f"input must have shape [C] or [1, C], got {list(s)}")
-    if s is None:
-        return [tt(DType.string, None)]
-    n = s[-1] if not ctx.attr("stopwords") and (not isinstance(s[-1], int) or s[-1] > 0) else ctx.fresh()
-    return [tt(DType.string, (n,) if len(s) == 1 else (1, n))]
-
-
-register(OpDef("StringNormalizer", eval=_string_normalizer_eval, infer=_string_normalizer_infer, inputs=(1, 1),
-               attrs={"case_change_action": Attr("string", "NONE"), "is_case_sensitive": Attr("int", 0),
-                      "locale": Attr("string"), "stopwords": Attr("strings")}, family=FAMILY))
-
-
-def _string_infer_broadcast(ctx: InferContext) -> list:
-    for i in (0, 1):
-        if ctx.dtype(i) not in (None, DType.string):
-            ctx.fail(f"input {i} must be a string tensor, got {ctx.dtype(i)}")
-    return [tt(DType.string, broadcast_shapes(ctx, [ctx.shape(0), ctx.shape(1)]))]
-
-
-_concat_strings = np.frompyfunc(operator.add, 2, 1)
-register(OpDef("StringConcat", eval=lambda node, x, y: np.asarray(_concat_strings(x, y), dtype=object),
-               infer=_string_infer_broadcast, kind=Kind.BROADCAST, inputs=(2, 2), family=FAMILY))
-
-
-def _string_split_eval(node, x):
-    delim = node.attrs.get("delimiter") or None  # absent or "": split on runs of whitespace
-    maxsplit = node.attrs.get("maxsplit")
-    maxsplit = -1 if maxsplit is None else maxsplit
-    parts = [str(s).split(delim, maxsplit) for s in x.reshape(-1)]
-    counts = np.array([len(p) for p in parts], dtype=np.int64).reshape(x.shape)
-    width = max((len(p) for p in parts), default=0)
-    y = np.full((len(parts), width), "", dtype=object)
-    for i, p in enumerate(parts):
-        y[i, : len(p)] = p
-    return y.reshape(x.shape + (width,)), counts
-
-
-def _string_split_infer(ctx: InferContext) -> list:
-    if ctx.dtype(0) not in (None, DType.string):
-        ctx.fail(f"input must be a string tensor, got {ctx.dtype(0)}")
-    s = ctx.shape(0)
-    m = ctx.attr("maxsplit")
-    if m is not None and m < 0:
-        ctx.fail(f"attribute 'maxsplit' must be >= 0, got {m}")
-    if s is None:
-        return [tt(DType.string, None), tt(DType.int64, None)]
-    return [tt(DType.string, tuple(s) + (ctx.fresh(),)), tt(DType.int64, s)]
-
-
-register(OpDef("StringSplit", eval=_string_split_eval, infer=_string_split_infer, inputs=(1, 1), outputs=(1, 2),
-               attrs={"delimiter": Attr("string"), "maxsplit": Attr("int")}, family=FAMILY))
-
-
-def _regex_eval(node, x):
-    pattern = node.attrs.get("pattern")
-    if pattern is None:
-        raise ValueError("attribute 'pattern' is required")
-    rx = re.compile(pattern)
-    match = np.frompyfunc(lambda s: rx.fullmatch(str(s)) is not None, 1, 1)
-    return np.asarray(match(x), dtype=bool).reshape(x.shape)
-
-
-def _regex_infer(ctx: InferContext) -> list:
-    if ctx.dtype(0) not in (None, DType.string):
-        ctx.fail(f"input must be a string tensor, got {ctx.dtype(0)}")
-    pattern = ctx.attr("pattern")
-    if pattern is not None:
-        try:
-            re.compile(pattern)
-        except re.error as e:
-            ctx.fail(f"attribute 'pattern' {pattern!r} is not a valid regular expression: {e}")
-    return [tt(DType.bool, ctx.shape(0))]
-
-
-register(OpDef("RegexFullMatch", eval=_regex_eval, infer=_regex_infer, kind=Kind.ELEMENTWISE, inputs=(1, 1),
-               attrs={"pattern": Attr("string")}, family=FAMILY))
-
-
-# ---- TfIdfVectorizer ------------------------------------------------------------------------------------
-def _tfidf_pool(a) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """n -> (the pool's n-grams of that length as an (k, n) array, their output indexes)."""
-    pool = a.get("pool_int64s") or a.get("pool_strings") or []
-    counts = list(a["ngram_counts"]) + [len(pool)]
-    out, gid = {}, 0
-    for n in range(1, len(counts)):
-        items = pool[counts[n - 1]:counts[n]]
-        k = len(items) // n
-        grams = np.asarray(items[: k * n], dtype=object if a.get("pool_strings") else np.int64).reshape(k, n)
-        out[n] = (grams, np.asarray(a["ngram_indexes"][gid:gid + k], dtype=np.int64))
-        gid += k
-    return out
-
-
-def _tfidf_eval(node, x):
-    a = node.attrs
-    if x.ndim > 2:
-        raise ValueError(f"input must have shape [C] or [N, C], got {list(x.shape)}")
-    rows = x.reshape(1, -1) if x.ndim < 2 else x
-    size = max(a["ngram_indexes"]) + 1 if a["ngram_indexes"] else 0
-    counts = np.zeros((rows.shape[0], size), dtype=np.int64)
-    lo, hi = a["min_gram_length"], a["max_gram_length"]
-    for n, (grams, index) in _tfidf_pool(a).items():
-        if not lo <= n <= hi or len(grams) == 0:
-            continue
-        # unigrams are counted once; longer n-grams once per skip distance
-        # (skips so wide that no window fits in a row are left out: max_skip_count may be huge)
-        widest = (rows.shape[1] - 1) // (n - 1) - 1 if n > 1 else 0
-        for skip in range(min(a["max_skip_count"], widest) + 1 if n > 1 else 1):
-            span = (n - 1) * (skip + 1) + 1
-            starts = rows.shape[1] - span + 1
-            if starts <= 0:
-                continue
-            pos = np.arange(starts)[:, None] + (skip + 1) * np.arange(n)[None, :]
-            windows = rows[:, pos]  # (rows, starts, n)
-            hit = (windows[:, :, None, :] == grams[None, None, :, :]).all(-1)  # (rows, starts, k)
-            np.add.at(counts, (slice(None), index), hit.sum(1))
-    mode = a["mode"]
-    w = np.asarray(a.get("weights") or np.ones(size), dtype=np.float32)
-    if mode == "TF":
-        y = counts.astype(np.float32)
-    elif mode == "IDF":
-        y = np.where(counts > 0, w, 0).astype(np.float32)
-    elif mode == "TFIDF":
-        y = (counts * w).astype(np.float32)
-    else:
-        raise ValueError(f"mode must be TF, IDF or TFIDF, got '{mode}'")
-    return y if x.ndim == 2 else y.reshape(-1)
-
-
-def _tfidf_infer(ctx: InferContext) -> list:
-    if ctx.attr("mode") not in ("TF", "IDF", "TFIDF"):
-        ctx.fail(f"attribute 'mode' must be TF, IDF or TFIDF, got '{ctx.attr('mode')}'")
-    if ctx.attr("min_gram_length") > ctx.attr("max_gram_length"):
-        ctx.fail(f"min_gram_length {ctx.attr('min_gram_length')} exceeds max_gram_length "
-                 f"{ctx.attr('max_gram_length')}")
-    size = max(ctx.attr("ngram_indexes")) + 1 if ctx.attr("ngram_indexes") else 0
-    s = ctx.shape(0)
-    if s is not None and len(s) > 2:
-        ctx.fail(f"input must have shape [C] or [N, C], got {list(s)}")
-    shape = None if s is None else ((s[0], size) if len(s) == 2 else (size,))
-    return [tt(DType.float32, shape)]
-
-
-register(OpDef("TfIdfVectorizer", eval=_tfidf_eval, infer=_tfidf_infer, inputs=(1, 1), family=FAMILY,
-               attrs={"max_gram_length": Attr("int", REQUIRED), "max_skip_count": Attr("int", REQUIRED),
-                      "min_gram_length": Attr("int", REQUIRED), "mode": Attr("string", REQUIRED),
-                      "ngram_counts": Attr("ints", REQUIRED), "ngram_indexes": Attr("ints", REQUIRED),
-                      "pool_int64s": Attr("ints"), "pool_strings": Attr("strings"), "weights": Attr("floats")}))
 
 
 # ---- gradients ------------------------------------------------------------------------------------
@@ -1179,17 +726,10 @@ def _swiglu_parts(ctx, node):
     return [ctx.op("Mul", ctx.op("Mul", a, gate), b)]
 
 
-_RANDOM = "its output is random"
-_STRINGS = "it works on strings"
 set_grads({
     "Attention": lambda ctx, node, dys: ctx.by_decomposition(node, dys, _attention_parts),
     "SwiGLU": lambda ctx, node, dys: ctx.by_decomposition(node, dys, _swiglu_parts),
 }, {
-    **{name: _RANDOM for name in ("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
-                                  "Bernoulli", "Multinomial")},
-    **{name: _STRINGS for name in ("StringNormalizer", "StringConcat", "StringSplit", "RegexFullMatch")},
-    **{name: "its output depends only on an integer size" for name in ("HannWindow", "HammingWindow",
-                                                                       "BlackmanWindow", "MelWeightMatrix")},
     "NonMaxSuppression": "its output holds integer indices",
-    "TfIdfVectorizer": "its input is integer tokens or strings",
 })
+set_facts(float_math=("SwiGLU",), weight_inputs={"LSTM": {1, 2, 3}, "GRU": {1, 2, 3}, "RNN": {1, 2, 3}})

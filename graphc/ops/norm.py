@@ -10,7 +10,7 @@ import numpy as np
 
 from ..ir import DType, Graph, Node
 from .common import attr_to_input, drop_attrs, normalize_axis, np_axis, tt
-from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register, set_grads
+from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register, set_facts, set_grads
 
 FAMILY = "norm"
 
@@ -587,3 +587,8 @@ set_grads({
     "LRN": _decomposed(_lrn_parts),
     "Dropout": _dropout_grad,
 })
+set_facts(
+    nondeterministic=("Dropout",),  # random in training mode
+    weight_inputs={"BatchNormalization": {1, 2, 3, 4}, "InstanceNormalization": {1, 2}, "LayerNormalization": {1, 2},
+                   "GroupNormalization": {1, 2}, "RMSNormalization": {1}},
+)

@@ -13,7 +13,7 @@ from ..ir import DType
 from .common import normalize_axis, np_axis, tt
 from .conv import CONV_ATTRS, infer_conv_like, integer_conv
 from .linalg import matmul_shape
-from .registry import Attr, InferContext, Kind, OpDef, register, set_grads
+from .registry import Attr, InferContext, Kind, OpDef, register, set_facts, set_grads
 
 FAMILY = "quantize"
 
@@ -283,3 +283,4 @@ set_grads({}, {
     "QLinearMatMul": "it works on integers (quantized)",
     "QLinearConv": "it works on integers (quantized)",
 })
+set_facts(weight_inputs={"QLinearConv": {3, 8}, "QLinearMatMul": {3}})

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..ir import DType, Graph, Node, TensorType
 from .common import attr_to_input, normalize_axis, np_axis, tt
-from .registry import Attr, InferContext, Kind, OpDef, register, set_grads
+from .registry import Attr, InferContext, Kind, OpDef, register, set_facts, set_grads
 
 FAMILY = "reduce"
 
@@ -558,3 +558,4 @@ set_grads({
     "ArgMax": "its output is an integer index",
     "ArgMin": "its output is an integer index",
 })
+set_facts(value_sized=("TopK",))

@@ -67,6 +67,25 @@ class OpDef:
       ``ctx`` (a ``graphc.autodiff.GradContext``); ``dys`` holds one gradient per output (None: no gradient
       reaches that output). None for an input means no gradient flows to it (indices, shapes, integers).
       An op whose ``grad`` is None is not differentiable; ``no_grad`` then says why, for error messages.
+
+    Facts the passes and runtimes decide by (set with ``set_facts`` beside the family's registrations;
+    no pass or runtime keeps its own list of op names):
+
+    - ``random``: the op draws random numbers (implies ``nondeterministic``).
+    - ``nondeterministic``: the output is not a function of the inputs alone (random draws, Dropout in
+      training mode, a collective whose result depends on other processes): never computed ahead of
+      time, merged with a twin, or spot-checked.
+    - ``effectful``: the op acts beyond its outputs (a variable update): never removed, merged or folded.
+    - ``view``: output 0 is input 0's buffer read under another shape (no copy; Identity included).
+    - ``reshape``: output 0 is input 0's elements in the same order under a new shape (Reshape-like;
+      chains of them collapse into one Reshape).
+    - ``layout``: output 0 holds input 0's elements rearranged, nothing computed (views and Transpose).
+    - ``commutative``: a two-input node gives the same result with its inputs swapped.
+    - ``value_sized``: the output size depends on the values (not only the shapes) of the inputs.
+    - ``bool_output``: the output is bool whatever the inputs' element type (comparisons, logic, IsNaN).
+    - ``float_math``: the arithmetic is floating-point math: integer inputs compute in double and
+      convert back, as NumPy does.
+    - ``weight_inputs``: input indices that hold weights (worth folding constant subgraphs into).
     """
 
     name: str
@@ -82,6 +101,17 @@ class OpDef:
     no_grad: str = ""
     family: str = ""
     doc: str = ""
+    random: bool = False
+    nondeterministic: bool = False
+    effectful: bool = False
+    view: bool = False
+    reshape: bool = False
+    layout: bool = False
+    commutative: bool = False
+    value_sized: bool = False
+    bool_output: bool = False
+    float_math: bool = False
+    weight_inputs: frozenset = frozenset()
 
     # ---- attributes -----------------------------------------------------------------------
     def complete_attrs(self, node: Node) -> None:
@@ -147,8 +177,43 @@ def set_grads(rules: dict[str, Callable], not_differentiable: dict[str, str] | N
         REGISTRY[(canonical_domain(domain), name)].no_grad = why
 
 
+#: The facts ``set_facts`` may set (OpDef fields); flags are bool, the rest take a value per op.
+FACTS = ("random", "nondeterministic", "effectful", "view", "reshape", "layout", "commutative", "value_sized",
+         "bool_output", "float_math", "weight_inputs")
+
+
+def set_facts(domain: str = "", **facts) -> None:
+    """Record facts about registered ops: ``flag=(op names)`` sets a flag on each named op,
+    ``weight_inputs={op name: indices}`` a value per op. ``random`` implies ``nondeterministic``."""
+    for fact, names in facts.items():
+        if fact not in FACTS:
+            raise ValueError(f"unknown op fact '{fact}'; the facts are {', '.join(FACTS)}")
+        values = names if isinstance(names, dict) else dict.fromkeys(names, True)
+        for name, value in values.items():
+            op = REGISTRY.get((canonical_domain(domain), name))
+            if op is None:
+                raise ValueError(f"set_facts: no operator '{name}' in domain '{domain}' (register it first)")
+            setattr(op, fact, frozenset(value) if fact == "weight_inputs" else value)
+            if fact == "random" and value:
+                op.nondeterministic = True
+
+
 def lookup(domain: str, op_type: str) -> OpDef | None:
     return REGISTRY.get((canonical_domain(domain), op_type))
+
+
+def has_fact(node: Node, fact: str) -> bool:
+    """Whether the OpDef of ``node`` (by its domain and op type) carries the flag ``fact`` (False when the
+    op is unknown). The passes and runtimes ask this instead of keeping lists of op names."""
+    if fact not in FACTS:
+        raise ValueError(f"unknown op fact '{fact}'; the facts are {', '.join(FACTS)}")
+    op = REGISTRY.get((canonical_domain(node.domain), node.op_type))
+    return op is not None and bool(getattr(op, fact))
+
+
+def ops_with(fact: str, domain: str = "") -> tuple[str, ...]:
+    """The op types of ``domain`` whose OpDef carries the flag ``fact``, in registration order."""
+    return tuple(op.name for (d, _), op in REGISTRY.items() if d == canonical_domain(domain) and getattr(op, fact))
 
 
 def get_opdef(node: Node) -> OpDef:

@@ -11,7 +11,7 @@ from ..errors import ExecutionError, node_label
 from ..ir import DType
 from ..ir.types import OptionalType, SequenceType, TensorType
 from .common import normalize_axis, np_axis, tt
-from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register, set_grads
+from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register, set_facts, set_grads
 
 FAMILY = "sequence"
 
@@ -234,3 +234,4 @@ set_grads({}, {name: "sequence and optional values carry no gradients yet"
                for name in ("SequenceEmpty", "SequenceConstruct", "SequenceInsert", "SequenceAt", "SequenceErase",
                             "SequenceLength", "SplitToSequence", "ConcatFromSequence", "Optional",
                             "OptionalHasElement", "OptionalGetElement")})
+set_facts(value_sized=("SplitToSequence",))

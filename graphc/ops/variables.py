@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .registry import InferContext, Kind, OpDef, register, types_conflict
+from .registry import InferContext, Kind, OpDef, register, types_conflict, set_facts
 
 FAMILY = "variables"
 DOMAIN = "graphc"
@@ -30,3 +30,4 @@ def _assign_eval(node, variable, new_value):
 register(OpDef("Assign", eval=_assign_eval, infer=_assign_infer, domain=DOMAIN, kind=Kind.OPAQUE, inputs=(2, 2),
                outputs=(1, 1), family=FAMILY,
                doc="Assign(variable, value) -> value; the Session stores the result as the variable's new state."))
+set_facts(DOMAIN, effectful=("Assign",))  # the Session applies the update after the run

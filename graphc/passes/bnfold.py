@@ -155,13 +155,19 @@ RULES = [
     Rule("batchnorm_into_matmul", _build_matmul_bn,
          P("BatchNormalization", P("MatMul", P.any("x"), _CONST("w"), name="y"), *_BN_PARAMS)),
 ]
-for _op in ("Mul", "Add"):
-    RULES += [
-        Rule(f"{_op.lower()}_into_batchnorm", _build_affine_into_bn,
-             P(_op, P("BatchNormalization", P.any("x"), *_BN_PARAMS, name="y"), _CONST("c"))),
-        Rule(f"{_op.lower()}_into_conv", _build_affine_into_conv, P(_op, _CONV, _CONST("c"))),
-        Rule(f"{_op.lower()}_into_conv", _build_affine_into_conv, P(_op, _CONV_B, _CONST("c"))),
+
+
+def _affine_rules(op: str) -> list[Rule]:
+    """The rules folding ``op`` (Mul or Add) by a constant into a BatchNormalization or Conv before it."""
+    return [
+        Rule(f"{op.lower()}_into_batchnorm", _build_affine_into_bn,
+             P(op, P("BatchNormalization", P.any("x"), *_BN_PARAMS, name="y"), _CONST("c"))),
+        Rule(f"{op.lower()}_into_conv", _build_affine_into_conv, P(op, _CONV, _CONST("c"))),
+        Rule(f"{op.lower()}_into_conv", _build_affine_into_conv, P(op, _CONV_B, _CONST("c"))),
     ]
+
+
+RULES += _affine_rules("Mul") + _affine_rules("Add")
 
 TABLE = rule_table(RULES)
 

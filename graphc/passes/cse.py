@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Graph, Value
+from ..ops.registry import has_fact
 from .dce import has_effects
-from .infer_shapes import _NONDETERMINISTIC
 from .manager import register_pass
 from .rewrite import Editor
 
@@ -59,7 +59,7 @@ def eliminate_common_subexpressions(graph: Graph) -> bool:
             changed = True
     seen: dict[tuple, object] = {}
     for node in graph.nodes:
-        if node.op_type in _NONDETERMINISTIC or node.subgraphs() or has_effects(node):
+        if has_fact(node, "nondeterministic") or node.subgraphs() or has_effects(node):
             continue
         key = _node_key(node)
         if key is None:

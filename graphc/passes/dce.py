@@ -7,16 +7,14 @@ from __future__ import annotations
 
 from ..ir import Graph
 from ..ops.interpret import node_captures
+from ..ops.registry import has_fact
 from .manager import register_pass
 
 
-#: Ops that act beyond their outputs (a variable update the Session applies after the run): never removed,
-#: merged or folded, whether or not anything reads their result.
-EFFECT_OPS = {("graphc", "Assign")}
-
-
 def has_effects(node) -> bool:
-    return (node.domain, node.op_type) in EFFECT_OPS
+    """Whether the node acts beyond its outputs (``OpDef.effectful``: a variable update the Session applies
+    after the run): never removed, merged or folded, whether or not anything reads its result."""
+    return has_fact(node, "effectful")
 
 
 def remove_dead(graph: Graph) -> bool:

@@ -19,25 +19,17 @@ import numpy as np
 from ..errors import GraphcError
 from ..ir import DType, Graph, TensorType
 from ..ops.interpret import eval_node, node_captures
-from ..ops.registry import lookup
+from ..ops.registry import has_fact, lookup
 from .dce import has_effects, remove_dead
-from .infer_shapes import _NONDETERMINISTIC, infer_shapes
+from .infer_shapes import infer_shapes
 from .manager import register_pass
 
 #: Outputs up to this many elements fold whatever their inputs' size.
 FOLD_FLOOR = 4096
 
-#: Inputs that hold weights (op -> input indices): values feeding them are worth folding at any size.
-WEIGHT_INPUTS: dict[str, set[int]] = {
-    "Conv": {1, 2}, "ConvTranspose": {1, 2}, "Gemm": {0, 1, 2}, "MatMul": {0, 1},
-    "BatchNormalization": {1, 2, 3, 4}, "InstanceNormalization": {1, 2}, "LayerNormalization": {1, 2},
-    "GroupNormalization": {1, 2}, "RMSNormalization": {1}, "PRelu": {1}, "LSTM": {1, 2, 3}, "GRU": {1, 2, 3},
-    "RNN": {1, 2, 3}, "Einsum": {0, 1}, "QLinearConv": {3, 8}, "QLinearMatMul": {3},
-}
-
 
 def _foldable_op(node) -> bool:
-    return (node.op_type not in _NONDETERMINISTIC and not node.subgraphs() and not has_effects(node)
+    return (not has_fact(node, "nondeterministic") and not node.subgraphs() and not has_effects(node)
             and lookup(node.domain, node.op_type) is not None)
 
 
@@ -78,7 +70,9 @@ def fold_constants(graph: Graph, floor: int = FOLD_FLOOR) -> bool:
     cand_ids = {id(n) for n in candidates}
     needed: set[int] = set()
     for node in reversed(graph.nodes):
-        weights = WEIGHT_INPUTS.get(node.op_type, ()) if node.domain == "" else ()
+        # inputs that hold weights (OpDef.weight_inputs): values feeding them are worth folding at any size
+        op = lookup(node.domain, node.op_type) if node.domain == "" else None
+        weights = op.weight_inputs if op is not None else ()
         pass_through = id(node) in cand_ids and any(id(v) in needed for v in node.outputs if v is not None)
         for i, v in enumerate(node.inputs):
             if v is not None and (i in weights or pass_through):

@@ -28,7 +28,6 @@ from ..errors import node_label
 from ..ir import Graph, Node, TensorType, Value
 from ..ops.interpret import node_captures
 from ..ops.registry import Kind, lookup
-from .infer_shapes import _NONDETERMINISTIC
 
 #: The most ops one group may hold (TVM uses 256; a smaller group keeps kernels and listings readable).
 MAX_GROUP_OPS = 64
@@ -126,7 +125,7 @@ def node_kind(node: Node) -> tuple[Kind, str]:
         return Kind.OPAQUE, " (no OpDef)"
     if node.subgraphs():
         return Kind.OPAQUE, " (it has subgraphs)"
-    if node.op_type in _NONDETERMINISTIC and not node.domain:
+    if op.nondeterministic and not node.domain:
         return Kind.OPAQUE, " (its result is random)"
     if sum(v is not None for v in node.outputs) > 1:
         return Kind.OPAQUE, " (it has several outputs)"

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import GraphcError, InvalidGraphError
 from ..ir import DType, Graph, TensorType
+from ..ops.registry import has_fact
 
 PassFn = Callable[[Graph], bool]
 
@@ -158,9 +159,6 @@ class PassManager:
 
 
 # ---- numeric spot check ---------------------------------------------------------------------------
-#: Ops whose results differ from run to run: a graph holding one cannot be spot-checked.
-_RANDOM_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Bernoulli",
-               "Multinomial"}
 
 
 def random_feeds(graph: Graph, seed: int = 0, symbol_size: int = 2, int_high: int = 3) -> dict[str, np.ndarray]:
@@ -216,7 +214,8 @@ class SpotCheck:
     def __init__(self, graph: Graph, seed: int = 0):
         self.skipped = ""
         self.reference: list | None = None
-        random_ops = sorted({n.op_type for n in graph.nodes if n.op_type in _RANDOM_OPS})
+        # ops whose results differ from run to run (OpDef.random): such a graph cannot be spot-checked
+        random_ops = sorted({n.op_type for n in graph.nodes if has_fact(n, "random")})
         if random_ops:
             self.skipped = f"the graph holds random ops ({', '.join(random_ops)})"
             return

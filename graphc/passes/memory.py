@@ -27,9 +27,6 @@ from ..ops.registry import Kind, lookup
 #: Byte alignment of every offset in the arena (a cache line; also what SIMD loads like).
 ALIGNMENT = 64
 
-#: Ops whose output is the input's bytes reinterpreted: they may alias the input outright.
-VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
-
 
 def _align(n: int) -> int:
     return (n + ALIGNMENT - 1) // ALIGNMENT * ALIGNMENT
@@ -192,7 +189,7 @@ def inplace_candidates(node: Node) -> list[int]:
     op = lookup(node.domain, node.op_type)
     if op is None:
         return []
-    if node.op_type in VIEW_OPS and not node.domain:
+    if op.view and not node.domain:  # the output is the input's bytes reinterpreted: it may alias them
         return [0] if node.inputs and node.inputs[0] is not None else []
     elementwise = op.kind <= Kind.BROADCAST or (node.op_type == "FusedGroup" and _elementwise_body(node))
     if not elementwise:
@@ -311,5 +308,5 @@ def _chained(plan: MemoryPlan, a: str, b: str) -> bool:
     return root(a) == root(b)
 
 
-__all__ = ["ALIGNMENT", "MemoryPlan", "VIEW_OPS", "check_plan", "inplace_candidates", "plan_memory", "schedule",
+__all__ = ["ALIGNMENT", "MemoryPlan", "check_plan", "inplace_candidates", "plan_memory", "schedule",
            "value_bytes"]

@@ -18,9 +18,7 @@ import numpy as np
 from ..errors import GraphcError
 from ..ir import DType, Graph, Node, TensorType, Value
 from ..ops.interpret import node_captures
-from ..ops.registry import InferContext, get_opdef
-
-COMMUTATIVE = {"Add", "Mul", "Max", "Min", "Sum", "And", "Or", "Xor", "Equal"}
+from ..ops.registry import InferContext, get_opdef, has_fact
 
 
 # ---- patterns --------------------------------------------------------------------------------------
@@ -129,7 +127,7 @@ def _match(p: P, v: Value | None, b: dict, nodes: tuple) -> Iterator[tuple[dict,
     if len(ins) != len(p.inputs):
         return
     orders = [ins]
-    if n.op_type in COMMUTATIVE and len(ins) == 2:
+    if has_fact(n, "commutative") and len(ins) == 2:
         orders.append(ins[::-1])
     for order in orders:
         yield from _match_all(p.inputs, order, b, nodes)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Graph, Value
+from ..ops.registry import has_fact, ops_with
 from .manager import register_pass
 from .rewrite import Editor, Match, P, Rule, all_equal, apply_rules, dtype_of, rule_table, static_shape
 
@@ -48,14 +49,15 @@ def _build_cast(ed: Editor, m: Match):
 
 
 # ---- Reshape-like chains -----------------------------------------------------------------------------
-RESHAPES = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
+#: The reshape-like ops (OpDef.reshape): Reshape, Flatten, Squeeze, Unsqueeze.
+RESHAPES = ops_with("reshape")
 
 
 def _find_reshape_chain(ed: Editor, node) -> Match | None:
     """The longest chain of reshape-like nodes ending at ``node`` whose inner links have one reader each."""
     chain = [node]
     x = node.inputs[0]
-    while x is not None and x.producer is not None and x.producer.op_type in RESHAPES and \
+    while x is not None and x.producer is not None and has_fact(x.producer, "reshape") and \
             x.producer.domain == "" and ed.n_uses(x) == 1:
         chain.append(x.producer)
         x = x.producer.inputs[0]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..ir import Graph, TensorType, Value
-from .infer_shapes import _NONDETERMINISTIC
+from ..ops.registry import has_fact
 
 
 def weight_values(graph: Graph) -> list[Value]:
@@ -15,7 +15,7 @@ def weight_values(graph: Graph) -> list[Value]:
     const = {id(v) for v in graph.constants.values()}
     const_nodes = set()
     for n in graph.nodes:
-        if n.op_type in _NONDETERMINISTIC or n.subgraphs():
+        if has_fact(n, "nondeterministic") or n.subgraphs():
             continue
         if all(v is None or id(v) in const for v in n.inputs):
             const_nodes.add(id(n))

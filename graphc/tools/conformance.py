@@ -3,7 +3,7 @@
 ``python -m graphc.tools.conformance [-k SUBSTRING] [--failures] [--jobs N]`` prints a summary; the
 pytest suite (tests/test_onnx_node.py) uses ``run_case`` with the expected-failures list.
 
-Cases whose graph draws random numbers (RANDOM_OPS: Bernoulli, RandomNormal, ...) cannot match the
+Cases whose graph draws random numbers (ops flagged ``OpDef.random``: Bernoulli, RandomNormal, ...) cannot match the
 stored values, which came from one draw of onnx's generator. They are compared by distribution
 (``compare_by_distribution``): same dtype and shape as the stored output; graphc's values drawn
 ``DISTRIBUTION_RUNS`` times and onnx's reference evaluator's as many times (with seeds removed, so its
@@ -54,8 +54,13 @@ def run_case(case) -> None:
         check_inferred_types(rep.graph, outputs)
 
 
-#: Ops whose outputs are random draws: cases using them are compared by distribution.
-RANDOM_OPS = {"Bernoulli", "Multinomial", "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike"}
+def is_random_op(op_type: str, domain: str = "") -> bool:
+    """Whether the op draws random numbers (``OpDef.random``): cases using one are compared by distribution."""
+    from graphc.ops import lookup
+
+    op = lookup(domain, op_type)
+    return op is not None and op.random
+
 
 #: How many times graphc and the reference each run a random case.
 DISTRIBUTION_RUNS = 200
@@ -65,7 +70,7 @@ def _random_nodes(graph) -> list:
     """The nodes of ``graph`` (and its subgraphs) that draw random numbers."""
     found = []
     for node in graph.nodes:
-        if node.domain in ("", "ai.onnx") and node.op_type in RANDOM_OPS:
+        if node.domain in ("", "ai.onnx") and is_random_op(node.op_type):
             found.append(node)
         for sub in node.subgraphs():
             found.extend(_random_nodes(sub))
@@ -79,7 +84,7 @@ def _without_seeds(model):
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     for node in list(copy.graph.node) + [n for f in copy.functions for n in f.node]:
-        if node.op_type in RANDOM_OPS:
+        if is_random_op(node.op_type):
             keep = [a for a in node.attribute if a.name != "seed"]
             del node.attribute[:]
             node.attribute.extend(keep)

@@ -19,7 +19,7 @@ adds the bias. Any number of spatial dims; the GEMM's element types (float16, bf
 from __future__ import annotations
 
 from graphc.ir import DType, Node, TensorType, Value
-from graphc.ops.conv import _convtranspose_pads, geometry
+from graphc.ops.conv import convtranspose_pads, geometry
 
 from .codegen import (CodegenUnsupported, Kernel, KernelGroup, Param, cctype, dtype_of, grid_stride_loop, index_type,
                       literal, load_expr, numel, prelude, shape_of, store_expr)
@@ -229,7 +229,7 @@ def lower_conv_transpose(node: Node, ctx: LowerContext) -> list[Step]:
     Mg, kernel = ws[1], list(ws[2:])
     G = node.attrs["group"]
     M, Cg = Mg * G, C // G
-    outs, begins, strides, dils = _convtranspose_pads(node, ins, kernel)
+    outs, begins, strides, dils = convtranspose_pads(node, ins, kernel)
     if list(ys) != [N, M] + outs:
         raise CodegenUnsupported(node, f"output shape {list(ys)} differs from the geometry's {[N, M] + outs}")
     if numel(ys) == 0:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphc.ir import Node, Value
-from graphc.ops.shape import _pad_axes, _slice_args, _slice_bounds
+from graphc.ops.shape import pad_axes, slice_args, slice_bounds
 
 from .codegen import OP_EMITTERS, CodegenUnsupported, Coords, Emitter, cctype, dtype_of, literal, shape_of
 
@@ -64,11 +64,11 @@ def _expand(em, node, coords):
 def _slice(em, node, coords):
     x = node.inputs[0]
     shape = shape_of(x)
-    starts, ends, axes, steps = _slice_args(node, len(shape), _const(node, 1, "starts"), _const(node, 2, "ends"),
+    starts, ends, axes, steps = slice_args(node, len(shape), _const(node, 1, "starts"), _const(node, 2, "ends"),
                                             _const(node, 3, "axes"), _const(node, 4, "steps"))
     dims = coords.dims(em)
     for s, e, a, st in zip(starts, ends, axes, steps):
-        start, _, _ = _slice_bounds(int(s), int(e), int(st), shape[a])
+        start, _, _ = slice_bounds(int(s), int(e), int(st), shape[a])
         c = dims[a]
         scaled = c if st == 1 else f"{c} * {st}" if st > 0 else f"{c} * ({st})"
         dims[a] = scaled if start == 0 else f"({start} + {scaled})"
@@ -80,7 +80,7 @@ def _slice(em, node, coords):
 def _pad(em, node, coords):
     x = node.inputs[0]
     shape = shape_of(x)
-    full = _pad_axes(node, len(shape), _const(node, 1, "pads"), _const(node, 3, "axes"))
+    full = pad_axes(node, len(shape), _const(node, 1, "pads"), _const(node, 3, "axes"))
     mode = node.attrs["mode"]
     dims, inside = [], []
     for d, (c, (b, _)) in enumerate(zip(coords.dims(em), full)):
@@ -172,13 +172,12 @@ def _tile(em, node, coords):
     return _mapped(em, node, x, Coords(shape, dims=dims, guarded=coords.guarded), f"Tile '{node.name}'")
 
 
-for _name in ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"):
-    OP_EMITTERS[_name] = _reshape
-OP_EMITTERS.update({"Transpose": _transpose, "Expand": _expand, "Slice": _slice, "Pad": _pad, "Concat": _concat,
-                    "Gather": _gather, "GatherElements": _gather_elements, "Tile": _tile})
+_EMITTERS = {"Reshape": _reshape, "Flatten": _reshape, "Squeeze": _reshape, "Unsqueeze": _reshape,
+             "Identity": _reshape, "Transpose": _transpose, "Expand": _expand, "Slice": _slice, "Pad": _pad,
+             "Concat": _concat, "Gather": _gather, "GatherElements": _gather_elements, "Tile": _tile}
+OP_EMITTERS.update(_EMITTERS)
 
 #: The injective ops this module generates code for.
-INJECTIVE_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Transpose", "Expand",
-                           "Slice", "Pad", "Concat", "Gather", "GatherElements", "Tile"})
+INJECTIVE_OPS = frozenset(_EMITTERS)
 
 __all__ = ["INJECTIVE_OPS"]

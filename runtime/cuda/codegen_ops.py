@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Callable
 
 from graphc.ir import DType, Node
+from graphc.ops import has_fact
 
 from .codegen import (HELPERS, OP_EMITTERS, CodegenUnsupported, Coords, Emitter, cctype, compute_dtype, convert,
                       dtype_of, literal, round_to, shape_of)
@@ -55,13 +56,10 @@ def _float_compute(dt: DType) -> DType:
 #: op type -> fn(node, args, arg dtypes, compute dtype, helpers) -> C expression in the compute dtype.
 ExprFn = Callable[[Node, list, list, DType, set], str]
 _EXPRS: dict[str, ExprFn] = {}
-#: ops whose arithmetic is float math: integer inputs are computed in double and converted back
-_FLOAT_MATH = set()
 
 
 def _unary_math(name: str, cname: str) -> None:
     _EXPRS[name] = lambda n, a, t, c, h: f"{_fn(cname, c)}({a[0]})"
-    _FLOAT_MATH.add(name)
 
 
 for _op, _c in [("Exp", "exp"), ("Log", "log"), ("Sqrt", "sqrt"), ("Sin", "sin"), ("Cos", "cos"), ("Tan", "tan"),
@@ -147,11 +145,6 @@ _EXPRS.update({
     "Where": lambda n, a, t, c, h: f"({a[0]} ? {a[1]} : {a[2]})",
     "Clip": lambda n, a, t, c, h: _clip(n, a, c),
 })
-_FLOAT_MATH.update({"Sigmoid", "Softplus", "Softsign", "Mish", "Swish", "SwiGLU", "LeakyRelu", "Elu", "Selu", "Celu",
-                    "HardSigmoid", "HardSwish", "ThresholdedRelu", "Shrink", "Gelu"})
-#: ops whose result is bool whatever their inputs
-_BOOL_OUT = {"Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual", "And", "Or", "Xor", "Not", "IsNaN",
-             "IsInf"}
 #: inputs whose dtype the op keeps rather than converting to the output's (comparisons, Where's condition)
 _OWN_TYPE_INPUTS = {"Equal": (0, 1), "Greater": (0, 1), "Less": (0, 1), "GreaterOrEqual": (0, 1),
                     "LessOrEqual": (0, 1), "IsNaN": (0,), "IsInf": (0,), "Where": (0,), "Pow": (0, 1)}
@@ -219,9 +212,11 @@ def emit_elementwise(em: Emitter, node: Node, coords: Coords) -> str:
     out_dt = dtype_of(out_v)
     ins = [v for v in node.inputs if v is not None]
     in_dts = [dtype_of(v) for v in ins]
-    # the compute type: a comparison's inputs', Not's bool, otherwise the output's
-    c = (in_dts[-1] if node.op_type != "Not" else DType.bool) if node.op_type in _BOOL_OUT else out_dt
-    if node.op_type in _FLOAT_MATH:
+    # the compute type: a comparison's inputs', Not's bool, otherwise the output's; float math (OpDef.float_math)
+    # on integers computes in double
+    bool_out = has_fact(node, "bool_output")
+    c = (in_dts[-1] if node.op_type != "Not" else DType.bool) if bool_out else out_dt
+    if has_fact(node, "float_math"):
         c = _float_compute(in_dts[0])
     keep = _OWN_TYPE_INPUTS.get(node.op_type, ())
     args, arg_dts = [], []
@@ -234,7 +229,7 @@ def emit_elementwise(em: Emitter, node: Node, coords: Coords) -> str:
             args.append(convert(x, dt, c))
             arg_dts.append(c)
     expr = _EXPRS[node.op_type](node, args, arg_dts, compute_dtype(c), em.helpers)
-    result_dt = DType.bool if node.op_type in _BOOL_OUT else c
+    result_dt = DType.bool if bool_out else c
     expr = round_to(convert(expr, result_dt, out_dt), out_dt)
     return em.temp("v", cctype(out_dt), expr, f"{node.op_type} '{node.name}'")
 

@@ -44,9 +44,6 @@ __device__ __forceinline__ void gc_philox(unsigned int c[4], unsigned int k0, un
 // A word as a uniform float in (0, 1): its top 24 bits, centred in their interval (never 0, never 1).
 __device__ __forceinline__ float gc_uniform01(unsigned int w) { return ((w >> 8) + 0.5f) * 5.9604644775390625e-8f; }"""
 
-RANDOM_OPS = ("RandomUniform", "RandomUniformLike", "RandomNormal", "RandomNormalLike", "Bernoulli")
-
-
 def generator_state(node: Node) -> np.ndarray:
     """[key, run counter] of a node: the key from its ``seed`` attribute (float bits), else OS entropy."""
     seed = node.attrs.get("seed")
@@ -114,7 +111,10 @@ def _random(node: Node, ctx: LowerContext) -> list[Step]:
     return [Step(bump, [state], node), Step(draw, args + [out], node)]
 
 
-for _op in RANDOM_OPS:
-    register_lowering(_op, _random)
+register_lowering("RandomUniform", _random)
+register_lowering("RandomUniformLike", _random)
+register_lowering("RandomNormal", _random)
+register_lowering("RandomNormalLike", _random)
+register_lowering("Bernoulli", _random)
 
-__all__ = ["PHILOX", "RANDOM_OPS", "generator_state"]
+__all__ = ["PHILOX", "generator_state"]

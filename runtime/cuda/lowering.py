@@ -15,7 +15,7 @@ from typing import Callable
 
 from graphc.errors import GraphcError
 from graphc.ir import DType, Graph, Node, TensorType, Value
-from graphc.passes.memory import VIEW_OPS
+from graphc.ops import has_fact
 
 from .codegen import CodegenUnsupported, Kernel, KernelGroup, c_identifier, dtype_of, shape_of
 from .codegen_elementwise import generate_loop
@@ -317,7 +317,7 @@ def lower(graph: Graph, props: DeviceProps, tf32: bool = False, inplace: dict[st
             return
         args = _args(kernel, group.inputs, group.outputs, group.constants)
         # a view of a value in the arena (a one-element constant is a literal in the kernel: it has no bytes)
-        view = (node.inputs[0], node.outputs[0]) if node.op_type in VIEW_OPS and \
+        view = (node.inputs[0], node.outputs[0]) if has_fact(node, "view") and \
             any(a is node.inputs[0] for a in args) else None
         if rename:  # a node of a fused group's body: its values at the group's edges are the outer ones
             args = [rename.get(id(a), a) for a in args]

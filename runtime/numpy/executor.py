@@ -17,9 +17,9 @@ import numpy as np
 
 from graphc.errors import ExecutionError, GraphcError, UnsupportedOpError, node_label
 from graphc.ir import Graph, TensorType, Value
-from graphc.limits import VALUE_SIZED_OPS, check_graph, check_type, input_bindings
+from graphc.limits import check_graph, check_type, input_bindings
 from graphc.limits import memory_limit as _memory_limit
-from graphc.ops import lookup
+from graphc.ops import has_fact, lookup
 from graphc.ops.interpret import check_before_eval, eval_node, node_captures, outer_values
 
 from ..feeds import normalize_feeds
@@ -105,7 +105,7 @@ class NumpyExecutable:
                          if any(v is not None and not (isinstance(v.type, TensorType) and v.type.is_static)
                                 for v in node.outputs)}
         # Of those, the ones whose sizes depend on input values: re-inferred from the inputs as they run.
-        self._value_sized = {i for i in self._dynamic if steps[i][0].op_type in VALUE_SIZED_OPS}
+        self._value_sized = {i for i in self._dynamic if has_fact(steps[i][0], "value_sized")}
         self._checked_bindings: set[tuple] = set()  # symbol bindings already checked against the budget
         apply_env()
         self.fast = (os.environ.get(FAST_ENV_VAR, "1") != "0") if fast is None else fast

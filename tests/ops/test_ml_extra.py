@@ -1,4 +1,4 @@
-"""SVMClassifier and SVMRegressor (graphc/ops/ml_extra.py): values against onnxruntime over kernels,
+"""SVMClassifier and SVMRegressor (graphc/ops/ml/svm.py): values against onnxruntime over kernels,
 class counts, probabilities, post transforms and label types; inference with a symbolic batch; errors."""
 from __future__ import annotations
 

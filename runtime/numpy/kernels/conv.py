@@ -25,7 +25,7 @@ import threading
 
 import numpy as np
 
-from graphc.ops.conv import _avgpool_counts, _pool_setup, geometry
+from graphc.ops.conv import avgpool_counts, pool_setup, geometry
 
 from .common import FLOAT_TYPES
 from .registry import register
@@ -275,7 +275,7 @@ def pool_kernel(ctx):
     ceil = bool(node.attrs.get("ceil_mode", 0))
     probe = np.empty((1, 1) + tuple(xt.shape[2:]), dtype)  # geometry helpers read shapes only
     try:
-        kernel, outs, strides, dilations, pb, pe = _pool_setup(node, probe, ceil)
+        kernel, outs, strides, dilations, pb, pe = pool_setup(node, probe, ceil)
     except ValueError:
         return None
     n, c, h, w = xt.shape
@@ -289,7 +289,7 @@ def pool_kernel(ctx):
     divisor = None
     if not is_max:
         explicit_pe = geometry(node, xt.shape[2:], kernel, ceil)[4]
-        count = _avgpool_counts(kernel, outs, strides, dilations, pb, explicit_pe, xt.shape[2:],
+        count = avgpool_counts(kernel, outs, strides, dilations, pb, explicit_pe, xt.shape[2:],
                                 bool(node.attrs.get("count_include_pad", 0)))
         divisor = count.astype(dtype)
         if np.all(divisor == divisor.flat[0]):

@@ -113,15 +113,15 @@ def _clip(node, dtype):
     return apply
 
 def _erf_fast(dtype):
-    """erf on whole arrays: graphc's own two Chebyshev fits (graphc.ops.elementwise._ERF32) evaluated with
+    """erf on whole arrays: graphc's own two Chebyshev fits (graphc.ops.elementwise.ERF32) evaluated with
     in-place Horner steps on their power-basis coefficients (in the fits' variable on [-1, 1], where that
     basis stays well conditioned). The fit below 2 runs on every element; the one from 2 to the cutoff
     only on the elements that need it, gathered (few in practice), so an erf costs about 30 passes."""
-    from graphc.ops.elementwise import _ERF32
+    from graphc.ops.elementwise import ERF32
 
     if dtype != np.float32:
         return None
-    fit = _ERF32
+    fit = ERF32
     cheb = np.polynomial.chebyshev
     small = [np.float32(c) for c in cheb.cheb2poly(fit.small.astype(np.float64))[::-1]]
     large = [np.float32(c) for c in cheb.cheb2poly(fit.large.astype(np.float64))[::-1]]

@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from graphc.ir import Graph
+from graphc.ops import has_fact
 
 from ..threads import get_num_threads
 from .common import static_tensor
@@ -43,8 +44,6 @@ PARALLEL_MIN_ELEMENTS = 1 << 19
 _POOL: ThreadPoolExecutor | None = None
 _POOL_SIZE = 0
 _POOL_LOCK = threading.Lock()
-
-LAYOUT_OPS = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity"})
 
 
 class _Body:
@@ -317,7 +316,7 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 def _layout(ctx, info: _Body):
     body = info.body
     if (len(body.outputs) != 1 or ctx.aliases_any() or ctx.out_types[0] is None
-            or any(n.domain or n.op_type not in LAYOUT_OPS for n in body.nodes)):
+            or any(n.domain or not has_fact(n, "layout") for n in body.nodes)):
         return None
     chain = []
     cur = None

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ExecutionError, OpAttributeError, node_label
-from ..ir import DType, Node
-from .common import tt
-from .ml import _POST, _as_2d
-from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register
+from ...errors import ExecutionError, OpAttributeError, node_label
+from ...ir import DType, Node
+from ..common import tt
+from .classic import POST_TRANSFORMS, as_2d
+from ..registry import REQUIRED, Attr, InferContext, Kind, OpDef, register
 
 FAMILY = "ml"
 DOMAIN = "ai.onnx.ml"
@@ -45,7 +45,7 @@ def _kernel_type(node: Node) -> str:
 
 
 def _features(node: Node, x: np.ndarray) -> np.ndarray:
-    x = _as_2d(np.asarray(x))
+    x = as_2d(np.asarray(x))
     if x.dtype.kind not in "fiu":
         raise ExecutionError(f"{node_label(node)}: input X must be numeric, got {x.dtype}")
     return x.astype(np.float32, copy=False)
@@ -94,8 +94,8 @@ def _svm_regressor_infer(ctx: InferContext) -> list:
 def _check_common(ctx: InferContext) -> None:
     if ctx.attr("kernel_type") not in _KERNELS:
         ctx.fail(f"kernel_type must be one of {', '.join(_KERNELS)}, got '{ctx.attr('kernel_type')}'")
-    if ctx.attr("post_transform") not in _POST:
-        ctx.fail(f"post_transform must be one of {', '.join(_POST)}, got '{ctx.attr('post_transform')}'")
+    if ctx.attr("post_transform") not in POST_TRANSFORMS:
+        ctx.fail(f"post_transform must be one of {', '.join(POST_TRANSFORMS)}, got '{ctx.attr('post_transform')}'")
     if ctx.dtype(0) is not None and not (ctx.dtype(0).is_float or ctx.dtype(0).is_int):
         ctx.fail(f"input X must be numeric, got {ctx.dtype(0).name}")
 
@@ -235,7 +235,7 @@ def _svm_classifier_eval(node: Node, x):
     elif post == "PROBIT":
         out = _probit_f32(scores)
     else:
-        out = _POST[post](scores.astype(np.float64))
+        out = POST_TRANSFORMS[post](scores.astype(np.float64))
     return labels[winner], np.asarray(out, dtype=np.float32)
 
 

@@ -11,18 +11,18 @@ import math
 
 import numpy as np
 
-from ..errors import ExecutionError, OpAttributeError, node_label
-from ..ir import DType, Graph, Node, TensorType
-from ..ir.dims import dim_from_factors, product_of
-from .common import tt
-from .registry import REQUIRED, Attr, InferContext, Kind, OpDef, register
+from ...errors import ExecutionError, OpAttributeError, node_label
+from ...ir import DType, Graph, Node, TensorType
+from ...ir.dims import dim_from_factors, product_of
+from ..common import tt
+from ..registry import REQUIRED, Attr, InferContext, Kind, OpDef, register
 
 FAMILY = "ml"
 DOMAIN = "ai.onnx.ml"
 _NUMERIC = (DType.float32, DType.float64, DType.int64, DType.int32)
 
 
-def _as_2d(x: np.ndarray) -> np.ndarray:
+def as_2d(x: np.ndarray) -> np.ndarray:
     """The ML ops see a 1-D input as one row."""
     return x.reshape(1, -1) if x.ndim == 1 else x
 
@@ -66,7 +66,8 @@ def _softmax_zero(s: np.ndarray) -> np.ndarray:
     return np.where(tot > 0, e / np.where(tot > 0, tot, 1), 0)
 
 
-_POST = {"NONE": lambda s: s, "LOGISTIC": lambda s: 1.0 / (1.0 + np.exp(-s)), "SOFTMAX": _softmax,
+#: The classifiers' and regressors' post transforms of their scores, by name (svm.py's too).
+POST_TRANSFORMS = {"NONE": lambda s: s, "LOGISTIC": lambda s: 1.0 / (1.0 + np.exp(-s)), "SOFTMAX": _softmax,
          "SOFTMAX_ZERO": _softmax_zero, "PROBIT": _probit}
 _POST_BY_ID = ["NONE", "SOFTMAX", "LOGISTIC", "SOFTMAX_ZERO", "PROBIT"]
 
@@ -76,9 +77,10 @@ def _post_transform(node: Node, scores: np.ndarray, name) -> np.ndarray:
         if not 0 <= name < len(_POST_BY_ID):
             raise OpAttributeError(f"{node_label(node)}: post_transform must be 0..4, got {name}")
         name = _POST_BY_ID[name]
-    fn = _POST.get(name)
+    fn = POST_TRANSFORMS.get(name)
     if fn is None:
-        raise OpAttributeError(f"{node_label(node)}: post_transform must be one of {', '.join(_POST)}, got '{name}'")
+        raise OpAttributeError(f"{node_label(node)}: post_transform must be one of {', '.join(POST_TRANSFORMS)}, "
+                               f"got '{name}'")
     return fn(scores)
 
 
@@ -306,7 +308,7 @@ def _forest_from_v5(node: Node) -> _Forest:
 def _tree_ensemble_eval(node: Node, x):
     forest = _forest_from_v5(node)
     agg = ["AVERAGE", "SUM", "MIN", "MAX"][node.attrs["aggregate_function"]]
-    scores, _ = forest.scores(_as_2d(x), agg)
+    scores, _ = forest.scores(as_2d(x), agg)
     out = _post_transform(node, scores, node.attrs["post_transform"])
     return out.astype(x.dtype)
 
@@ -380,7 +382,7 @@ def _tree_regressor_eval(node: Node, x):
     a = node.attrs
     n_targets = a.get("n_targets") or (max(a.get("target_ids") or [0]) + 1)
     forest = _forest_from_legacy(node, "target", n_targets)
-    scores, _ = forest.scores(_as_2d(x), a["aggregate_function"])
+    scores, _ = forest.scores(as_2d(x), a["aggregate_function"])
     base = _base_values(node)
     if base is not None:
         scores = scores + (base if len(base) == n_targets else base[0])
@@ -400,8 +402,8 @@ def _legacy_tree_attrs(**extra) -> dict:
 
 def _check_post(ctx: InferContext) -> None:
     p = ctx.attr("post_transform")
-    if p not in _POST:
-        ctx.fail(f"post_transform must be one of {', '.join(_POST)}, got '{p}'")
+    if p not in POST_TRANSFORMS:
+        ctx.fail(f"post_transform must be one of {', '.join(POST_TRANSFORMS)}, got '{p}'")
 
 
 def _tree_regressor_infer(ctx: InferContext) -> list:
@@ -458,7 +460,7 @@ def _tree_classifier_binary(node: Node, forest: _Forest, scores, has, base, post
     pos = np.where(h1 & ~single, s1, np.where(h0 | single, s0, 0.0))
     positive = pos > (0.5 if binary and all_positive else 0.0)
     two = np.stack([s0, np.where(h1 | ~single, s1, 0.0)], axis=1)
-    full = _POST[post](two) if post != "NONE" else two
+    full = POST_TRANSFORMS[post](two) if post != "NONE" else two
     if binary and (single.any()):
         one = _one_score_columns(post, s0, all_positive)
         full = np.where(single[:, None], one, full)
@@ -469,7 +471,7 @@ def _tree_classifier_eval(node: Node, x):
     labels = _class_labels(node)
     n_classes = len(labels)
     forest = _forest_from_legacy(node, "class", n_classes)
-    scores, has = forest.scores(_as_2d(x), "SUM")
+    scores, has = forest.scores(as_2d(x), "SUM")
     base = _base_values(node)
     post = node.attrs["post_transform"]
     if n_classes == 2:
@@ -507,7 +509,7 @@ register(OpDef("TreeEnsembleClassifier", eval=_tree_classifier_eval, infer=_clas
 
 # ---- linear models ----------------------------------------------------------------------------
 def _linear_scores(node: Node, x: np.ndarray, n_out: int) -> np.ndarray:
-    x = _as_2d(x)
+    x = as_2d(x)
     coef = np.asarray(node.attrs["coefficients"], dtype=np.float32)
     if coef.size != n_out * x.shape[1]:
         raise ExecutionError(f"{node_label(node)}: {coef.size} coefficients do not make {n_out} rows for "
@@ -523,7 +525,7 @@ def _linear_scores(node: Node, x: np.ndarray, n_out: int) -> np.ndarray:
 def _linear_classifier_eval(node: Node, x):
     labels = np.array(node.attrs["classlabels_ints"], dtype=np.int64) \
         if node.attrs.get("classlabels_ints") is not None else np.array(node.attrs["classlabels_strings"], dtype=object)
-    n_rows = len(node.attrs["coefficients"]) // _as_2d(x).shape[1]
+    n_rows = len(node.attrs["coefficients"]) // as_2d(x).shape[1]
     scores = _linear_scores(node, x, n_rows)
     post = node.attrs["post_transform"]
     if n_rows == 1 and len(labels) == 2:  # one score row for a binary problem: [1 - p, p]
@@ -641,7 +643,7 @@ register(OpDef("Scaler", eval=_scaler_eval, infer=lambda ctx: [tt(DType.float32,
 
 
 def _normalizer_eval(node: Node, x):
-    xf = _as_2d(x).astype(np.float32)
+    xf = as_2d(x).astype(np.float32)
     norm = node.attrs["norm"]
     if norm == "MAX":
         div = xf.max(axis=1, keepdims=True)
@@ -718,17 +720,17 @@ register(OpDef("Imputer", eval=_imputer_eval, infer=_numeric_same, domain=DOMAIN
 
 
 def _feature_vectorizer_eval(node: Node, *xs):
-    dims = node.attrs.get("inputdimensions") or [(_as_2d(x).shape[1]) for x in xs]
+    dims = node.attrs.get("inputdimensions") or [(as_2d(x).shape[1]) for x in xs]
     if len(dims) != len(xs):
         raise ExecutionError(f"{node_label(node)}: inputdimensions has {len(dims)} entries for {len(xs)} inputs")
-    rows = {_as_2d(x).shape[0] for x in xs}
+    rows = {as_2d(x).shape[0] for x in xs}
     if len(rows) > 1:
         raise ExecutionError(f"{node_label(node)}: inputs have different numbers of rows {sorted(rows)}")
     n = rows.pop() if rows else 1
     out = np.zeros((n, int(sum(dims))), dtype=np.float32)
     at = 0
     for x, d in zip(xs, dims):
-        x2 = _as_2d(x)
+        x2 = as_2d(x)
         k = min(d, x2.shape[1])
         out[:, at:at + k] = x2[:, :k]
         at += d

@@ -12,11 +12,11 @@ import re
 
 import numpy as np
 
-from ..errors import ExecutionError, OpAttributeError, node_label
-from ..ir import DType, Node, TensorType
-from ..ir.types import MapType, SequenceType
-from .common import tt
-from .registry import Attr, InferContext, Kind, OpDef, register
+from ...errors import ExecutionError, OpAttributeError, node_label
+from ...ir import DType, Node, TensorType
+from ...ir.types import MapType, SequenceType
+from ..common import tt
+from ..registry import Attr, InferContext, Kind, OpDef, register
 
 FAMILY = "ml"
 DOMAIN = "ai.onnx.ml"
