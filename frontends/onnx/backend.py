@@ -13,7 +13,10 @@ from .importer import import_model
 
 
 class GraphcRep(BackendRep):
-    """A prepared model: ``run(inputs)`` with a list (in input order) or a dict of arrays."""
+    """A prepared model: ``run(inputs)`` with a list (in input order) or a dict of arrays.
+
+    ``run`` may be called from several threads at once (as onnxruntime's ``InferenceSession.run``): the
+    executable's runs share nothing (NumPy: an arena per run in flight; CUDA: runs take turns)."""
 
     def __init__(self, graph: Graph, backend: str = "numpy"):
         from graphc.runtime import get_backend
