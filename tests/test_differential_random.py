@@ -33,6 +33,7 @@ SEED0 = int(os.environ.get("GRAPHC_DIFF_SEED0", "0"))
 CHUNKS = 8
 LEVELS = (0, 1, 2)
 OPSET = 18
+ADAM_EPS = 1e-3
 
 
 def _broadcasts_to(s, shape) -> bool:
@@ -361,7 +362,8 @@ def check_training(seed: int, steps: int = 3):
         g = gc.Graph()
         loss, loss_f, ws, x = lb.build(g)
         with g.as_default():
-            opt = gc.optim.Adam(lr) if use_adam else gc.optim.SGD(lr)
+            # epsilon 1e-3: with the default 1e-8 Adam steps a gradient of 1e-10 by a full lr, in float32 noise
+            opt = gc.optim.Adam(lr, epsilon=ADAM_EPS) if use_adam else gc.optim.SGD(lr)
             step = opt.minimize(loss)
         sess = gc.Session(g, level=level)
         track = []
@@ -390,7 +392,7 @@ def check_training(seed: int, steps: int = 3):
                 m[i] = 0.9 * m[i] + 0.1 * gi
                 v[i] = 0.999 * v[i] + 0.001 * gi * gi
                 mh, vh = m[i] / (1 - 0.9 ** t), v[i] / (1 - 0.999 ** t)
-                W[i] = W[i] - lr * mh / (np.sqrt(vh) + 1e-8)
+                W[i] = W[i] - lr * mh / (np.sqrt(vh) + ADAM_EPS)
             else:
                 W[i] = W[i] - lr * gi
         for i in range(len(W)):
