@@ -7,10 +7,16 @@ current values fed in, and writes the results of ``Assign`` nodes back into the 
 State is saved as ``.npz`` without pickle. On a backend with a variable store (CUDA: runtime/cuda/state.py)
 the state lives where the plans run: variables are read and updated on the device, and copied to the
 host only when read (``variable``, ``save``, ``state[name]``).
+
+``sess.run`` is safe to call from several threads: the runs of one session take turns (a lock), so
+each sees the variables as the previous run left them and its updates are never lost or mixed with
+another's. A run re-entered from its own thread (a Python op or callback calling ``sess.run`` on the
+session that is running it) raises a GraphcError instead of waiting for itself.
 """
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -90,13 +96,28 @@ class Session:
         self._plans: dict[tuple, _Plan] = {}
         self._nodes_seen = -1
         self._producer_index: dict[int, int] = {}
+        self._lock = threading.Lock()  # one run at a time (see the module docstring)
+        self._running: int | None = None  # the thread id of the run in progress
 
     # ---- running ------------------------------------------------------------------------------
     def run(self, fetches: Any, feed_dict: Mapping | None = None) -> Any:
         """Evaluate ``fetches`` (a tensor, an update op, or nested lists/tuples/dicts of them).
 
-        Returns the same structure with arrays for tensors and None for operations.
+        Returns the same structure with arrays for tensors and None for operations. Safe from several
+        threads at once: runs take turns, each seeing the variables the previous one left.
         """
+        if self._running == threading.get_ident():
+            raise GraphcError(f"sess.run was called again from inside a run of the same session (graph "
+                              f"'{self.graph.name}') on the same thread; a session runs one call at a time, so "
+                              f"this call would wait for itself. Use another Session for the inner run")
+        with self._lock:
+            self._running = threading.get_ident()
+            try:
+                return self._run(fetches, feed_dict)
+            finally:
+                self._running = None
+
+    def _run(self, fetches: Any, feed_dict: Mapping | None) -> Any:
         leaves: list = []
         template = _flatten(fetches, leaves)
         for x in leaves:

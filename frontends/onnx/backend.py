@@ -19,6 +19,9 @@ from .importer import import_model
 class GraphcRep(BackendRep):
     """A prepared model: ``run(inputs)`` with a list (in input order) or a dict of arrays.
 
+    ``run`` may be called from several threads at once (as onnxruntime's ``InferenceSession.run``): the
+    executable's runs share nothing (NumPy: an arena per run in flight; CUDA: runs take turns).
+
     ``graph`` is the compiled plan's graph (the imported graph is not kept: its weights would be held twice)."""
 
     def __init__(self, graph: Graph, backend: str = "numpy", level: int = 2):

@@ -16,6 +16,7 @@ values share bytes then shows NaN in the outputs instead of a plausible wrong nu
 from __future__ import annotations
 
 import os
+import threading
 import time
 from types import SimpleNamespace
 from typing import Any, Mapping, Sequence
@@ -148,6 +149,8 @@ class CudaExecutable:
         self._fed = SimpleNamespace(inputs=[v for v in self.graph.inputs if v.name not in self.resident["variables"]])
         self.debug = (os.environ.get(DEBUG_ENV, "") not in ("", "0")) if debug is None else debug
         self._prepared: dict[tuple, _Prepared] = {}
+        #: A prepared plan runs over one device arena: concurrent ``run`` calls take turns.
+        self._lock = threading.Lock()
         if not self.plan.symbols:
             self._prepared[()] = _Prepared(self.plan, self.device, self.debug, **self.resident, tf32=self.tf32)
 
@@ -160,7 +163,12 @@ class CudaExecutable:
         return self._prepared[key]
 
     def run(self, feeds: Mapping[str, Any] | Sequence[Any]) -> list[np.ndarray]:
+        """Safe from several threads at once: the calls take turns (one device arena per prepared plan)."""
         checked = normalize_feeds(self._fed, feeds)  # every input but the variables held on the device
+        with self._lock:
+            return self._run(checked)
+
+    def _run(self, checked) -> list[np.ndarray]:
         prepared = self.prepared(input_bindings(self.graph, checked) if self.plan.symbols else None)
         if prepared.graph is not self.graph:  # bound copy: its input Values are its own
             checked = {b: checked[v] for v, b in zip(self.graph.inputs, prepared.graph.inputs) if v in checked}

@@ -6,6 +6,12 @@ plan with symbolic dims once a run binds them), the steps are the fast ones of p
 writing into one preallocated arena laid out by the memory plan. Otherwise (and with
 ``check_memory``) each step calls its op's reference ``eval`` and intermediates are freed after
 their last use.
+
+``run`` may be called from several threads at once. A fast program's arena and its kernels' scratch
+buffers serve one run at a time, so each run takes a program from a pool of idle ones and puts it back
+when done; a run that finds the pool empty builds another (same steps, its own arena). The pool thus
+holds as many programs as there were runs in flight at once, and a single-threaded caller only ever
+uses the first. The ``eval`` path keeps its values in a list per run and shares nothing.
 """
 from __future__ import annotations
 
@@ -111,12 +117,28 @@ class NumpyExecutable:
         self.fast = (os.environ.get(FAST_ENV_VAR, "1") != "0") if fast is None else fast
         #: The fast steps (program.py), or None when this graph runs on ``eval``.
         self.program: Program | None = None
+        #: Programs no run is using now (``program`` and any built for concurrent runs): see ``_take``.
+        self._idle: list[Program] = []
+        self._memory = None
         self._bound: dict[tuple, "NumpyExecutable"] = {}  # a symbolic plan's executables per binding
         if self.fast and not self.check_memory and not self._captures:
             memory = self._static_memory()
             if memory is not None:
-                self.program = Program(graph, memory, self._values, self._steps, self._const_slots,
-                                       self._output_slots, self._value_sized, self.memory_limit)
+                self._memory = memory
+                self.program = self._new_program()
+                self._idle.append(self.program)
+
+    def _new_program(self) -> Program:
+        return Program(self.graph, self._memory, self._values, self._steps, self._const_slots,
+                       self._output_slots, self._value_sized, self.memory_limit)
+
+    def _take(self) -> Program:
+        """An idle program for one run (a new one when every program is in a run now); give it back with
+        ``self._idle.append``. ``list.pop``/``append`` are atomic, so no lock is taken on the hot path."""
+        try:
+            return self._idle.pop()
+        except IndexError:
+            return self._new_program()
 
     def _static_memory(self):
         """The memory plan when every input and planned value has a static shape, else None."""
@@ -143,16 +165,19 @@ class NumpyExecutable:
     def run_into(self, args: list, outs: list) -> None:
         """Run the fast steps on input arrays (in input order, unchecked) writing the outputs into ``outs``
         (used for fused group bodies: the caller owns the output buffers)."""
-        prog = self.program
-        env = prog.template.copy()
-        for s, x in zip(self._input_slots, args):
-            env[s] = x
-        written = prog.written_outputs
-        for s, x in zip(self._output_slots, outs):
-            if s in written:
+        prog = self._take()
+        try:
+            env = prog.template.copy()
+            for s, x in zip(self._input_slots, args):
                 env[s] = x
-        for step in prog.steps:
-            step(env)
+            written = prog.written_outputs
+            for s, x in zip(self._output_slots, outs):
+                if s in written:
+                    env[s] = x
+            for step in prog.steps:
+                step(env)
+        finally:
+            self._idle.append(prog)
         for s, x in zip(self._output_slots, outs):
             if env[s] is not x:  # an input passed through, or a new array from an op run by eval
                 np.copyto(x, env[s])
@@ -209,7 +234,13 @@ class NumpyExecutable:
         return [env[s] for s in self._output_slots]
 
     def _run_fast(self, checked) -> list:
-        prog = self.program
+        prog = self._take()
+        try:
+            return self._run_program(prog, checked)
+        finally:
+            self._idle.append(prog)
+
+    def _run_program(self, prog: Program, checked) -> list:
         env = prog.new_env()
         for v, s in zip(self.graph.inputs, self._input_slots):
             env[s] = checked[v]
