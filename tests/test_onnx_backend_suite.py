@@ -22,10 +22,6 @@ KINDS = ("OnnxBackendSimpleModelTest", "OnnxBackendPyTorchConvertedModelTest",
 
 #: test name -> why it fails (strict xfail).
 EXPECTED_FAILURES: dict[str, str] = {
-    "test_gradient_of_add_cpu": "Gradient (ai.onnx.preview.training) is not implemented yet",
-    "test_gradient_of_add_and_mul_cpu": "Gradient (ai.onnx.preview.training) is not implemented yet",
-    **{f"test_PReLU_{d}d_multiparam_cpu": "opset-6 PRelu applies a 1-D slope per channel (axis 1); graphc broadcasts "
-       "it from the right as opset 7 does" for d in (1, 2, 3)},
 }
 
 

@@ -536,9 +536,13 @@ def import_model(source: Any, infer: bool = True, memory_limit: int | str | None
     g.metadata["source"] = label
     if imp.expanded:
         g.metadata["expanded_functions"] = ",".join(f"{k}x{v}" for k, v in sorted(imp.expanded.items()))
-    if infer:
+    if infer or any(n.op_type == "Gradient" and n.domain == "ai.onnx.preview.training" for n in g.nodes):
+        from .gradient import expand_gradients
+
         try:
             infer_shapes(g, memory_limit=limit)
+            if expand_gradients(g):  # ONNX's Gradient op, computed by graphc's autodiff
+                infer_shapes(g, memory_limit=limit)
         except GraphcError as e:
             raise type(e)(f"{label}: {e}") from None
     return g

@@ -691,6 +691,28 @@ def _prelu(node, x, slope):
         return np.broadcast_to(r, x.shape).astype(x.dtype, copy=False)
 
 
+def _prelu_channel_slope(node: Node, graph: Graph) -> None:
+    """Opset < 7: a 1-D slope of C values is per channel (axis 1 of an N x C x ... input), not broadcast from
+    the right; it becomes a C x 1 x ... x 1 slope (a reshaped constant, or an Unsqueeze node)."""
+    x, slope = node.inputs[0], node.inputs[1]
+    rank_x = x.type.rank if isinstance(x.type, TensorType) else None
+    shape_s = slope.data.shape if slope.data is not None else \
+        tuple(slope.type.shape) if isinstance(slope.type, TensorType) and slope.type.shape is not None else None
+    if rank_x is None or rank_x < 3 or shape_s is None or len(shape_s) != 1 or shape_s[0] == 1:
+        return  # a shared slope, or a rank where axis 1 is the last axis: right-aligned broadcasting agrees
+    pad = rank_x - 2
+    if slope.data is not None:
+        node.inputs[1] = graph.add_constant(slope.data.reshape(shape_s + (1,) * pad), f"{node.name}_slope")
+        return
+    axes = graph.add_constant(np.arange(1, 1 + pad, dtype=np.int64), f"{node.name}_slope_axes")
+    unsq = graph.add_node("Unsqueeze", [slope, axes], name=f"{node.name}_channel_slope")
+    unsq.opset = None
+    graph.nodes.pop()  # place it right before the node when the node is already in the graph
+    where = next((i for i, n in enumerate(graph.nodes) if n is node), len(graph.nodes))
+    graph.nodes.insert(where, unsq)
+    node.inputs[1] = unsq.outputs[0]
+
+
 def _infer_prelu(ctx: InferContext) -> list:
     check_dtype(ctx, 0, FLOATS | {DType.int32, DType.int64, DType.uint32, DType.uint64})
     _same_dtypes(ctx, (0, 1))
@@ -703,7 +725,7 @@ def _infer_prelu(ctx: InferContext) -> list:
 
 
 register(OpDef("PRelu", eval=_prelu, infer=_infer_prelu, kind=Kind.BROADCAST, inputs=(2, 2),
-               upgrades=_OLD_UNARY, family=FAMILY))
+               upgrades={**_OLD_UNARY, 7: _prelu_channel_slope}, family=FAMILY))
 
 
 # ==== gradients ==========================================================================================

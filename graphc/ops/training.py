@@ -1,4 +1,5 @@
-"""Training operators of the ``ai.onnx.preview.training`` domain: the optimizer updates Momentum, Adagrad, Adam.
+"""Training operators of the ``ai.onnx.preview.training`` domain: the optimizer updates Momentum, Adagrad, Adam,
+and Gradient.
 
 Each takes a learning rate R, an update count T, then groups of equally many tensors (values to
 optimize, their gradients, then the optimizer's state), and returns the new values followed by the
@@ -119,6 +120,34 @@ register(OpDef("Adam", eval=_adam_eval, infer=_infer_optimizer(4), domain=DOMAIN
                doc="One step of Adam."))
 
 
+# ---- Gradient: dy/dx of values of the enclosing graph ---------------------------------------------------
+def _gradient_eval(node, *inputs):
+    raise ExecutionError(f"{node_label(node)}: a Gradient node is replaced by graphc's autodiff when the model is "
+                         f"imported (graphc.frontends.onnx.gradient); it cannot run on its own")
+
+
+def _infer_gradient(ctx: InferContext):
+    """One output per name in ``xs``, each of the type of the input that name refers to."""
+    node = ctx.node
+    by_name = {v.name: v for v in node.inputs if v is not None}
+    out = []
+    for name in node.attrs.get("xs") or []:
+        if name not in by_name:
+            ctx.fail(f"xs names '{name}', which is not one of the node's inputs")
+        out.append(by_name[name].type)
+    if len(out) != len(node.outputs):
+        ctx.fail(f"{len(node.outputs)} outputs for {len(out)} names in xs; expected one output per x")
+    return out
+
+
+register(OpDef("Gradient", eval=_gradient_eval, infer=_infer_gradient, domain=DOMAIN, family=FAMILY,
+               kind=Kind.OPAQUE, inputs=(1, 2**31), outputs=(1, 2**31),
+               attrs={"xs": Attr("strings", REQUIRED), "y": Attr("string", REQUIRED), "zs": Attr("strings", None)},
+               doc="The gradient of y with respect to each of xs, values of the enclosing graph; the ONNX importer "
+                   "replaces it by the nodes graphc's autodiff builds."))
+
+
 # ---- gradients: none (graphc.autodiff names these ops when one cuts a gradient path) -----------------
 set_grads({}, {name: "it is an optimizer's update step, not part of a differentiated function"
                for name in ("Momentum", "Adagrad", "Adam")}, domain=DOMAIN)
+set_grads({}, {"Gradient": "the importer replaces it by the gradient nodes it stands for"}, domain=DOMAIN)
