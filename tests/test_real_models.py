@@ -59,8 +59,9 @@ def test_silero_vad_from_pypi_matches_onnxruntime(tmp_path):
         pytest.skip(f"PyPI not reachable for {spec.wheel[0]}: {e}")
     assert rm.sha256(rm.model_path("silero_vad", str(tmp_path))).startswith("2623a2953f6f")
     check(rm.compare(spec, str(tmp_path)))
-    # both branches of its If: 8 kHz takes 256 samples a frame; a carried state as the streaming loop passes it
-    for sr, n in ((8000, 256), (16000, 512)):
+    # both branches of its If (a chunk and the context before it: 256 + 32 at 8 kHz, 512 + 64 at 16 kHz), with
+    # a state carried over as the streaming loop passes it
+    for sr, n in ((8000, 288), (16000, 576)):
         feeds = {"input": rm.speech(n, 2, seed=sr), "sr": np.array(sr, np.int64),
                  "state": np.random.default_rng(sr).standard_normal((2, 2, 128)).astype(np.float32)}
         path = rm.model_path("silero_vad", str(tmp_path))
