@@ -216,7 +216,8 @@ DDDDOCR = "ddddocr==1.6.1"
 SPECS = [
     Spec("rapidocr_det", "OCR text detector (PP-OCRv4 DBNet: BatchNorm, HardSigmoid, ConvTranspose, Resize)",
          f"{RAPIDOCR}, rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx (paddle2onnx)",
-         lambda: {"x": text_page(160, 224)}, wheel=(RAPIDOCR, "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx")),
+         lambda: {"x": text_page(160, 224)},
+         wheel=(RAPIDOCR, "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx")),
     Spec("rapidocr_rec", "OCR text recognizer (PP-OCRv4 SVTR: conv stem, attention, CTC softmax over 6625)",
          f"{RAPIDOCR}, rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx (paddle2onnx)",
          lambda: {"x": text_line(48, 320)}, wheel=(RAPIDOCR, "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx")),
@@ -230,8 +231,8 @@ SPECS = [
          lambda: {"input": speech(576, 3), "state": np.zeros((2, 3, 128), np.float32),
                   "sr": np.array(16000, np.int64)},
          wheel=("silero-vad==5.1.2", "silero_vad/data/silero_vad.onnx")),
-    Spec("magika", "file-type classifier over 2048 bytes (int32 ids one-hot by Equal, Conv, GlobalMaxPool, dense layers, "
-         "hand-written layer norm and softmax)",
+    Spec("magika", "file-type classifier over 2048 bytes (int32 ids one-hot by Equal, Conv, GlobalMaxPool, "
+         "dense layers, hand-written layer norm and softmax)",
          "magika==1.0.3, magika/models/standard_v3_3/model.onnx",
          lambda: {"bytes": np.random.default_rng(0).integers(0, 257, (4, 2048)).astype(np.int32)},
          wheel=("magika==1.0.3", "magika/models/standard_v3_3/model.onnx")),
@@ -258,7 +259,8 @@ SPECS = [
          "catboost.CatBoostClassifier(50 trees, depth 5).save_model(format='onnx') fit on "
          "make_classification(600x12, seed 2)",
          lambda: {"features": tabular(64, 12, 2)}, build=build_catboost, needs=("catboost", "sklearn")),
-    Spec("efficientnet_b0", "mobile CNN with squeeze-excite, SiLU and depthwise convolutions (EfficientNet-B0 blocks at 128)",
+    Spec("efficientnet_b0",
+         "mobile CNN with squeeze-excite, SiLU and depthwise convolutions (EfficientNet-B0 blocks at 128)",
          "torch.onnx.export(dynamo=True) of transformers.EfficientNetForImageClassification(EfficientNetConfig("
          "image_size=128, width_coefficient=0.2, hidden_dim=256, num_labels=100)), torch.manual_seed(0), "
          "He/BatchNorm re-initialized",
