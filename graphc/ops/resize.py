@@ -40,6 +40,8 @@ def _source_coords(mode: str, out_len: int, in_len: int, scale: float, roi) -> n
         return y * (in_len - 1) / (length - 1) if length != 1 else np.zeros(out_len)
     if mode == "asymmetric":
         return y / scale
+    if mode == "tf_half_pixel_for_nn":  # Resize-11 only
+        return (y + 0.5) / scale
     if mode == "tf_crop_and_resize":
         lo, hi = roi
         if length > 1:
@@ -163,7 +165,21 @@ def _eval_resize(node, x, roi=None, scales=None, sizes=None):
     return y.astype(x.dtype)
 
 
+#: The values each string attribute of Resize may take (the operator's specification, opsets 10-19).
+RESIZE_CHOICES = {
+    "mode": ("nearest", "linear", "cubic"),
+    "coordinate_transformation_mode": ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners",
+                                       "asymmetric", "tf_half_pixel_for_nn", "tf_crop_and_resize"),
+    "nearest_mode": ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil"),
+    "keep_aspect_ratio_policy": ("stretch", "not_larger", "not_smaller"),
+}
+
+
 def _infer_resize(ctx):
+    for name, choices in RESIZE_CHOICES.items():
+        value = ctx.attr(name)
+        if value is not None and value not in choices:
+            ctx.fail(f"attribute {name}='{value}' is not one of {', '.join(choices)}")
     s, dt = ctx.shape(0), ctx.dtype(0)
     if s is None:
         return [tt(dt, None)]
