@@ -70,3 +70,20 @@ def test_a_project_with_its_own_runtime_frontends_and_models_changes_nothing(tmp
     r = subprocess.run([sys.executable, "-m", "graphc.models.light", "squeezenet"], cwd=tmp_path,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.strip().endswith("light_squeezenet.onnx"), r.stderr
+
+
+def test_nothing_in_the_repository_points_outside_it():
+    """docs/architecture.md is the architecture a user reads; no file may send readers to ../shared."""
+    import subprocess as sp
+
+    files = sp.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    bad = []
+    for rel in files:
+        if rel.endswith((".py", ".md", ".toml", ".sh", ".txt", ".cfg")) or rel == ".ci/run":
+            with open(os.path.join(ROOT, rel), encoding="utf-8", errors="replace") as f:
+                if "../shared" in f.read().replace("tests/test_layout.py", ""):
+                    bad.append(rel)
+    bad = [b for b in bad if b != "tests/test_layout.py"]
+    assert not bad, bad
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        assert "docs/architecture.md" in f.read()
