@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import weakref
 from typing import Mapping, Sequence
 
 from .errors import GraphcError
 from .ir import Graph, TensorType
-from .plan import Plan
+from .plan import Plan, continue_symbols
 
 STAGES = ("imported", "simplified", "fused", "planned")
 LEVELS = (0, 1, 2)
@@ -84,4 +85,91 @@ def plan_schedule(graph: Graph):
     return best[1], best[0]
 
 
-__all__ = ["LEVELS", "STAGES", "compile", "plan_schedule"]
+#: Each plan's bound copies, per binding (see ``bind``); an entry goes with its plan.
+_BOUND: "weakref.WeakKeyDictionary[Plan, dict[tuple, Plan]]" = weakref.WeakKeyDictionary()
+
+
+def bind(plan: Plan, sizes: Mapping[str, int]) -> Plan:
+    """``plan`` with symbolic dims bound (a copy, shapes re-inferred, memory planned); cached per plan.
+
+    What the sizes make constant folds (``Shape`` and the arithmetic on it, the Reshape targets, Slice
+    bounds and ConstantOfShape shapes computed from it: constant folding and dead-code elimination, the
+    new constants moved into the fused groups that read them), so that a backend generating kernels for
+    static shapes sees constants; nothing else is re-optimized: the other nodes keep their order.
+    """
+    from .passes.bind import bind_symbols
+    from .passes.memory import plan_memory
+
+    fixed = plan.options.get("sets") or {}
+    sizes = {k: int(v) for k, v in sizes.items() if fixed.get(k) != int(v)}  # bound when compiled: fine
+    unknown = [k for k in sizes if k not in plan.symbols]
+    if unknown:
+        raise GraphcError(f"cannot set {', '.join(unknown)}: the plan's inputs have no such symbolic dim "
+                          f"(open symbols: {', '.join(plan.symbols) or 'none'}; bound when compiled: "
+                          f"{', '.join(f'{k}={v}' for k, v in fixed.items()) or 'none'})")
+    if not sizes:
+        return plan
+    key = tuple(sorted(sizes.items()))
+    cache = _BOUND.setdefault(plan, {})
+    if key not in cache:
+        g = plan.graph.copy()
+        continue_symbols(g)
+        bind_symbols(g, sizes)
+        _fold_bound(g)
+        mem = plan_memory(g)
+        cache[key] = Plan(g, plan.level, mem, plan.fusion, plan.passes, dict(plan.stage_seconds), plan.source,
+                          dict(plan.options, sets=dict(plan.options.get("sets") or {}, **sizes)),
+                          plan.graphc_version)
+    return cache[key]
+
+
+def _fold_bound(g: Graph) -> None:
+    """Fold what the bound sizes made constant (see ``bind``), then re-infer the types."""
+    from .passes.fold import fold_constants
+    from .passes.infer_shapes import infer_shapes
+
+    for _ in range(len(g.nodes) + 1):  # a round folds whole chains; another only after a group's output folded
+        if not (fold_constants(g) | _fold_groups(g)):
+            break
+    infer_shapes(g)
+
+
+def _fold_groups(g: Graph) -> bool:
+    """In each fused group: constant inputs move into the body, as fusion does with the constants it sees
+    (small ones, or any that is not floating point: a body's Reshape then reads its shape as a constant), the
+    body folds, and an output that folded becomes a constant of ``g`` (a group left without one goes)."""
+    from .passes.dce import remove_dead
+    from .passes.fold import fold_constants
+    from .passes.fusion import BODY_CONSTANT_LIMIT, FUSED_DOMAIN, FUSED_OP
+
+    changed = False
+    for node in g.nodes:
+        if node.domain != FUSED_DOMAIN or node.op_type != FUSED_OP:
+            continue
+        body = node.attrs["body"]
+        moved = False
+        for v, b in zip(node.inputs, body.inputs):
+            data = v.data if v is not None else None
+            if data is not None and (data.size <= BODY_CONSTANT_LIMIT or data.dtype.kind not in "fc"):
+                b.data, b.type = data, v.type  # the body's Value itself: its readers need no rewiring
+                body.constants[b.name] = b
+                moved = True
+        if moved:
+            kept = [(v, b) for v, b in zip(node.inputs, body.inputs) if b.data is None]
+            node.inputs, body.inputs = [v for v, _ in kept], [b for _, b in kept]
+        if not (fold_constants(body) or moved):
+            continue
+        changed = True
+        for v, b in zip(node.outputs, body.outputs):
+            if b.data is not None:
+                v.data, v.type, v.producer = b.data, b.type, None
+                g.constants[v.name] = v
+        kept = [(v, b) for v, b in zip(node.outputs, body.outputs) if b.data is None]
+        node.outputs, body.outputs = [v for v, _ in kept], [b for _, b in kept]
+    if changed:
+        g.nodes = [n for n in g.nodes if n.outputs]
+        remove_dead(g)  # the constants no node reads now
+    return changed
+
+
+__all__ = ["LEVELS", "STAGES", "bind", "compile", "plan_schedule"]

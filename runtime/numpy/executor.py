@@ -137,7 +137,9 @@ class NumpyExecutable:
         if exe is None:
             if len(self._bound) >= 16:
                 return None
-            exe = self._bound[key] = NumpyExecutable(self.plan.bind(bindings), self.memory_limit, False, True)
+            from graphc.compiler import bind
+
+            exe = self._bound[key] = NumpyExecutable(bind(self.plan, bindings), self.memory_limit, False, True)
         return exe if exe.program is not None else None
 
     def run_into(self, args: list, outs: list) -> None:
