@@ -324,10 +324,11 @@ def cmd_compile(args) -> int:
 
 
 # ---- profile and bench ------------------------------------------------------------------------
-def prepare_compiled(graph, level: int, backend: str = "numpy"):
+def prepare_compiled(graph, level: int, backend: str = "numpy", consume: bool = False):
     """(executable, how it was made) for ``graph`` compiled by graphc.compiler at ``level``; the imported
     graph runs as it is while graphc.compiler does not exist, and a plan's graph while the backend
-    does not take a Plan."""
+    does not take a Plan. ``consume``: the caller has no other use for ``graph`` (compiled in place, its
+    replaced weights released)."""
     from graphc.runtime import get_backend
 
     try:
@@ -336,7 +337,7 @@ def prepare_compiled(graph, level: int, backend: str = "numpy"):
         if e.name != "graphc.compiler":
             raise
         return get_backend(backend).prepare(graph), "unoptimized: graphc.compiler is not available"
-    plan = compile(graph, level=level)
+    plan = compile(graph, level=level, consume=consume)
     try:
         return get_backend(backend).prepare(plan), f"-O{level}"
     except (AttributeError, TypeError):

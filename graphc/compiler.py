@@ -8,7 +8,12 @@ Stages, each printable with ``graphc show MODEL --stage NAME``:
 - ``fused``: ``passes.fusion.fuse`` groups ops into ``graphc.FusedGroup`` nodes;
 - ``planned``: nodes in a memory-friendly schedule and a buffer assignment from liveness.
 
-Levels: ``-O0`` plans memory only, ``-O1`` simplifies too, ``-O2`` (the default) also fuses.
+Levels: ``-O0`` plans memory only, ``-O1`` simplifies too, ``-O2`` (the default) also lays constant Gemm
+weights out for the product and fuses.
+
+Weights are held once: a folded or re-laid-out constant replaces its source in the graph being compiled,
+and ``consume=True`` compiles the caller's graph itself instead of a copy, so that a source the plan no
+longer reads is released as soon as it is replaced (with a copy, the caller's graph keeps every source).
 """
 from __future__ import annotations
 
@@ -26,10 +31,13 @@ LEVELS = (0, 1, 2)
 
 
 def compile(graph: Graph, level: int = 2, input_shapes: Mapping[str, Sequence[int]] | None = None,
-            sets: Mapping[str, int] | None = None, until: str = "planned", source: str = "") -> Plan:
+            sets: Mapping[str, int] | None = None, until: str = "planned", source: str = "",
+            consume: bool = False) -> Plan:
     """Optimize a copy of ``graph`` into a Plan (``graph`` itself is left as it was).
 
     ``until`` stops after a stage (see STAGES): the plan then holds the graph as that stage left it.
+    ``consume``: optimize ``graph`` itself, which becomes the plan's graph (for a caller that has no other
+    use for it: the weights the plan no longer reads are released while compiling).
     """
     from .passes.bind import bind_symbols, set_input_shapes
     from .passes.infer_shapes import infer_shapes
@@ -41,7 +49,7 @@ def compile(graph: Graph, level: int = 2, input_shapes: Mapping[str, Sequence[in
     stop = STAGES.index(until)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    g = graph.copy()
+    g = graph if consume else graph.copy()
     if input_shapes:
         set_input_shapes(g, input_shapes)
     if sets:
@@ -62,6 +70,7 @@ def compile(graph: Graph, level: int = 2, input_shapes: Mapping[str, Sequence[in
         from .passes.fusion import fuse
 
         t0 = time.perf_counter()
+        lay_out_weights(g)
         plan.fusion = fuse(g)
         seconds["fused"] = time.perf_counter() - t0
     if stop >= 3:
@@ -69,6 +78,40 @@ def compile(graph: Graph, level: int = 2, input_shapes: Mapping[str, Sequence[in
         g.nodes, plan.memory = plan_schedule(g)
         seconds["planned"] = time.perf_counter() - t0
     return plan
+
+
+def lay_out_weights(graph: Graph) -> int:
+    """Give each Gemm that reads a constant 2-D ``B`` with ``transB=1`` that ``B`` transposed (C-contiguous)
+    and ``transB=0``: the backends then multiply by the weights as the graph holds them (the NumPy backend
+    would otherwise keep a transposed copy beside them for the whole run). The transposed constant replaces
+    its source, which goes when nothing else reads it. Returns how many Gemms changed."""
+    import numpy as np
+
+    from .ops.interpret import node_captures
+    from .passes.dce import remove_dead
+
+    reads: dict[int, int] = {}  # how many times each value is read (a subgraph's captures count as reads)
+    for node in graph.nodes:
+        for v in node.inputs:
+            if v is not None:
+                reads[id(v)] = reads.get(id(v), 0) + 1
+        if node.subgraphs():
+            reads.update({id(v): 2 for v in node_captures(node)})
+    reads.update({id(v): 2 for v in graph.outputs if v is not None})
+    changed = 0
+    for node in graph.nodes:
+        b = node.inputs[1] if node.op_type == "Gemm" and node.domain == "" and len(node.inputs) > 1 else None
+        if b is None or not node.attrs.get("transB", 0) or graph.constants.get(b.name) is not b \
+                or b.data is None or np.ndim(b.data) != 2:
+            continue
+        node.inputs[1] = graph.add_constant(np.ascontiguousarray(np.asarray(b.data).T), b.name)
+        node.attrs["transB"] = 0
+        if reads.get(id(b)) == 1:
+            del graph.constants[b.name]  # at once: the two copies of a large weight are not held together long
+        changed += 1
+    if changed:
+        remove_dead(graph)  # the sources no node reads now
+    return changed
 
 
 def plan_schedule(graph: Graph):
@@ -172,4 +215,4 @@ def _fold_groups(g: Graph) -> bool:
     return changed
 
 
-__all__ = ["LEVELS", "STAGES", "bind", "compile", "plan_schedule"]
+__all__ = ["LEVELS", "STAGES", "bind", "compile", "lay_out_weights", "plan_schedule"]

@@ -12,6 +12,7 @@ both). It sits above ``graphc.ops`` (it asks the OpDefs for attribute types) and
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Callable
 
 import numpy as np
@@ -122,7 +123,14 @@ def constant_value(name: str, data: np.ndarray) -> Value:
     return Value(name, TensorType(dtype, data.shape), data=data)
 
 
-def _read_external(t: TensorProto, model_dir: str | None, label: str) -> TensorProto:
+#: Element types whose raw bytes are the array's bytes as they are (no packing, no ml_dtypes conversion).
+_PLAIN_TYPES = frozenset({TensorProto.FLOAT, TensorProto.UINT8, TensorProto.INT8, TensorProto.UINT16, TensorProto.INT16,
+                          TensorProto.INT32, TensorProto.INT64, TensorProto.BOOL, TensorProto.FLOAT16,
+                          TensorProto.DOUBLE, TensorProto.UINT32, TensorProto.UINT64})
+
+
+def _read_external(t: TensorProto, model_dir: str | None, label: str) -> bytes:
+    """The bytes of a tensor kept in an external file (which must lie inside ``model_dir``)."""
     info = {e.key: e.value for e in t.external_data}
     loc = info.get("location", "")
     where = f"{label}: tensor '{t.name}'"
@@ -150,13 +158,20 @@ def _read_external(t: TensorProto, model_dir: str | None, label: str) -> TensorP
                                 f"'{loc}' ({size} bytes)")
     with open(full, "rb") as f:
         f.seek(offset)
-        raw = f.read(length if length is not None else -1)
+        return f.read(length if length is not None else -1)
+
+
+def _decode_raw(t: TensorProto, raw: bytes) -> np.ndarray:
+    """``numpy_helper.to_array`` of ``t`` holding ``raw`` as its raw data. Where the bytes need no conversion,
+    the array is a view of them (not first copied into a TensorProto: the weights are held once)."""
+    if t.data_type in _PLAIN_TYPES and not t.HasField("segment") and sys.byteorder == "little":
+        return np.frombuffer(raw, dtype=DType(t.data_type).np).reshape(tuple(t.dims))
     copy = TensorProto()
     copy.CopyFrom(t)
     del copy.external_data[:]
     copy.data_location = TensorProto.DEFAULT
     copy.raw_data = raw
-    return copy
+    return numpy_helper.to_array(copy)
 
 
 def tensor_to_array(t: TensorProto, model_dir: str | None = None, label: str = "model", limit: int = 0) -> np.ndarray:
@@ -167,10 +182,9 @@ def tensor_to_array(t: TensorProto, model_dir: str | None = None, label: str = "
         raise ModelLoadError(f"{label}: tensor '{t.name}' has unknown element type code {t.data_type}") from None
     # Before reading or decoding anything: a few bytes of protobuf may declare dims of 10^18 elements.
     check_size(f"{label}: tensor '{t.name}'", DType(t.data_type), [int(d) for d in t.dims], limit)
-    if t.data_location == TensorProto.EXTERNAL:
-        t = _read_external(t, model_dir, label)
+    raw = _read_external(t, model_dir, label) if t.data_location == TensorProto.EXTERNAL else None
     try:
-        arr = numpy_helper.to_array(t)
+        arr = numpy_helper.to_array(t) if raw is None else _decode_raw(t, raw)
     except Exception as e:
         raise ModelLoadError(f"{label}: tensor '{t.name}' ({DType(t.data_type).name}{list(t.dims)}) cannot be "
                              f"decoded: {e}") from None
@@ -209,6 +223,120 @@ def array_to_sparse(arr) -> onnx.SparseTensorProto:
     idx = np.flatnonzero(arr).astype(np.int64)
     return onnx.helper.make_sparse_tensor(array_to_tensor(arr.reshape(-1)[idx]), array_to_tensor(idx),
                                           list(arr.shape))
+
+
+# ---- a model's weights left in its file ------------------------------------------------------------
+#: Initializers with at least this many bytes of raw data are read from the model file one at a time.
+IN_FILE_MIN_BYTES = 1 << 16
+
+_MODEL_GRAPH, _GRAPH_INITIALIZER = 7, 5  # field numbers in onnx.proto
+_TENSOR_DATA_TYPE, _TENSOR_SEGMENT, _TENSOR_RAW_DATA, _TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION = 2, 3, 9, 13, 14
+
+
+class _Malformed(Exception):
+    pass
+
+
+def _varint(buf, pos: int, end: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= end or shift > 63:
+            raise _Malformed
+        b = buf[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            return value, pos
+
+
+def _encode_varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _fields(buf, start: int, end: int):
+    """(field number, wire type, where the field starts, where its payload starts, where it ends) of each
+    field of the message in ``buf[start:end]``."""
+    pos = start
+    while pos < end:
+        tag, p = _varint(buf, pos, end)
+        field, wire = tag >> 3, tag & 7
+        if field == 0:
+            raise _Malformed
+        if wire == 0:
+            _, stop = _varint(buf, p, end)
+        elif wire == 1:
+            stop = p + 8
+        elif wire == 5:
+            stop = p + 4
+        elif wire == 2:
+            n, p = _varint(buf, p, end)
+            stop = p + n
+        else:  # groups: not in onnx.proto
+            raise _Malformed
+        if stop > end:
+            raise _Malformed
+        yield field, wire, pos, p, stop
+        pos = stop
+
+
+def _length_delimited(field: int, parts: list) -> list:
+    size = sum(len(x) for x in parts)
+    return [_encode_varint(field << 3 | 2), _encode_varint(size), *parts]
+
+
+def _tensor_in_file(buf, start: int, end: int, location: str, min_bytes: int) -> list | None:
+    """The parts of a TensorProto whose raw data stays in the file (an external-data reference to it), or
+    None to keep the tensor as it is."""
+    fields = list(_fields(buf, start, end))
+    raw = [f for f in fields if f[0] == _TENSOR_RAW_DATA]
+    dtype = [f for f in fields if f[0] == _TENSOR_DATA_TYPE]
+    if len(raw) != 1 or raw[0][1] != 2 or raw[0][4] - raw[0][3] < min_bytes or len(dtype) != 1 or dtype[0][1] != 0:
+        return None
+    if any(f[0] in (_TENSOR_SEGMENT, _TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION) for f in fields):
+        return None
+    if _varint(buf, dtype[0][3], dtype[0][4])[0] not in _PLAIN_TYPES:
+        return None
+    parts = [buf[f[2]:f[4]] for f in fields if f[0] != _TENSOR_RAW_DATA]
+    for key, value in (("location", location), ("offset", str(raw[0][3])), ("length", str(raw[0][4] - raw[0][3]))):
+        entry = _length_delimited(1, [key.encode()]) + _length_delimited(2, [value.encode()])
+        parts += _length_delimited(_TENSOR_EXTERNAL_DATA, entry)
+    parts += [_encode_varint(_TENSOR_DATA_LOCATION << 3), _encode_varint(TensorProto.EXTERNAL)]
+    return parts
+
+
+def weights_left_in_file(buf, location: str, min_bytes: int = IN_FILE_MIN_BYTES) -> bytes | None:
+    """The serialized model ``buf`` (the bytes of the file ``location``, e.g. an mmap) with the raw data of
+    its main graph's large initializers left in the file: each becomes an external-data reference to its
+    own bytes there, so that decoding reads one tensor at a time instead of the whole model twice (file
+    bytes and proto). Only the message headers are read: the weights' pages are not touched. None when
+    nothing would move or ``buf`` is not a model this can follow (then parse it as it is)."""
+    try:
+        end = len(buf)
+        graphs = [f for f in _fields(buf, 0, end) if f[0] == _MODEL_GRAPH]
+        if len(graphs) != 1 or graphs[0][1] != 2:
+            return None
+        _, _, g_field, g_start, g_end = graphs[0]
+        graph_parts: list = []
+        moved = False
+        for field, wire, at, p, stop in _fields(buf, g_start, g_end):
+            tensor = _tensor_in_file(buf, p, stop, location, min_bytes) \
+                if field == _GRAPH_INITIALIZER and wire == 2 else None
+            if tensor is None:
+                graph_parts.append(buf[at:stop])
+            else:
+                graph_parts += _length_delimited(_GRAPH_INITIALIZER, tensor)
+                moved = True
+    except _Malformed:
+        return None
+    if not moved:
+        return None
+    return b"".join([buf[:g_field], *_length_delimited(_MODEL_GRAPH, graph_parts), buf[g_end:]])
 
 
 # ---- attributes ---------------------------------------------------------------------------------
@@ -384,4 +512,4 @@ class GraphEncoder:
 
 __all__ = ["ATTR_KIND", "Decoder", "GraphEncoder", "array_to_sparse", "array_to_tensor", "attribute_kind",
            "attribute_to_proto", "constant_value", "decode_string", "node_attribute_kind", "sparse_to_array",
-           "tensor_to_array", "type_from_proto", "type_to_proto", "value_info"]
+           "tensor_to_array", "type_from_proto", "type_to_proto", "value_info", "weights_left_in_file"]

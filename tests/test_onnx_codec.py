@@ -126,3 +126,81 @@ def test_encoder_types_attributes_by_the_opdef_and_writes_a_checkable_graph():
     assert enc.opsets == {"": 1}
     model = onnx.helper.make_model(gp, opset_imports=[onnx.helper.make_opsetid("", 21)])
     onnx.checker.check_model(model)
+
+
+# ---- weights left in the model file -----------------------------------------------------------------
+def _gemm_model(n=300, path=None):
+    from onnx import helper as oh
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((n, n)).astype(np.float32)
+    g = oh.make_graph([oh.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)], "g",
+                      [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, n])],
+                      [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, n])],
+                      initializer=[array_to_tensor(w, "w"), array_to_tensor(np.ones(n, np.float32), "b")])
+    model = oh.make_model(g, opset_imports=[oh.make_opsetid("", 21)])
+    if path is not None:
+        onnx.save(model, str(path))
+    return model, w
+
+
+def test_large_initializers_stay_in_the_file_as_references_to_their_own_bytes(tmp_path):
+    from graphc.frontends.onnx import import_model, load_model_proto
+    from graphc.onnx_codec import weights_left_in_file
+
+    model, w = _gemm_model(path=tmp_path / "m.onnx")
+    data = (tmp_path / "m.onnx").read_bytes()
+    stripped = onnx.ModelProto.FromString(weights_left_in_file(data, "m.onnx"))
+    big, small = stripped.graph.initializer
+    info = {e.key: e.value for e in big.external_data}
+    assert big.data_location == onnx.TensorProto.EXTERNAL and not big.HasField("raw_data") and info["location"] == "m.onnx"
+    assert data[int(info["offset"]):int(info["offset"]) + int(info["length"])] == w.tobytes()
+    assert small.HasField("raw_data") and not small.external_data  # under IN_FILE_MIN_BYTES: kept inline
+    assert load_model_proto(str(tmp_path / "m.onnx"), weights_in_file=True)[0].graph.initializer[0].external_data
+    from_path, from_bytes = import_model(str(tmp_path / "m.onnx")), import_model(data)
+    assert str(from_path) == str(from_bytes)
+    np.testing.assert_array_equal(from_path.constants["w"].data, w)
+    assert weights_left_in_file(data, "m.onnx", min_bytes=len(data)) is None  # nothing large: parse as it is
+    assert weights_left_in_file(data[:-7], "m.onnx") is None  # truncated: the full read reports it
+    assert weights_left_in_file(b"\x00\x01garbage", "m.onnx") is None
+
+
+def test_a_truncated_model_file_gets_the_usual_error(tmp_path):
+    from graphc.frontends.onnx import import_model
+
+    _gemm_model(path=tmp_path / "m.onnx")
+    data = (tmp_path / "m.onnx").read_bytes()
+    (tmp_path / "m.onnx").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelLoadError, match="not a valid ONNX model"):
+        import_model(str(tmp_path / "m.onnx"))
+
+
+# ---- weights held once by the compiler ----------------------------------------------------------------
+def test_gemm_weights_are_laid_out_once_and_replace_their_source(tmp_path):
+    from graphc.compiler import compile, lay_out_weights
+    from graphc.frontends.onnx import import_model
+    from graphc.runtime import get_backend
+
+    model, w = _gemm_model(n=8)
+    g = import_model(model)
+    x = np.random.default_rng(1).standard_normal((2, 8)).astype(np.float32)
+    want = get_backend("numpy").prepare(compile(g, level=0)).run({"x": x})[0]
+    plan = compile(g, level=2)
+    (node,) = [n for n in plan.graph.nodes if n.op_type == "Gemm" or "body" in n.attrs]
+    assert "w" in g.constants and g.constants["w"].data is not None  # the caller's graph is left as it was
+    got = get_backend("numpy").prepare(plan).run({"x": x})[0]
+    assert got.tobytes() == want.tobytes()
+    h = import_model(model)
+    assert lay_out_weights(h) == 1 and h.nodes[0].attrs["transB"] == 0
+    (b,) = [v for v in h.constants.values() if v.data.shape == (8, 8)]
+    np.testing.assert_array_equal(b.data, w.T)
+    assert b.data.flags.c_contiguous and "w" not in h.constants  # the source went at once
+
+
+def test_compile_consume_optimizes_the_graph_itself():
+    from graphc.compiler import compile
+    from graphc.frontends.onnx import import_model
+
+    g = import_model(_gemm_model(n=8)[0])
+    plan = compile(g, level=2, consume=True)
+    assert plan.graph is g and "w" not in g.constants

@@ -8,6 +8,7 @@ the model's folder.
 """
 from __future__ import annotations
 
+import mmap
 import os
 from typing import Any
 
@@ -18,14 +19,19 @@ from graphc.errors import GraphcError, InvalidGraphError, ModelLoadError, OpAttr
 from graphc.ir import Graph, Node, TensorType, Value
 from graphc.ir.graph import resolve_scoped
 from graphc.limits import memory_limit as _memory_limit
-from graphc.onnx_codec import ATTR_KIND, Decoder, constant_value, type_from_proto, type_to_proto
+from graphc.onnx_codec import ATTR_KIND, Decoder, constant_value, type_from_proto, type_to_proto, weights_left_in_file
 from graphc.ops import lookup
 from graphc.ops.registry import canonical_domain
 from graphc.passes import infer_shapes
 
 # ---- loading ----------------------------------------------------------------------------------
-def load_model_proto(source: Any) -> tuple[onnx.ModelProto, str | None, str]:
-    """Read a model from a path, bytes or ModelProto. Returns (proto, its folder or None, a label)."""
+def load_model_proto(source: Any, weights_in_file: bool = False) -> tuple[onnx.ModelProto, str | None, str]:
+    """Read a model from a path, bytes or ModelProto. Returns (proto, its folder or None, a label).
+
+    ``weights_in_file``: a model read from a path keeps its large initializers' bytes in the file, as
+    external-data references to the file itself (``onnx_codec.weights_left_in_file``); decoding them then
+    reads one at a time, and the process never holds the whole file beside the parsed proto.
+    """
     if isinstance(source, onnx.ModelProto):
         return source, None, "<ModelProto>"
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -35,12 +41,38 @@ def load_model_proto(source: Any) -> tuple[onnx.ModelProto, str | None, str]:
         raise ModelLoadError(f"{path}: no such file")
     if os.path.isdir(path):
         raise ModelLoadError(f"{path}: is a folder, expected an .onnx file")
+    model_dir = os.path.dirname(os.path.abspath(path))
+    model = _parse_leaving_weights(path, model_dir) if weights_in_file else None
+    if model is not None:
+        return model, model_dir, path
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
         raise ModelLoadError(f"{path}: cannot read: {e.strerror}") from None
-    return _parse(data, path), os.path.dirname(os.path.abspath(path)), path
+    return _parse(data, path), model_dir, path
+
+
+def _parse_leaving_weights(path: str, model_dir: str) -> onnx.ModelProto | None:
+    """The model at ``path`` with its large initializers left in the file, or None where that does not
+    apply (nothing large, the path is a link out of its folder, the bytes do not parse: then the whole
+    file is read as usual, and its errors are reported as usual)."""
+    name = os.path.basename(path)
+    if "\\" in name or os.path.realpath(path) != os.path.join(os.path.realpath(model_dir), name):
+        return None
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            data = weights_left_in_file(mm, name)
+    except (OSError, ValueError):  # ValueError: an empty file cannot be mapped
+        return None
+    if data is None:
+        return None
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except Exception:  # protobuf's DecodeError: the full read reports it
+        return None
+    return model if model.HasField("graph") and model.ir_version > 0 else None
 
 
 def _parse(data: bytes, label: str) -> onnx.ModelProto:
@@ -345,7 +377,7 @@ def import_model(source: Any, infer: bool = True, memory_limit: int | str | None
     naming a tensor larger than ``memory_limit`` (see graphc/limits.py; default from the environment).
     """
     limit = _memory_limit(memory_limit)
-    model, model_dir, label = load_model_proto(source)
+    model, model_dir, label = load_model_proto(source, weights_in_file=True)
     imp = _Importer(model, model_dir, label, limit)
     try:
         g = imp.import_graph(model.graph, [], None)
