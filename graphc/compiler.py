@@ -65,6 +65,7 @@ def compile(graph: Graph, level: int = 2, input_shapes: Mapping[str, Sequence[in
         t0 = time.perf_counter()
         report = simplify(g, level)
         plan.passes = [dataclasses.asdict(r) for r in report.records]
+        _release_replaced()
         seconds["simplified"] = time.perf_counter() - t0
     if stop >= 2 and level >= 2:
         from .passes.fusion import fuse
@@ -72,12 +73,29 @@ def compile(graph: Graph, level: int = 2, input_shapes: Mapping[str, Sequence[in
         t0 = time.perf_counter()
         lay_out_weights(g)
         plan.fusion = fuse(g)
+        _release_replaced()
         seconds["fused"] = time.perf_counter() - t0
     if stop >= 3:
         t0 = time.perf_counter()
         g.nodes, plan.memory = plan_schedule(g)
         seconds["planned"] = time.perf_counter() - t0
     return plan
+
+
+def _release_replaced() -> None:
+    """Free what the passes replaced now, not at the interpreter's next cycle collection: a removed node and
+    its outputs refer to each other (``Value.producer``), so the constants it read (the weights folding
+    replaced) live on until the cycles are collected, beside their replacements and the run's buffers. Then
+    give the freed heap back to the system (glibc keeps it otherwise: the folded weights, mostly under its
+    mmap threshold, leave it fragmented)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def lay_out_weights(graph: Graph) -> int:
