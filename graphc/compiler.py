@@ -98,11 +98,17 @@ def _release_replaced() -> None:
         pass
 
 
-def lay_out_weights(graph: Graph) -> int:
-    """Give each Gemm that reads a constant 2-D ``B`` with ``transB=1`` that ``B`` transposed (C-contiguous)
-    and ``transB=0``: the backends then multiply by the weights as the graph holds them (the NumPy backend
-    would otherwise keep a transposed copy beside them for the whole run). The transposed constant replaces
-    its source, which goes when nothing else reads it. Returns how many Gemms changed."""
+#: Gemm weights of at least this many bytes are laid out by the compiler (a smaller copy is not worth a
+#: rewrite of the graph the backends see).
+LAYOUT_MIN_BYTES = 1 << 20
+
+
+def lay_out_weights(graph: Graph, min_bytes: int = LAYOUT_MIN_BYTES) -> int:
+    """Give each Gemm that reads a constant 2-D ``B`` of at least ``min_bytes`` with ``transB=1`` that ``B``
+    transposed (C-contiguous) and ``transB=0``: the backends then multiply by the weights as the graph holds
+    them (the NumPy backend would otherwise keep a transposed copy beside them for the whole run). The
+    transposed constant replaces its source, which goes when nothing else reads it. Returns how many Gemms
+    changed."""
     import numpy as np
 
     from .ops.interpret import node_captures
@@ -120,7 +126,7 @@ def lay_out_weights(graph: Graph) -> int:
     for node in graph.nodes:
         b = node.inputs[1] if node.op_type == "Gemm" and node.domain == "" and len(node.inputs) > 1 else None
         if b is None or not node.attrs.get("transB", 0) or graph.constants.get(b.name) is not b \
-                or b.data is None or np.ndim(b.data) != 2:
+                or b.data is None or np.ndim(b.data) != 2 or np.asarray(b.data).nbytes < min_bytes:
             continue
         node.inputs[1] = graph.add_constant(np.ascontiguousarray(np.asarray(b.data).T), b.name)
         node.attrs["transB"] = 0
