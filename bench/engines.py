@@ -42,7 +42,7 @@ def _prepare_graphc(spec: EngineSpec, model_path: str, threads: int, info: dict)
     from graphc.frontends.onnx import import_model
     from graphc.cli import prepare_compiled
 
-    exe, how = prepare_compiled(import_model(model_path), spec.level)
+    exe, how = prepare_compiled(import_model(model_path), spec.level, consume=True)
     info["graphc"] = how
     info["optimized"] = spec.level > 0 and not how.startswith("unoptimized")
     ran = getattr(exe, "graph", None)

@@ -133,7 +133,9 @@ def load_plan_arg(args):
         raise GraphcError(f"{args.model} is a compiled plan: its input shapes were fixed when it was compiled; "
                           f"give --input-shape to `graphc compile` instead")
     plan = load_plan(args.model)
-    return plan.bind(parse_sets(args.set)) if getattr(args, "set", None) else plan
+    from .compiler import bind
+
+    return bind(plan, parse_sets(args.set)) if getattr(args, "set", None) else plan
 
 
 def cmd_show(args) -> int:
@@ -363,14 +365,15 @@ def cmd_compile(args) -> int:
 
 
 # ---- profile and bench ------------------------------------------------------------------------
-def prepare_compiled(graph, level: int, backend: str = "numpy"):
+def prepare_compiled(graph, level: int, backend: str = "numpy", consume: bool = False):
     """(executable, how it was made) for ``graph`` compiled by graphc.compiler at ``level``; a plan's graph
-    runs while the backend does not take a Plan."""
+    runs while the backend does not take a Plan. ``consume``: the caller has no other use for ``graph``
+    (compiled in place, its replaced weights released)."""
     from graphc.runtime import get_backend
 
     from .compiler import compile
 
-    plan = compile(graph, level=level)
+    plan = compile(graph, level=level, consume=consume)
     try:
         return get_backend(backend).prepare(plan), f"-O{level}"
     except (AttributeError, TypeError):

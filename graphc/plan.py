@@ -21,9 +21,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from .errors import GraphcError, ModelLoadError, PlanFormatError
-from .ir import DType, Graph, Node, TensorType, Value
+from .ir import Graph, Node, TensorType, Value
 from .ir.graph import resolve_scoped
-from .ir.types import MapType, OptionalType, SequenceType
 from .ops.registry import lookup
 
 #: The on-disk plan format this graphc writes and reads. Bump it when a saved plan's meaning changes.
@@ -41,7 +40,7 @@ def _version() -> str:
     return __version__
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: the compiler caches its bindings per plan
 class Plan:
     """An optimized graph ready to run: nodes in schedule order, and where its activations live.
 
@@ -58,7 +57,6 @@ class Plan:
     source: str = ""
     options: dict[str, Any] = field(default_factory=dict)  # input_shapes, sets: what compile was told
     graphc_version: str = field(default_factory=_version)
-    _bound: dict = field(default_factory=dict, repr=False)
 
     @property
     def schedule(self) -> list[str]:
@@ -77,45 +75,6 @@ class Plan:
             if isinstance(v.type, TensorType) and v.type.shape is not None:
                 out.extend(d for d in v.type.shape if isinstance(d, str) and d not in out)
         return out
-
-    # ---- symbolic dims ------------------------------------------------------------------------
-    def bind(self, sizes: Mapping[str, int]) -> "Plan":
-        """This plan with symbolic dims bound (a copy, shapes re-inferred, memory planned); cached.
-
-        What the sizes make constant folds (``Shape`` and the arithmetic on it, the Reshape targets, Slice
-        bounds and ConstantOfShape shapes computed from it: constant folding and dead-code elimination, the
-        new constants moved into the fused groups that read them), so that a backend generating kernels for
-        static shapes sees constants; nothing else is re-optimized: the other nodes keep their order.
-        """
-        from .passes.bind import bind_symbols
-        from .passes.memory import plan_memory
-
-        fixed = self.options.get("sets") or {}
-        sizes = {k: int(v) for k, v in sizes.items() if fixed.get(k) != int(v)}  # bound when compiled: fine
-        unknown = [k for k in sizes if k not in self.symbols]
-        if unknown:
-            raise GraphcError(f"cannot set {', '.join(unknown)}: the plan's inputs have no such symbolic dim "
-                              f"(open symbols: {', '.join(self.symbols) or 'none'}; bound when compiled: "
-                              f"{', '.join(f'{k}={v}' for k, v in fixed.items()) or 'none'})")
-        if not sizes:
-            return self
-        key = tuple(sorted(sizes.items()))
-        if key not in self._bound:
-            g = self.graph.copy()
-            _continue_symbols(g)
-            bind_symbols(g, sizes)
-            _fold_bound(g)
-            mem = plan_memory(g)
-            self._bound[key] = Plan(g, self.level, mem, self.fusion, self.passes, dict(self.stage_seconds),
-                                    self.source, dict(self.options, sets=dict(self.options.get("sets") or {},
-                                                                              **sizes)), self.graphc_version)
-        return self._bound[key]
-
-    def memory_for(self, sizes: Mapping[str, int] | None = None):
-        """The memory plan for one binding of the symbolic dims (the plan's own when none are open)."""
-        if not self.symbols or not sizes:
-            return self.memory
-        return self.bind(sizes).memory
 
     # ---- reporting ----------------------------------------------------------------------------
     def summary(self) -> str:
@@ -164,8 +123,9 @@ class Plan:
         """The plan as an ``onnx.ModelProto`` (see the module docstring)."""
         import onnx
 
-        writer = _Writer()
-        gp = writer.graph(self.graph, top=True)
+        writer = _plan_encoder()
+        g = self.graph
+        gp = writer.graph(g, [v for v in g.variables.values() if v not in g.inputs])
         facts = {"level": self.level, "source": self.source, "options": self.options,
                  "stage_seconds": self.stage_seconds, "variables": list(self.graph.variables),
                  "variable_inputs": [v.name for v in self.graph.inputs if v.name in self.graph.variables]}
@@ -208,141 +168,75 @@ def _latest_opset(domain: str) -> int:
 _ONNX_DOMAINS = ("", "ai.onnx.ml", "ai.onnx.preview.training")
 
 
-class _Writer:
-    def __init__(self):
-        self.opsets: dict[str, int] = {}
-        self._accepts: dict[tuple, bool] = {}
+def _plan_encoder():
+    """The codec's GraphEncoder with the plan format's choices (see the module docstring): ONNX domains at
+    the newest opset, legacy nodes, splat constants and the node metadata."""
+    import onnx
 
-    def _opset(self, domain: str) -> int:
-        if domain not in self.opsets:
-            self.opsets[domain] = _latest_opset(domain) if domain in _ONNX_DOMAINS else 1
-        return self.opsets[domain]
+    from .onnx_codec import GraphEncoder, array_to_tensor
 
-    def onnx_accepts(self, node: Node) -> bool:
-        """Whether ONNX's schema at the saved opset describes this node (op exists, not deprecated,
-        every attribute known)."""
-        import onnx
+    class PlanEncoder(GraphEncoder):
+        def __init__(self):
+            super().__init__()
+            self._accepts: dict[tuple, bool] = {}
 
-        key = (node.domain, node.op_type, tuple(sorted(node.attrs)))
-        if key not in self._accepts:
-            try:
-                schema = onnx.defs.get_schema(node.op_type, self._opset(node.domain), node.domain)
-                ok = not schema.deprecated and all(k in schema.attributes for k in node.attrs)
-            except Exception:  # onnx.defs.SchemaError: no such op at this opset
-                ok = False
-            self._accepts[key] = ok
-        return self._accepts[key]
+        def opset(self, domain: str) -> int:
+            if domain not in self.opsets:
+                self.opsets[domain] = _latest_opset(domain) if domain in _ONNX_DOMAINS else 1
+            return self.opsets[domain]
 
-    def graph(self, g: Graph, top: bool = False):
-        import onnx
-        from onnx import numpy_helper
+        def onnx_accepts(self, node: Node) -> bool:
+            """Whether ONNX's schema at the saved opset describes this node (op exists, not deprecated,
+            every attribute known)."""
+            key = (node.domain, node.op_type, tuple(sorted(node.attrs)))
+            if key not in self._accepts:
+                try:
+                    schema = onnx.defs.get_schema(node.op_type, self.opset(node.domain), node.domain)
+                    ok = not schema.deprecated and all(k in schema.attributes for k in node.attrs)
+                except Exception:  # onnx.defs.SchemaError: no such op at this opset
+                    ok = False
+                self._accepts[key] = ok
+            return self._accepts[key]
 
-        gp = onnx.GraphProto()
-        gp.name = g.name
-        inputs = list(g.inputs)
-        if top:
-            inputs += [v for v in g.variables.values() if v not in g.inputs]
-        gp.input.extend(_value_info(v) for v in inputs)
-        for name, v in g.constants.items():
-            data = np.asarray(v.data)
-            if _is_splat(data):
-                gp.node.append(self.splat(g, name, data, gp))
-            else:
-                gp.initializer.append(numpy_helper.from_array(data, name))
-        for n in g.nodes:
-            gp.node.append(self.node(n))
-        gp.output.extend(_value_info(v) for v in g.outputs)
-        outs = {id(v) for v in g.outputs}
-        for n in g.nodes:
-            for v in n.outputs:
-                if v is not None and id(v) not in outs and v.type is not None:
-                    gp.value_info.append(_value_info(v))
-        return gp
+        def node_domain(self, n: Node) -> tuple[str, dict[str, str]]:
+            domain = n.domain
+            meta = {}
+            if domain in _ONNX_DOMAINS:
+                self.opset(domain)
+                if not self.onnx_accepts(n):
+                    meta["graphc.domain"] = domain
+                    domain = LEGACY_DOMAIN
+            self.opset(domain)
+            if n.opset is not None and n.domain in _ONNX_DOMAINS:
+                meta["graphc.opset"] = str(n.opset)
+            if n.source:
+                meta["graphc.source"] = n.source
+            return domain, meta
 
-    def splat(self, g: Graph, name: str, data: np.ndarray, gp):
-        """A constant whose elements are all equal, as a ConstantOfShape node (marked so that loading
-        makes it a constant again): the light CNNs' 0.02 weights would otherwise fill the file."""
-        import onnx
-        from onnx import numpy_helper
-
-        shape_name = name + "/shape"
-        while shape_name in g._names:
-            shape_name += "_"
-        gp.initializer.append(numpy_helper.from_array(np.array(data.shape, dtype=np.int64), shape_name))
-        node_name = name + "/splat"
-        while node_name in g._node_names:
-            node_name += "_"
-        self._opset("")
-        node = onnx.helper.make_node("ConstantOfShape", [shape_name], [name], name=node_name,
-                                     value=numpy_helper.from_array(data.reshape(-1)[:1]))
-        e = node.metadata_props.add()
-        e.key, e.value = "graphc.constant", "splat"
-        return node
-
-    def node(self, n: Node):
-        import onnx
-
-        domain = n.domain
-        meta = {}
-        if domain in _ONNX_DOMAINS:
-            self._opset(domain)
-            if not self.onnx_accepts(n):
-                meta["graphc.domain"] = domain
-                domain = LEGACY_DOMAIN
-        self._opset(domain)
-        if n.opset is not None and n.domain in _ONNX_DOMAINS:
-            meta["graphc.opset"] = str(n.opset)
-        if n.source:
-            meta["graphc.source"] = n.source
-        op = lookup(n.domain, n.op_type)
-        attrs = []
-        for k, a in n.attrs.items():
-            if a is None:
-                continue
-            spec = op.attrs.get(k) if op is not None else None
-            attrs.append(self.attribute(k, a, spec.type if spec is not None else _guess_attr_type(a)))
-        node = onnx.helper.make_node(n.op_type, [v.name if v is not None else "" for v in n.inputs],
-                                     [v.name if v is not None else "" for v in n.outputs], name=n.name,
-                                     domain=domain)
-        node.attribute.extend(attrs)
-        for k, v in meta.items():
+        def constant(self, g: Graph, name: str, data: np.ndarray, gp) -> None:
+            """A constant whose elements are all equal goes as a ConstantOfShape node (marked so that loading
+            makes it a constant again): the light CNNs' 0.02 weights would otherwise fill the file."""
+            if not _is_splat(data):
+                gp.initializer.append(array_to_tensor(data, name))
+                return
+            shape_name = name + "/shape"
+            while shape_name in g._names:
+                shape_name += "_"
+            gp.initializer.append(array_to_tensor(np.array(data.shape, dtype=np.int64), shape_name))
+            node_name = name + "/splat"
+            while node_name in g._node_names:
+                node_name += "_"
+            self.opset("")
+            node = onnx.helper.make_node("ConstantOfShape", [shape_name], [name], name=node_name,
+                                         value=array_to_tensor(data.reshape(-1)[:1]))
             e = node.metadata_props.add()
-            e.key, e.value = k, v
-        return node
+            e.key, e.value = "graphc.constant", "splat"
+            gp.node.append(node)
 
-    def attribute(self, name: str, a: Any, kind: str):
-        import onnx
-        from onnx import AttributeProto as AP
-        from onnx import numpy_helper
-
-        if kind == "graph":
-            return onnx.helper.make_attribute(name, self.graph(a), attr_type=AP.GRAPH)
-        if kind == "graphs":
-            return onnx.helper.make_attribute(name, [self.graph(x) for x in a], attr_type=AP.GRAPHS)
-        if kind == "tensor":
-            return onnx.helper.make_attribute(name, numpy_helper.from_array(np.asarray(a)), attr_type=AP.TENSOR)
-        if kind == "tensors":
-            return onnx.helper.make_attribute(name, [numpy_helper.from_array(np.asarray(x)) for x in a],
-                                              attr_type=AP.TENSORS)
-        if kind == "sparse_tensor":
-            arr = np.asarray(a)
-            idx = np.flatnonzero(arr).astype(np.int64)
-            sp = onnx.helper.make_sparse_tensor(numpy_helper.from_array(arr.reshape(-1)[idx]),
-                                                numpy_helper.from_array(idx), list(arr.shape))
-            return onnx.helper.make_attribute(name, sp, attr_type=AP.SPARSE_TENSOR)
-        if kind == "type_proto":
-            return onnx.helper.make_attribute(name, _type_proto(a), attr_type=AP.TYPE_PROTO)
-        if kind == "type_protos":
-            return onnx.helper.make_attribute(name, [_type_proto(x) for x in a], attr_type=AP.TYPE_PROTOS)
-        simple = {"int": (AP.INT, int), "float": (AP.FLOAT, float), "string": (AP.STRING, str),
-                  "ints": (AP.INTS, lambda x: [int(e) for e in x]),
-                  "floats": (AP.FLOATS, lambda x: [float(e) for e in x]),
-                  "strings": (AP.STRINGS, lambda x: [str(e) for e in x])}
-        code, conv = simple[kind]
-        return onnx.helper.make_attribute(name, conv(a), attr_type=code)
+    return PlanEncoder()
 
 
-#: Constants with at least this many elements, all equal, are saved as ConstantOfShape (see ``splat``).
+#: Constants with at least this many elements, all equal, are saved as ConstantOfShape (see ``constant``).
 SPLAT_MIN = 1024
 
 
@@ -353,94 +247,18 @@ def _is_splat(data: np.ndarray) -> bool:
     return bool(np.all(flat == flat[0])) and not (data.dtype.kind == "f" and np.isnan(flat[0]))
 
 
-def _guess_attr_type(a: Any) -> str:
-    """The attribute type of a value on a node without an OpDef (kept as the model had it)."""
-    if isinstance(a, Graph):
-        return "graph"
-    if isinstance(a, bool) or isinstance(a, (int, np.integer)):
-        return "int"
-    if isinstance(a, (float, np.floating)):
-        return "float"
-    if isinstance(a, str):
-        return "string"
-    if isinstance(a, np.ndarray):
-        return "tensor"
-    if isinstance(a, (list, tuple)) and a:
-        inner = _guess_attr_type(a[0])
-        return {"graph": "graphs", "int": "ints", "float": "floats", "string": "strings", "tensor": "tensors"}[inner]
-    return "ints"
-
-
-def _type_proto(t):
-    import onnx
-
-    tp = onnx.TypeProto()
-    if isinstance(t, TensorType):
-        if t.dtype is not None:
-            tp.tensor_type.elem_type = t.dtype.value
-        if t.shape is not None:
-            tp.tensor_type.shape.SetInParent()
-            for d in t.shape:
-                dim = tp.tensor_type.shape.dim.add()
-                if isinstance(d, int):
-                    dim.dim_value = d
-                else:
-                    dim.dim_param = d
-    elif isinstance(t, SequenceType):
-        tp.sequence_type.SetInParent()
-        if t.elem is not None:
-            tp.sequence_type.elem_type.CopyFrom(_type_proto(t.elem))
-    elif isinstance(t, OptionalType):
-        tp.optional_type.SetInParent()
-        if t.elem is not None:
-            tp.optional_type.elem_type.CopyFrom(_type_proto(t.elem))
-    elif isinstance(t, MapType):
-        tp.map_type.key_type = t.key.value
-        if t.value is not None:
-            tp.map_type.value_type.CopyFrom(_type_proto(t.value))
-    return tp
-
-
-def _value_info(v: Value):
-    import onnx
-
-    vi = onnx.ValueInfoProto()
-    vi.name = v.name
-    if v.type is not None:
-        vi.type.CopyFrom(_type_proto(v.type))
-    return vi
-
-
 # ---- reading ----------------------------------------------------------------------------------
-def _type_from_proto(tp):
-    which = tp.WhichOneof("value")
-    if which == "tensor_type":
-        tt = tp.tensor_type
-        dtype = DType(tt.elem_type) if tt.elem_type else None
-        if not tt.HasField("shape"):
-            return TensorType(dtype, None)
-        return TensorType(dtype, tuple(int(d.dim_value) if d.HasField("dim_value") else d.dim_param
-                                       for d in tt.shape.dim))
-    if which == "sequence_type":
-        st = tp.sequence_type
-        return SequenceType(_type_from_proto(st.elem_type) if st.HasField("elem_type") else None)
-    if which == "optional_type":
-        ot = tp.optional_type
-        return OptionalType(_type_from_proto(ot.elem_type) if ot.HasField("elem_type") else None)
-    if which == "map_type":
-        mt = tp.map_type
-        return MapType(DType(mt.key_type), _type_from_proto(mt.value_type) if mt.HasField("value_type") else None)
-    return None
-
-
 class _Reader:
     def __init__(self, label: str, opsets: dict[str, int]):
+        from .onnx_codec import Decoder
+
         self.label = label
         self.opsets = opsets
         self.stack: list[Graph] = []
+        self.decoder = Decoder(label)
 
     def graph(self, gp, outer: list[dict[str, Value]]) -> Graph:
-        from onnx import numpy_helper
+        from .onnx_codec import constant_value, type_from_proto
 
         g = Graph(gp.name or "main")
         g.opset = {d: v for d, v in self.opsets.items() if d != LEGACY_DOMAIN}
@@ -448,13 +266,12 @@ class _Reader:
         scope: dict[str, Value] = {}
         types = {vi.name: vi.type for vi in list(gp.value_info) + list(gp.output) + list(gp.input)}
         for t in gp.initializer:
-            arr = numpy_helper.to_array(t)
-            v = Value(t.name, TensorType(DType.from_np(arr.dtype), arr.shape), data=arr)
+            v = constant_value(t.name, self.decoder.tensor(t))
             g.reserve_name(t.name)
             g.constants[t.name] = v
             scope[t.name] = v
         for vi in gp.input:
-            v = Value(vi.name, _type_from_proto(vi.type))
+            v = Value(vi.name, type_from_proto(vi.type, g))
             g.reserve_name(vi.name)
             g.inputs.append(v)
             scope[vi.name] = v
@@ -480,17 +297,18 @@ class _Reader:
         return g
 
     def splat(self, np_, scope) -> Value:
-        from onnx import numpy_helper
+        from .onnx_codec import constant_value
 
         shape = tuple(int(d) for d in scope[np_.input[0]].data)
-        fill = numpy_helper.to_array(np_.attribute[0].t).reshape(-1)
-        data = np.full(shape, fill[0], dtype=fill.dtype)
-        return Value(np_.output[0], TensorType(DType.from_np(data.dtype), data.shape), data=data)
+        fill = self.decoder.tensor(np_.attribute[0].t).reshape(-1)
+        return constant_value(np_.output[0], np.full(shape, fill[0], dtype=fill.dtype))
 
     def resolve(self, name: str, scope, outer) -> Value | None:
         return resolve_scoped(name, scope, outer, self.stack)
 
     def node(self, np_, g: Graph, scope, outer, types) -> Node:
+        from .onnx_codec import ATTR_KIND, type_from_proto
+
         meta = {e.key: e.value for e in np_.metadata_props}
         domain = np_.domain
         if domain == LEGACY_DOMAIN:
@@ -512,105 +330,24 @@ class _Reader:
             if not o:
                 outputs.append(None)
                 continue
-            v = Value(o, _type_from_proto(types[o]) if o in types else None)
+            v = Value(o, type_from_proto(types[o], g) if o in types else None)
             g.reserve_name(o)
             scope[o] = v
             outputs.append(v)
-        attrs = {a.name: self.attribute(a, scope, outer) for a in np_.attribute}
+        attrs = {}
+        for a in np_.attribute:
+            if a.type not in ATTR_KIND:
+                raise PlanFormatError(f"{self.label}: attribute '{a.name}' has no type")
+            attrs[a.name] = self.decoder.attribute(a, g, lambda sub: self.graph(sub, outer + [scope]))
         opset = int(meta["graphc.opset"]) if "graphc.opset" in meta else self.opsets.get(domain)
         g._node_names.add(np_.name)
         return Node(np_.op_type, inputs, outputs, attrs, name=np_.name, domain=domain,
                     source=meta.get("graphc.source"), opset=opset)
 
-    def attribute(self, a, scope, outer) -> Any:
-        from onnx import AttributeProto as AP
-        from onnx import numpy_helper
 
-        t = a.type
-        if t == AP.INT:
-            return int(a.i)
-        if t == AP.FLOAT:
-            return float(a.f)
-        if t == AP.STRING:
-            return a.s.decode("utf-8", errors="replace")
-        if t == AP.INTS:
-            return [int(x) for x in a.ints]
-        if t == AP.FLOATS:
-            return [float(x) for x in a.floats]
-        if t == AP.STRINGS:
-            return [x.decode("utf-8", errors="replace") for x in a.strings]
-        if t == AP.TENSOR:
-            return numpy_helper.to_array(a.t)
-        if t == AP.TENSORS:
-            return [numpy_helper.to_array(x) for x in a.tensors]
-        if t == AP.GRAPH:
-            return self.graph(a.g, outer + [scope])
-        if t == AP.GRAPHS:
-            return [self.graph(x, outer + [scope]) for x in a.graphs]
-        if t == AP.SPARSE_TENSOR:
-            sp = a.sparse_tensor
-            vals, idx = numpy_helper.to_array(sp.values), numpy_helper.to_array(sp.indices)
-            dense = np.zeros(tuple(sp.dims), dtype=vals.dtype)
-            dense.reshape(-1)[idx] = vals
-            return dense
-        if t == AP.TYPE_PROTO:
-            return _type_from_proto(a.tp)
-        if t == AP.TYPE_PROTOS:
-            return [_type_from_proto(x) for x in a.type_protos]
-        raise PlanFormatError(f"{self.label}: attribute '{a.name}' has no type")
-
-
-def _fold_bound(g: Graph) -> None:
-    """Fold what the bound sizes made constant (see ``Plan.bind``), then re-infer the types."""
-    from .passes.fold import fold_constants
-    from .passes.infer_shapes import infer_shapes
-
-    for _ in range(len(g.nodes) + 1):  # a round folds whole chains; another only after a group's output folded
-        if not (fold_constants(g) | _fold_groups(g)):
-            break
-    infer_shapes(g)
-
-
-def _fold_groups(g: Graph) -> bool:
-    """In each fused group: constant inputs move into the body, as fusion does with the constants it sees
-    (small ones, or any that is not floating point: a body's Reshape then reads its shape as a constant), the
-    body folds, and an output that folded becomes a constant of ``g`` (a group left without one goes)."""
-    from .passes.dce import remove_dead
-    from .passes.fold import fold_constants
-    from .passes.fusion import BODY_CONSTANT_LIMIT, FUSED_DOMAIN, FUSED_OP
-
-    changed = False
-    for node in g.nodes:
-        if node.domain != FUSED_DOMAIN or node.op_type != FUSED_OP:
-            continue
-        body = node.attrs["body"]
-        moved = False
-        for v, b in zip(node.inputs, body.inputs):
-            data = v.data if v is not None else None
-            if data is not None and (data.size <= BODY_CONSTANT_LIMIT or data.dtype.kind not in "fc"):
-                b.data, b.type = data, v.type  # the body's Value itself: its readers need no rewiring
-                body.constants[b.name] = b
-                moved = True
-        if moved:
-            kept = [(v, b) for v, b in zip(node.inputs, body.inputs) if b.data is None]
-            node.inputs, body.inputs = [v for v, _ in kept], [b for _, b in kept]
-        if not (fold_constants(body) or moved):
-            continue
-        changed = True
-        for v, b in zip(node.outputs, body.outputs):
-            if b.data is not None:
-                v.data, v.type, v.producer = b.data, b.type, None
-                g.constants[v.name] = v
-        kept = [(v, b) for v, b in zip(node.outputs, body.outputs) if b.data is None]
-        node.outputs, body.outputs = [v for v, _ in kept], [b for _, b in kept]
-    if changed:
-        g.nodes = [n for n in g.nodes if n.outputs]
-        remove_dead(g)  # the constants no node reads now
-    return changed
-
-
-def _continue_symbols(g: Graph) -> None:
-    """Make ``g``'s fresh symbols start after the ``unk__N`` symbols its types already use."""
+def continue_symbols(g: Graph) -> None:
+    """Make ``g``'s fresh symbols start after the ``unk__N`` symbols its types already use (a loaded plan's
+    graph, or a copy about to be bound, must not reuse them)."""
     top = -1
     pat = re.compile(r"__(?:check)?(\d+)$")
 
@@ -691,7 +428,7 @@ def load_plan(source) -> Plan:
             if name not in facts.get("variable_inputs", []):
                 graph.inputs.remove(v)
     graph.metadata = {k: v for k, v in meta.items() if not k.startswith(_KEY)}
-    _continue_symbols(graph)
+    continue_symbols(graph)
     memory = MemoryPlan.from_dict(json.loads(meta[f"{_KEY}memory"])) if f"{_KEY}memory" in meta else None
     fusion = FusionReport.from_dict(json.loads(meta[f"{_KEY}fusion"])) if f"{_KEY}fusion" in meta else None
     return Plan(graph, int(facts.get("level", 0)), memory, fusion, json.loads(meta.get(f"{_KEY}passes", "[]")),
@@ -706,4 +443,4 @@ def _all_nodes(g: Graph):
             yield from _all_nodes(sub)
 
 
-__all__ = ["LEGACY_DOMAIN", "PLAN_FORMAT", "Plan", "PlanFormatError", "is_plan", "load_plan"]
+__all__ = ["LEGACY_DOMAIN", "PLAN_FORMAT", "Plan", "PlanFormatError", "continue_symbols", "is_plan", "load_plan"]

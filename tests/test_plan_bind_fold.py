@@ -12,6 +12,7 @@ from onnx import helper as oh
 
 import graphc as gc
 from graphc.cli import main
+from graphc.compiler import bind
 from graphc.compiler import compile as compile_graph
 from graphc.errors import GraphcError
 
@@ -70,7 +71,7 @@ def test_binding_folds_the_shape_arithmetic_and_leaves_the_plan_as_it_was():
     plan = compile_graph(_shape_math())
     before = _ops(plan.graph)
     assert {"Shape", "Gather", "Concat", "Div", "ConstantOfShape"} <= set(before) and plan.memory is None
-    bound = plan.bind({"N": 4})
+    bound = bind(plan, {"N": 4})
     bound.graph.verify()
     assert set(_ops(bound.graph)) == {"Relu", "Reshape", "Add", "Slice"}
     (reshape,) = [m for n in bound.graph.nodes for m in (n.attrs["body"].nodes if "body" in n.attrs else [n])
@@ -78,7 +79,7 @@ def test_binding_folds_the_shape_arithmetic_and_leaves_the_plan_as_it_was():
     assert reshape.inputs[1].data.tolist() == [12, -1]  # a constant inside the group's body
     assert [tuple(v.type.shape) for v in bound.graph.outputs] == [(12, 64), (2, 3, 8, 8)]
     assert bound.memory is not None and _ops(plan.graph) == before  # the symbolic plan is untouched
-    assert plan.bind({"N": 4}) is bound and plan.bind({"N": 6}) is not bound
+    assert bind(plan, {"N": 4}) is bound and bind(plan, {"N": 6}) is not bound
 
 
 @pytest.mark.parametrize("check_memory", [False, True], ids=["fast", "check-memory"])
@@ -92,7 +93,7 @@ def test_the_numpy_backend_runs_a_folded_binding_per_fed_size(check_memory):
 
 def test_an_input_read_only_through_its_shape_stays_an_input_of_the_bound_plan():
     plan = compile_graph(_only_shape())
-    bound = plan.bind({"N": 3})
+    bound = bind(plan, {"N": 3})
     assert [v.name for v in bound.graph.inputs] == ["x"] and not bound.graph.nodes
     np.testing.assert_array_equal(gc.prepare(plan).run({"x": np.zeros((3, 8), np.float32)})[0],
                                   np.full((3, 8), 2.0, np.float32))

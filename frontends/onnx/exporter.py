@@ -13,11 +13,12 @@ from typing import Any, Mapping
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from graphc.custom import custom_op_of
 from graphc.errors import GraphcError
 from graphc.ir import Graph, TensorType, Value
+from graphc.onnx_codec import GraphEncoder, array_to_tensor, value_info
 from graphc.ops import lookup
 
 #: Opset written by default: new enough for every op the DSL emits, old enough for current onnxruntime.
@@ -30,10 +31,19 @@ class ExportError(GraphcError):
 
 
 def _value_info(name: str, t) -> onnx.ValueInfoProto:
-    if not isinstance(t, TensorType) or t.dtype is None:
-        return helper.make_empty_tensor_value_info(name)
-    shape = None if t.shape is None else [d if isinstance(d, int) else str(d) for d in t.shape]
-    return helper.make_tensor_value_info(name, t.dtype.value, shape)
+    """A tensor's value info; other and untyped values are written with no type."""
+    return value_info(name, t if isinstance(t, TensorType) and t.dtype is not None else None)
+
+
+class _Renamed(GraphEncoder):
+    """Writes nodes with the values renamed as the exported model's inputs are."""
+
+    def __init__(self, rename: dict[int, str]):
+        super().__init__()
+        self.rename = rename
+
+    def value_name(self, v: Value | None) -> str:
+        return "" if v is None else self.rename.get(id(v), v.name)
 
 
 def _node_attrs(node, opset: int) -> dict[str, Any]:
@@ -125,8 +135,8 @@ def to_onnx_model(graph: Graph, outputs, inputs=None, variables: Mapping[str, np
         rename[id(v)] = k or v.name
         input_protos.append(_value_info(k or v.name, v.type))
 
-    def nm(v: Value | None) -> str:
-        return "" if v is None else rename.get(id(v), v.name)
+    encoder = _Renamed(rename)
+    nm = encoder.value_name
 
     custom_domains: set[str] = set()  # of user ops (gc.custom_op): written as they are, in their domain
     for n in graph.nodes:
@@ -141,17 +151,14 @@ def to_onnx_model(graph: Graph, outputs, inputs=None, variables: Mapping[str, np
         if n.subgraphs():
             raise ExportError(f"{n.op_type} node '{n.name}': exporting subgraphs is not supported")
         attrs = _node_attrs(n, opset) if custom is None else {k: a for k, a in n.attrs.items() if a is not None}
-        nodes.append(helper.make_node(n.op_type, [nm(x) for x in n.inputs], [nm(x) for x in n.outputs],
-                                      name=n.name, domain=n.domain or None, **{
-                                          k: numpy_helper.from_array(a) if isinstance(a, np.ndarray) else a
-                                          for k, a in attrs.items()}))
+        nodes.append(encoder.node(n, attrs))
     inits = []
     for v in used_consts.values():
-        inits.append(numpy_helper.from_array(np.asarray(v.data), nm(v)))
+        inits.append(array_to_tensor(v.data, nm(v)))
     for k, v in used_vars.items():
         if k not in variables:
             raise ExportError(f"export_onnx: no value for variable '{k}'")
-        inits.append(numpy_helper.from_array(np.asarray(variables[k]), nm(v)))
+        inits.append(array_to_tensor(variables[k], nm(v)))
     out_protos = []
     for k, v in outs:
         if k is not None and k != nm(v):

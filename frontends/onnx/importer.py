@@ -8,36 +8,30 @@ the model's folder.
 """
 from __future__ import annotations
 
+import mmap
 import os
 from typing import Any
 
-import numpy as np
 import onnx
-from onnx import AttributeProto, TensorProto, numpy_helper
+from onnx import AttributeProto
 
-from graphc.errors import (ExternalDataError, GraphcError, InvalidGraphError, ModelLoadError, OpAttributeError,
-                           UnsupportedOpError, node_label)
-from graphc.ir import DType, Graph, Node, TensorType, Value
+from graphc.errors import GraphcError, InvalidGraphError, ModelLoadError, OpAttributeError, UnsupportedOpError, node_label
+from graphc.ir import Graph, Node, TensorType, Value
 from graphc.ir.graph import resolve_scoped
-from graphc.limits import check_size
 from graphc.limits import memory_limit as _memory_limit
-from graphc.ir.types import MapType, OptionalType, SequenceType
+from graphc.onnx_codec import ATTR_KIND, Decoder, constant_value, type_from_proto, type_to_proto, weights_left_in_file
 from graphc.ops import lookup
 from graphc.ops.registry import canonical_domain
 from graphc.passes import infer_shapes
 
-_ATTR_KIND = {
-    AttributeProto.INT: "int", AttributeProto.FLOAT: "float", AttributeProto.STRING: "string",
-    AttributeProto.INTS: "ints", AttributeProto.FLOATS: "floats", AttributeProto.STRINGS: "strings",
-    AttributeProto.TENSOR: "tensor", AttributeProto.TENSORS: "tensors", AttributeProto.GRAPH: "graph",
-    AttributeProto.GRAPHS: "graphs", AttributeProto.SPARSE_TENSOR: "sparse_tensor",
-    AttributeProto.TYPE_PROTO: "type_proto", AttributeProto.TYPE_PROTOS: "type_protos",
-}
-
-
 # ---- loading ----------------------------------------------------------------------------------
-def load_model_proto(source: Any) -> tuple[onnx.ModelProto, str | None, str]:
-    """Read a model from a path, bytes or ModelProto. Returns (proto, its folder or None, a label)."""
+def load_model_proto(source: Any, weights_in_file: bool = False) -> tuple[onnx.ModelProto, str | None, str]:
+    """Read a model from a path, bytes or ModelProto. Returns (proto, its folder or None, a label).
+
+    ``weights_in_file``: a model read from a path keeps its large initializers' bytes in the file, as
+    external-data references to the file itself (``onnx_codec.weights_left_in_file``); decoding them then
+    reads one at a time, and the process never holds the whole file beside the parsed proto.
+    """
     if isinstance(source, onnx.ModelProto):
         return source, None, "<ModelProto>"
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -47,12 +41,38 @@ def load_model_proto(source: Any) -> tuple[onnx.ModelProto, str | None, str]:
         raise ModelLoadError(f"{path}: no such file")
     if os.path.isdir(path):
         raise ModelLoadError(f"{path}: is a folder, expected an .onnx file")
+    model_dir = os.path.dirname(os.path.abspath(path))
+    model = _parse_leaving_weights(path, model_dir) if weights_in_file else None
+    if model is not None:
+        return model, model_dir, path
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
         raise ModelLoadError(f"{path}: cannot read: {e.strerror}") from None
-    return _parse(data, path), os.path.dirname(os.path.abspath(path)), path
+    return _parse(data, path), model_dir, path
+
+
+def _parse_leaving_weights(path: str, model_dir: str) -> onnx.ModelProto | None:
+    """The model at ``path`` with its large initializers left in the file, or None where that does not
+    apply (nothing large, the path is a link out of its folder, the bytes do not parse: then the whole
+    file is read as usual, and its errors are reported as usual)."""
+    name = os.path.basename(path)
+    if "\\" in name or os.path.realpath(path) != os.path.join(os.path.realpath(model_dir), name):
+        return None
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            data = weights_left_in_file(mm, name)
+    except (OSError, ValueError):  # ValueError: an empty file cannot be mapped
+        return None
+    if data is None:
+        return None
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except Exception:  # protobuf's DecodeError: the full read reports it
+        return None
+    return model if model.HasField("graph") and model.ir_version > 0 else None
 
 
 def _parse(data: bytes, label: str) -> onnx.ModelProto:
@@ -68,131 +88,12 @@ def _parse(data: bytes, label: str) -> onnx.ModelProto:
     return model
 
 
-# ---- tensors ----------------------------------------------------------------------------------
-def _read_external(t: TensorProto, model_dir: str | None, label: str) -> TensorProto:
-    info = {e.key: e.value for e in t.external_data}
-    loc = info.get("location", "")
-    where = f"{label}: tensor '{t.name}'"
-    if model_dir is None:
-        raise ExternalDataError(f"{where} keeps its data in an external file ('{loc}'), but the model was given "
-                                f"as bytes or a proto; load it from its path so the file can be found")
-    if not loc or os.path.isabs(loc) or ".." in loc.replace("\\", "/").split("/"):
-        raise ExternalDataError(f"{where}: external data location '{loc}' must be a relative path inside "
-                                f"the model's folder {model_dir}")
-    full = os.path.realpath(os.path.join(model_dir, loc))
-    root = os.path.realpath(model_dir)
-    if os.path.commonpath([full, root]) != root:
-        raise ExternalDataError(f"{where}: external data location '{loc}' resolves to {full}, outside the model's "
-                                f"folder {root}")
-    if not os.path.isfile(full):
-        raise ExternalDataError(f"{where}: external data file '{loc}' does not exist in {root}")
-    try:
-        offset = int(info.get("offset", 0))
-        length = int(info["length"]) if "length" in info else None
-    except ValueError:
-        raise ExternalDataError(f"{where}: external data offset/length are not integers: {info}") from None
-    size = os.path.getsize(full)
-    if offset < 0 or offset > size or (length is not None and (length < 0 or offset + length > size)):
-        raise ExternalDataError(f"{where}: external data range offset={offset} length={length} lies outside "
-                                f"'{loc}' ({size} bytes)")
-    with open(full, "rb") as f:
-        f.seek(offset)
-        raw = f.read(length if length is not None else -1)
-    copy = TensorProto()
-    copy.CopyFrom(t)
-    del copy.external_data[:]
-    copy.data_location = TensorProto.DEFAULT
-    copy.raw_data = raw
-    return copy
-
-
-def tensor_to_array(t: TensorProto, model_dir: str | None = None, label: str = "model", limit: int = 0) -> np.ndarray:
-    """Decode a TensorProto (reading external data from inside ``model_dir``); ``limit`` bounds its bytes."""
-    try:
-        DType(t.data_type)
-    except ValueError:
-        raise ModelLoadError(f"{label}: tensor '{t.name}' has unknown element type code {t.data_type}") from None
-    # Before reading or decoding anything: a few bytes of protobuf may declare dims of 10^18 elements.
-    check_size(f"{label}: tensor '{t.name}'", DType(t.data_type), [int(d) for d in t.dims], limit)
-    if t.data_location == TensorProto.EXTERNAL:
-        t = _read_external(t, model_dir, label)
-    try:
-        arr = numpy_helper.to_array(t)
-    except Exception as e:
-        raise ModelLoadError(f"{label}: tensor '{t.name}' ({DType(t.data_type).name}{list(t.dims)}) cannot be "
-                             f"decoded: {e}") from None
-    # np.ascontiguousarray turns a 0-d array into shape (1,): keep scalars scalar.
-    return np.ascontiguousarray(arr).reshape(arr.shape) if isinstance(arr, np.ndarray) else arr
-
-
-def sparse_to_array(sp, model_dir, label, limit: int = 0) -> np.ndarray:
-    """A SparseTensorProto as a dense array; indices are checked against its dims."""
-    values = tensor_to_array(sp.values, model_dir, label, limit)
-    indices = tensor_to_array(sp.indices, model_dir, label, limit)
-    dims = tuple(int(d) for d in sp.dims)
-    where = f"{label}: sparse tensor '{sp.values.name}'"
-    if any(d < 0 for d in dims):
-        raise ModelLoadError(f"{where}: dims must be >= 0, got {list(dims)}")
-    check_size(where, DType.from_np(values.dtype) if values.dtype != object else DType.string, dims, limit)
-    n = values.size
-    if values.ndim != 1 or indices.dtype.kind not in "iu" or not (
-            (indices.ndim == 1 and indices.shape[0] == n) or (indices.ndim == 2 and indices.shape == (n, len(dims)))):
-        raise ModelLoadError(f"{where}: expected 1-D values [NNZ] and int64 indices [NNZ] or [NNZ, {len(dims)}], "
-                             f"got values {list(values.shape)} and indices {indices.dtype}{list(indices.shape)}")
-    bound = int(np.prod(dims, dtype=object)) if indices.ndim == 1 else np.array(dims, dtype=np.int64)
-    if indices.size and (np.any(indices < 0) or np.any(indices >= bound)):
-        raise ModelLoadError(f"{where}: an index lies outside the dims {list(dims)}")
-    dense = np.zeros(dims, dtype=values.dtype)
-    if indices.ndim == 1:
-        dense.reshape(-1)[indices] = values
-    else:
-        dense[tuple(indices.T)] = values
-    return dense
-
-
-# ---- types ------------------------------------------------------------------------------------
-def convert_type(tp: onnx.TypeProto, graph: Graph):
-    which = tp.WhichOneof("value")
-    if which == "tensor_type" or which == "sparse_tensor_type":
-        tt = getattr(tp, which)
-        try:
-            dtype = DType(tt.elem_type) if tt.elem_type else None
-        except ValueError:
-            dtype = None
-        if not tt.HasField("shape"):
-            return TensorType(dtype, None)
-        dims = []
-        for d in tt.shape.dim:
-            if d.HasField("dim_value") and d.dim_value >= 0:
-                dims.append(int(d.dim_value))
-            elif d.HasField("dim_param") and d.dim_param:
-                dims.append(d.dim_param)
-            else:
-                dims.append(graph.fresh_symbol())
-        return TensorType(dtype, tuple(dims))
-    if which == "sequence_type":
-        return SequenceType(convert_type(tp.sequence_type.elem_type, graph) if tp.sequence_type.HasField(
-            "elem_type") else None)
-    if which == "optional_type":
-        return OptionalType(convert_type(tp.optional_type.elem_type, graph) if tp.optional_type.HasField(
-            "elem_type") else None)
-    if which == "map_type":
-        try:
-            key = DType(tp.map_type.key_type)
-        except ValueError:  # no usable key type: the map's type is unknown, as for an unknown tensor element type
-            return None
-        return MapType(key, convert_type(tp.map_type.value_type, graph) if tp.map_type.HasField(
-            "value_type") else None)
-    return None
-
-
 # ---- the importer -----------------------------------------------------------------------------
 class _Importer:
     def __init__(self, model: onnx.ModelProto, model_dir: str | None, label: str, limit: int = 0):
         self.model = model
-        self.limit = limit
-        self.model_dir = model_dir
         self.label = label
+        self.decoder = Decoder(label, model_dir, limit)  # tensors, types and attributes
         self.opsets = {canonical_domain(o.domain): int(o.version) for o in model.opset_import}
         if "" not in self.opsets and any(n.domain in ("", "ai.onnx") for n in model.graph.node):
             raise ModelLoadError(f"{label}: the model declares no opset for the default ONNX domain")
@@ -218,17 +119,14 @@ class _Importer:
         scope: dict[str, Value] = {}
         init_names = set()
         for t in gp.initializer:
-            arr = tensor_to_array(t, self.model_dir, self.label, self.limit)
-            v = Value(t.name, TensorType(DType.from_np(arr.dtype) if arr.dtype != object else DType.string,
-                                         arr.shape), data=arr)
+            v = constant_value(t.name, self.decoder.tensor(t))
             g.reserve_name(t.name)
             g.constants[t.name] = v
             scope[t.name] = v
             init_names.add(t.name)
         for sp in gp.sparse_initializer:
-            arr = sparse_to_array(sp, self.model_dir, self.label, self.limit)
             name = sp.values.name
-            v = Value(name, TensorType(DType.from_np(arr.dtype), arr.shape), data=arr)
+            v = constant_value(name, self.decoder.sparse(sp))
             g.reserve_name(name)
             g.constants[name] = v
             scope[name] = v
@@ -238,7 +136,7 @@ class _Importer:
                 continue  # an initializer listed as input (IR < 4 style): a constant with a default
             if vi.name in scope:
                 raise InvalidGraphError(f"{self.label}: graph '{g.name}' declares input '{vi.name}' twice")
-            v = Value(vi.name, convert_type(vi.type, g))
+            v = Value(vi.name, type_from_proto(vi.type, g))
             g.reserve_name(vi.name)
             g.inputs.append(v)
             scope[vi.name] = v
@@ -250,7 +148,7 @@ class _Importer:
                 raise InvalidGraphError(f"{self.label}: graph output '{vo.name}' of graph '{g.name}' is not "
                                         f"produced by any node, input or initializer")
             if v.type is None and vo.HasField("type"):
-                v.type = convert_type(vo.type, g)
+                v.type = type_from_proto(vo.type, g)
             g.outputs.append(v)
         return g
 
@@ -323,7 +221,7 @@ class _Importer:
             g.reserve_name(o)
             vi = declared.get(o)
             if vi is not None and vi.HasField("type"):
-                v.type = convert_type(vi.type, g)
+                v.type = type_from_proto(vi.type, g)
             scope[o] = v
             outputs.append(v)
         attrs = {}
@@ -339,7 +237,7 @@ class _Importer:
         op.upgrade(node, g, opset)  # first: an older opset may spell an attribute with another type
         for a in np_.attribute:
             spec = op.attrs.get(a.name)
-            got = _ATTR_KIND.get(a.type, "undefined")
+            got = ATTR_KIND.get(a.type, "undefined")
             unchanged = a.name in node.attrs and node.attrs[a.name] is original[a.name]
             if spec is not None and spec.internal:
                 raise OpAttributeError(f"{self.label}: {node_label(node)}: '{a.name}' is not an ONNX attribute of "
@@ -352,34 +250,9 @@ class _Importer:
         g.nodes.append(node)
 
     def _attr_value(self, a: AttributeProto, node: Node, g: Graph, scope, outer) -> Any:
-        t = a.type
-        if t == AttributeProto.INT:
-            return int(a.i)
-        if t == AttributeProto.FLOAT:
-            return float(a.f)
-        if t == AttributeProto.STRING:
-            return _decode(a.s)
-        if t == AttributeProto.INTS:
-            return [int(x) for x in a.ints]
-        if t == AttributeProto.FLOATS:
-            return [float(x) for x in a.floats]
-        if t == AttributeProto.STRINGS:
-            return [_decode(x) for x in a.strings]
-        if t == AttributeProto.TENSOR:
-            return tensor_to_array(a.t, self.model_dir, self.label, self.limit)
-        if t == AttributeProto.TENSORS:
-            return [tensor_to_array(x, self.model_dir, self.label, self.limit) for x in a.tensors]
-        if t == AttributeProto.SPARSE_TENSOR:
-            return sparse_to_array(a.sparse_tensor, self.model_dir, self.label, self.limit)
-        if t == AttributeProto.GRAPH:
-            return self.import_graph(a.g, outer + [scope], g)
-        if t == AttributeProto.GRAPHS:
-            return [self.import_graph(x, outer + [scope], g) for x in a.graphs]
-        if t == AttributeProto.TYPE_PROTO:
-            return convert_type(a.tp, g)
-        if t == AttributeProto.TYPE_PROTOS:
-            return [convert_type(x, g) for x in a.type_protos]
-        raise OpAttributeError(f"{self.label}: {node_label(node)}: attribute '{a.name}' has no type")
+        if a.type not in ATTR_KIND:
+            raise OpAttributeError(f"{self.label}: {node_label(node)}: attribute '{a.name}' has no type")
+        return self.decoder.attribute(a, g, lambda sub: self.import_graph(sub, outer + [scope], g))
 
     # -- functions --
     def _inline_function(self, g: Graph, call: onnx.NodeProto, fn: onnx.FunctionProto, inputs, scope, outer,
@@ -446,13 +319,6 @@ class _Importer:
                 scope[actual] = ident.outputs[0]
 
 
-def _decode(b: bytes) -> str:
-    try:
-        return b.decode("utf-8")
-    except UnicodeDecodeError:
-        return b.decode("latin-1")
-
-
 def _rename_captures(gp: onnx.GraphProto, rename: dict[str, str]) -> None:
     """Rename, inside a subgraph (recursively), the outer values it reads that an inlined body renamed."""
     local = {i.name for i in gp.input} | {t.name for t in gp.initializer} | {o for n in gp.node for o in n.output}
@@ -491,20 +357,9 @@ def _function_proto(np_: onnx.NodeProto, opset: int, domain: str, inputs) -> onn
         if schema.has_context_dependent_function:
             types = []
             for v in inputs:
-                tp = onnx.TypeProto()
-                if v is not None and isinstance(v.type, TensorType) and v.type.dtype is not None:
-                    tp.tensor_type.elem_type = v.type.dtype.value
-                    if v.type.shape is not None:
-                        tp.tensor_type.shape.SetInParent()
-                        for d in v.type.shape:
-                            dim = tp.tensor_type.shape.dim.add()
-                            if isinstance(d, int):
-                                dim.dim_value = d
-                            else:
-                                dim.dim_param = d
-                else:
+                if v is None or not isinstance(v.type, TensorType) or v.type.dtype is None:
                     return None
-                types.append(tp.SerializeToString())
+                types.append(type_to_proto(v.type).SerializeToString())
             fb = schema.get_context_dependent_function(np_.SerializeToString(), types)
             fn = onnx.FunctionProto()
             fn.ParseFromString(fb)
@@ -522,7 +377,7 @@ def import_model(source: Any, infer: bool = True, memory_limit: int | str | None
     naming a tensor larger than ``memory_limit`` (see graphc/limits.py; default from the environment).
     """
     limit = _memory_limit(memory_limit)
-    model, model_dir, label = load_model_proto(source)
+    model, model_dir, label = load_model_proto(source, weights_in_file=True)
     imp = _Importer(model, model_dir, label, limit)
     try:
         g = imp.import_graph(model.graph, [], None)

@@ -308,9 +308,22 @@ class Editor:
             for o, n in olds:
                 if n is not None:
                     self.replace(o, n)
+            self._release_sources(m)
             self.applied[rule.name] = self.applied.get(rule.name, 0) + 1
             return True
         return False
+
+    def _release_sources(self, m: Match) -> None:
+        """Drop, at once, the constants that only the replaced nodes read: a folded weight replaces its source
+        instead of joining it until the end of the sweep (and, the dead nodes being cycles, beyond)."""
+        dead = {id(n) for n in m.nodes} | {id(m.root)}
+        for n in [m.root, *m.nodes]:
+            for v in n.inputs:
+                if v is None or v.data is None or self.graph.constants.get(v.name) is not v or id(v) in self.output_ids:
+                    continue
+                if all(id(r) in dead and i >= 0 for r, i in self.readers(v)):
+                    del self.graph.constants[v.name]
+                    v.data = None
 
     def _interior_private(self, m: Match) -> bool:
         """Every matched node but the root is read only by matched nodes (so the rewrite removes it)."""

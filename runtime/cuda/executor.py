@@ -158,7 +158,9 @@ class CudaExecutable:
         """The prepared plan for one binding of the symbolic dims (built on first use)."""
         key = tuple(sorted((bindings or {}).items())) if self.plan.symbols else ()
         if key not in self._prepared:
-            self._prepared[key] = _Prepared(self.plan.bind(dict(key)), self.device, self.debug, **self.resident,
+            from graphc.compiler import bind
+
+            self._prepared[key] = _Prepared(bind(self.plan, dict(key)), self.device, self.debug, **self.resident,
                                             tf32=self.tf32)
         return self._prepared[key]
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from graphc.errors import ExecutionError, GraphcError, UnsupportedOpError, node_label
 from graphc.ir import Graph, TensorType, Value
+from graphc.compiler import memory_for
 from graphc.limits import check_graph, check_type, input_bindings
 from graphc.limits import memory_limit as _memory_limit
 from graphc.ops import has_fact, lookup
@@ -159,7 +160,9 @@ class NumpyExecutable:
         if exe is None:
             if len(self._bound) >= 16:
                 return None
-            exe = self._bound[key] = NumpyExecutable(self.plan.bind(bindings), self.memory_limit, False, True)
+            from graphc.compiler import bind
+
+            exe = self._bound[key] = NumpyExecutable(bind(self.plan, bindings), self.memory_limit, False, True)
         return exe if exe.program is not None else None
 
     def run_into(self, args: list, outs: list) -> None:
@@ -267,7 +270,7 @@ class NumpyExecutable:
         """The arena for one checked run, laid out by the plan's memory plan for the fed sizes."""
         from .memcheck import ArenaRun
 
-        memory = self.plan.memory_for(input_bindings(self.graph, checked))
+        memory = memory_for(self.plan, input_bindings(self.graph, checked))
         return None if memory is None else ArenaRun(memory, self._values)
 
 
