@@ -74,40 +74,49 @@ def value_info(name: str, t) -> onnx.ValueInfoProto:
     return vi
 
 
-def type_from_proto(tp: onnx.TypeProto, graph: Graph):
-    """The IR type of a TypeProto; a dim with neither value nor name gets a fresh symbol of ``graph``, an
-    unknown element type (or map key type) gives an unknown type."""
+#: dim_param spellings exporters use for "unknown" rather than a name: each occurrence is its own symbol
+#: (paddle2onnx writes "?" for every unknown dim of an input; a repeated "?" must not tie two dims together).
+ANONYMOUS_DIMS = frozenset({"?", "-1", "None", "none", "unk", "unknown"})
+
+
+def type_from_proto(tp: onnx.TypeProto, graph: Graph, where: str | None = None):
+    """The IR type of a TypeProto. A dim with neither value nor name, a negative value (``-1``) or an
+    anonymous name (ANONYMOUS_DIMS, such as ``?``) gets a fresh symbol of ``graph`` at each occurrence; a real
+    name (``N``, ``batch``) is one symbol wherever it appears. Element type 0 (undefined) gives an unknown type;
+    a code that is no ONNX element type raises ModelLoadError naming ``where`` (the value or attribute)."""
     which = tp.WhichOneof("value")
     if which == "tensor_type" or which == "sparse_tensor_type":
         tt = getattr(tp, which)
         try:
             dtype = DType(tt.elem_type) if tt.elem_type else None
         except ValueError:
-            dtype = None
+            raise ModelLoadError(f"{where or 'a type'}: element type {tt.elem_type} is not an ONNX element type "
+                                 f"(known codes: {', '.join(f'{d.value} {d.name}' for d in DType)})") from None
         if not tt.HasField("shape"):
             return TensorType(dtype, None)
         dims = []
         for d in tt.shape.dim:
             if d.HasField("dim_value") and d.dim_value >= 0:
                 dims.append(int(d.dim_value))
-            elif d.HasField("dim_param") and d.dim_param:
+            elif d.HasField("dim_param") and d.dim_param and d.dim_param not in ANONYMOUS_DIMS:
                 dims.append(d.dim_param)
             else:
                 dims.append(graph.fresh_symbol())
         return TensorType(dtype, tuple(dims))
     if which == "sequence_type":
         st = tp.sequence_type
-        return SequenceType(type_from_proto(st.elem_type, graph) if st.HasField("elem_type") else None)
+        return SequenceType(type_from_proto(st.elem_type, graph, where) if st.HasField("elem_type") else None)
     if which == "optional_type":
         ot = tp.optional_type
-        return OptionalType(type_from_proto(ot.elem_type, graph) if ot.HasField("elem_type") else None)
+        return OptionalType(type_from_proto(ot.elem_type, graph, where) if ot.HasField("elem_type") else None)
     if which == "map_type":
         try:
             key = DType(tp.map_type.key_type)
-        except ValueError:  # no usable key type: the map's type is unknown, as for an unknown tensor element type
-            return None
+        except ValueError:
+            raise ModelLoadError(f"{where or 'a map type'}: map key type {tp.map_type.key_type} is not an ONNX "
+                                 f"element type") from None
         mt = tp.map_type
-        return MapType(key, type_from_proto(mt.value_type, graph) if mt.HasField("value_type") else None)
+        return MapType(key, type_from_proto(mt.value_type, graph, where) if mt.HasField("value_type") else None)
     return None
 
 
@@ -390,9 +399,9 @@ class Decoder:
         if t == AttributeProto.GRAPHS:
             return [subgraph(x) for x in a.graphs]
         if t == AttributeProto.TYPE_PROTO:
-            return type_from_proto(a.tp, graph)
+            return type_from_proto(a.tp, graph, f"attribute '{a.name}'")
         if t == AttributeProto.TYPE_PROTOS:
-            return [type_from_proto(x, graph) for x in a.type_protos]
+            return [type_from_proto(x, graph, f"attribute '{a.name}'") for x in a.type_protos]
         raise ValueError(f"attribute '{a.name}' has no type")
 
 

@@ -283,12 +283,7 @@ SPECS = [
 BY_NAME = {s.name: s for s in SPECS}
 
 #: models that graphc runs wrongly or not at all, with the cause (tests/test_real_models.py marks them xfail)
-FAILS: dict[str, str] = {
-    "rapidocr_cls": "paddle2onnx declares input x as [-1,3,'?','?']; frontends/onnx/importer.py (convert_type) "
-                    "keeps the dim_param '?' as one symbol named '?', so height and width must be equal: a "
-                    "48x192 text line fails with FeedError where onnxruntime runs it (a square input, or the two "
-                    "dims renamed apart, gives 1e-6). Fix: give a '?' dim_param a fresh symbol as an empty one",
-}
+FAILS: dict[str, str] = {}
 
 #: what the table should say beside a model's result (the doc's remarks give the details)
 NOTES: dict[str, str] = {

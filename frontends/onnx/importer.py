@@ -131,6 +131,10 @@ class _Importer:
             g.constants[name] = v
             scope[name] = v
             init_names.add(name)
+        for kind, vis in (("input", gp.input), ("output", gp.output), ("value_info", gp.value_info)):
+            for vi in vis:  # element types checked up front: an unknown code is refused, naming the value
+                if vi.HasField("type"):
+                    type_from_proto(vi.type, g, f"{self.label}: graph '{g.name}' {kind} '{vi.name}'")
         for vi in gp.input:
             if vi.name in init_names:
                 continue  # an initializer listed as input (IR < 4 style): a constant with a default

@@ -311,7 +311,7 @@ def mutate_shape(rng, model, case) -> str:
         if rng.random() < 0.5:
             d.dim_value = _pick(rng, _DIMS + [-1, -5])
         else:
-            d.dim_param = _pick(rng, ["N", "M", "", "unk__0", "x y"])
+            d.dim_param = _pick(rng, ["N", "M", "", "?", "unk__0", "x y"])
         return f"a dim of '{vi.name}' changed"
     tt.shape.SetInParent()
     new = dims.add()
@@ -456,11 +456,37 @@ def mutate_external(rng, model, case) -> str:
     return f"external data of '{t.name}': location={location!r} offset={offset} length={length}"
 
 
+#: Element type codes that are no ONNX type (the model must be refused, naming the value).
+NON_TYPES = (96, 99, 4096, 123456)
+
+
+def mutate_elem_type(rng, model, case) -> str:
+    """An element type code that is no ONNX type, on a declared value, an initializer or a tensor attribute."""
+    import onnx
+
+    places = []
+    for g in _graphs(model.graph):
+        places += [("value", vi) for vi in list(g.input) + list(g.output) + list(g.value_info)
+                   if vi.type.HasField("tensor_type")]
+        places += [("initializer", t) for t in g.initializer]
+        places += [("attribute", a.t) for n in g.node for a in n.attribute if a.type == onnx.AttributeProto.TENSOR]
+    if not places:
+        return ""
+    kind, what = _pick(rng, places)
+    code = _pick(rng, list(NON_TYPES))
+    if kind == "value":
+        what.type.tensor_type.elem_type = code
+        return f"elem_type of '{what.name}' -> {code} (no such type)"
+    what.data_type = code
+    return f"data_type of {kind} tensor '{what.name}' -> {code} (no such type)"
+
+
 #: name -> (weight, mutation). Bytes mutations happen after the others, on the serialized model.
 MUTATIONS: dict[str, tuple[int, Callable]] = {
     "attr_value": (4, mutate_attr_value),
     "attr_type": (2, mutate_attr_type),
     "shape": (3, mutate_shape),
+    "elem_type": (1, mutate_elem_type),
     "initializer": (2, mutate_initializer),
     "edge": (3, mutate_edge),
     "op": (2, mutate_op),
