@@ -63,28 +63,22 @@ def _light():
     return light
 
 
-def _node_cases():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with np.errstate(all="ignore"):
-            from onnx.backend.test.case.node import collect_testcases
+def _conformance():
+    """graphc's conformance tools (graphc.tools.conformance; graphc.conformance in older checkouts)."""
+    import importlib
 
-            return [c for c in collect_testcases() if c.kind == "node"]
+    try:
+        return importlib.import_module("graphc.tools.conformance")
+    except ImportError:
+        return importlib.import_module("graphc.conformance")
+
+
+def _node_cases():
+    return _conformance().node_cases()
 
 
 def _normalize(x):
-    import onnx
-    from onnx import numpy_helper
-
-    if isinstance(x, onnx.TensorProto):
-        return numpy_helper.to_array(x)
-    if isinstance(x, onnx.SequenceProto):
-        return numpy_helper.to_list(x)
-    if isinstance(x, onnx.OptionalProto):
-        return numpy_helper.to_optional(x)
-    if isinstance(x, onnx.MapProto):
-        return numpy_helper.to_dict(x)
-    return x
+    return _conformance()._normalize(x)
 
 
 def _entry(model, datasets, level) -> str:

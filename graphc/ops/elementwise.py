@@ -154,16 +154,23 @@ def legacy_broadcast(node: Node, graph: Graph) -> None:
                                f"{rank_a} and {rank_b}")
     if pad == 0:
         return
-    if b.data is not None:
-        node.inputs[1] = graph.add_constant(b.data.reshape(b.data.shape + (1,) * pad), f"{node.name}_B")
+    _append_unit_dims(node, graph, 1, rank_b, pad, "B", "legacy_bcast")
+
+
+def _append_unit_dims(node: Node, graph: Graph, i: int, rank: int, pad: int, const_suffix: str, node_suffix: str):
+    """Give input ``i`` (of ``rank`` dims) ``pad`` trailing unit dims: a reshaped constant, or an Unsqueeze node
+    placed right before ``node`` (upgrades of old opsets' broadcasting rules)."""
+    x = node.inputs[i]
+    if x.data is not None:
+        node.inputs[i] = graph.add_constant(x.data.reshape(x.data.shape + (1,) * pad), f"{node.name}_{const_suffix}")
         return
-    axes = graph.add_constant(np.arange(rank_b, rank_b + pad, dtype=np.int64), f"{node.name}_bcast_axes")
-    unsq = graph.add_node("Unsqueeze", [b, axes], name=f"{node.name}_legacy_bcast")
+    axes = graph.add_constant(np.arange(rank, rank + pad, dtype=np.int64), f"{node.name}_{node_suffix}_axes")
+    unsq = graph.add_node("Unsqueeze", [x, axes], name=f"{node.name}_{node_suffix}")
     unsq.opset = None
     graph.nodes.pop()  # place it right before the node when the node is already in the graph
-    where = next((i for i, n in enumerate(graph.nodes) if n is node), len(graph.nodes))
+    where = next((k for k, n in enumerate(graph.nodes) if n is node), len(graph.nodes))
     graph.nodes.insert(where, unsq)
-    node.inputs[1] = unsq.outputs[0]
+    node.inputs[i] = unsq.outputs[0]
 
 
 _OLD_BINARY = {7: legacy_broadcast}
@@ -700,17 +707,7 @@ def _prelu_channel_slope(node: Node, graph: Graph) -> None:
         tuple(slope.type.shape) if isinstance(slope.type, TensorType) and slope.type.shape is not None else None
     if rank_x is None or rank_x < 3 or shape_s is None or len(shape_s) != 1 or shape_s[0] == 1:
         return  # a shared slope, or a rank where axis 1 is the last axis: right-aligned broadcasting agrees
-    pad = rank_x - 2
-    if slope.data is not None:
-        node.inputs[1] = graph.add_constant(slope.data.reshape(shape_s + (1,) * pad), f"{node.name}_slope")
-        return
-    axes = graph.add_constant(np.arange(1, 1 + pad, dtype=np.int64), f"{node.name}_slope_axes")
-    unsq = graph.add_node("Unsqueeze", [slope, axes], name=f"{node.name}_channel_slope")
-    unsq.opset = None
-    graph.nodes.pop()  # place it right before the node when the node is already in the graph
-    where = next((i for i, n in enumerate(graph.nodes) if n is node), len(graph.nodes))
-    graph.nodes.insert(where, unsq)
-    node.inputs[1] = unsq.outputs[0]
+    _append_unit_dims(node, graph, 1, 1, rank_x - 2, "slope", "channel_slope")
 
 
 def _infer_prelu(ctx: InferContext) -> list:

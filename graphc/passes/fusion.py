@@ -188,18 +188,36 @@ class _Fuser:
         self.failure: dict[int, tuple[str, str]] = {}
 
     def _post_dominators(self) -> list[int]:
-        import networkx as nx
+        """The immediate post-dominator of each node (``_SINK``: the graph's end).
 
-        rev = nx.DiGraph()
-        rev.add_node(_SINK)
-        for i in range(len(self.nodes)):
-            rev.add_node(i)
-            if self.is_output[i] or not self.consumers[i]:
-                rev.add_edge(_SINK, i)
-            for j, _ in self.consumers[i]:
-                rev.add_edge(j, i)
-        idom = nx.immediate_dominators(rev, _SINK)
-        return [idom.get(i, _SINK) for i in range(len(self.nodes))]
+        The nodes are in topological order, so a node's post-dominators all come after it: walking the
+        nodes backwards, a node's immediate post-dominator is the meeting point of its consumers' chains
+        (and the end, for a graph output), found by climbing the lower-indexed chain until both meet (the
+        "intersect" step of Cooper, Harvey and Kennedy's dominance algorithm, on a DAG in one pass). This is
+        the networkx ``immediate_dominators`` result on the reversed graph, without importing networkx
+        (17 MiB of resident memory) into every compile.
+        """
+        n = len(self.nodes)
+        end = n  # _SINK's place in the order: after every node
+        ipdom = [end] * n
+
+        def meet(a: int, b: int) -> int:
+            while a != b:
+                while a < b:
+                    a = ipdom[a]
+                while b < a:
+                    b = ipdom[b]
+            return a
+
+        for i in range(n - 1, -1, -1):
+            targets = [j for j, _ in self.consumers[i]]
+            if self.is_output[i] or not targets:
+                targets.append(end)
+            d = targets[0]
+            for j in targets[1:]:
+                d = meet(d, j)
+            ipdom[i] = d
+        return [_SINK if d == end else d for d in ipdom]
 
     # -- judging ---------------------------------------------------------------------------------
     def edge_verdict(self, gkind: Kind, v: Value, p: int, is_dom: bool) -> tuple[str, str] | None:
