@@ -1,12 +1,12 @@
 """The Python DSL: build graphc graphs with placeholders, variables, operators, layers and optimizers.
 
-``import graphc as gc`` re-exports these names (``gc.Graph``, ``gc.placeholder``, ``gc.nn.dense``,
-``gc.optim.Adam``...). Graphs built here are ordinary ``graphc.ir.Graph`` objects (a subclass that
+``import graphc as gc`` re-exports these names (``gc.Graph``, ``gc.placeholder``, ``gc.nn.conv2d``,
+``gc.layers.Dense``, ``gc.optim.Adam``...). Graphs built here are ordinary ``graphc.ir.Graph`` objects (a subclass that
 also records variables' initial values), run by ``gc.Session``.
 """
 from __future__ import annotations
 
-from . import initializers, losses, nn, optim
+from . import initializers, layers, losses, nn, optim
 from .custom import custom_op
 from .gradients import gradients
 from .graph import Graph, Operation, get_default_graph, group
@@ -16,5 +16,5 @@ from .tensor import Tensor, apply_op, as_tensor
 from .variables import Variable, assign, constant, placeholder
 
 __all__ = ["Graph", "Operation", "Tensor", "Variable", "apply_op", "as_tensor", "assign", "constant",
-           "custom_op", "get_default_graph", "gradients", "group", "initializers", "losses", "nn", "optim", "placeholder",
+           "custom_op", "get_default_graph", "gradients", "group", "initializers", "layers", "losses", "nn", "optim", "placeholder",
            *_math_names]

@@ -65,7 +65,7 @@ def _red(op, axis, keepdims=False):
 
 
 def _cases() -> list[SweepCase]:
-    m, nn = gc, gc.nn
+    m, nn, ly = gc, gc.nn, gc.layers
     c = []
     add = lambda name, fn, **kw: c.append(SweepCase(name, fn, **kw))  # noqa: E731
     # ---- math: elementwise ----------------------------------------------------------------
@@ -129,27 +129,41 @@ def _cases() -> list[SweepCase]:
         add(f"nn.{name}", _ew(getattr(nn, name)))
     add("nn.gelu_tanh", _ew(lambda t: nn.gelu(t, "tanh")))
     add("nn.softmax_axis0", _ew(lambda t: nn.softmax(t, 0)))
-    # ---- nn: layers -------------------------------------------------------------------------
-    add("nn.dense", lambda: nn.dense(_p((B, 4)), 6, activation=nn.relu))
-    add("nn.dense_3d_no_bias", lambda: nn.dense(_p((B, 2, 4)), 6, use_bias=False))
-    add("nn.conv2d", lambda: nn.conv2d(_p((2, 3, 6, 6)), 4, 3, padding="same"))
-    add("nn.conv2d_strided_dilated", lambda: nn.conv2d(_p((2, 2, 7, 7)), 4, 3, strides=2, dilation=2))
-    add("nn.conv2d_groups", lambda: nn.conv2d(_p((2, 4, 5, 5)), 4, 3, groups=2, use_bias=False))
-    add("nn.conv1d_causal", lambda: nn.conv1d(_p((2, 3, 8)), 4, 3, causal=True))
-    add("nn.conv1d_depthwise", lambda: nn.conv1d(_p((2, 4, 8)), 4, 3, groups=4, padding="same"))
-    add("nn.max_pool2d", lambda: nn.max_pool2d(_p((2, 3, 6, 6)) * _w((3, 1, 1))))
-    add("nn.max_pool2d_overlap_same", lambda: nn.max_pool2d(_p((2, 3, 6, 6)) * _w((3, 1, 1)), 3, 1, "same"))
-    add("nn.avg_pool2d", lambda: nn.avg_pool2d(_p((2, 3, 6, 6)) * _w((3, 1, 1))))
-    add("nn.max_pool1d", lambda: nn.max_pool1d(_p((2, 3, 8)) * _w((3, 1))))
-    add("nn.avg_pool1d", lambda: nn.avg_pool1d(_p((2, 3, 8)) * _w((3, 1)), 3, 1, "same"))
-    add("nn.batch_norm_training", lambda: nn.batch_norm(_p((4, 3, 2, 2)) * _w((3, 1, 1)), training=True))
-    add("nn.batch_norm_training_2d", lambda: nn.batch_norm(_p((6, 3)) * _w((3,)), training=True))
-    add("nn.batch_norm_inference", lambda: nn.batch_norm(_p((4, 3, 2, 2)) * _w((3, 1, 1)), training=False))
-    add("nn.layer_norm", lambda: nn.layer_norm(_p((B, 2, 6)) * _w((6,))))
-    add("nn.embedding", lambda: nn.embedding(_p((B, 4), "i", gc.int64), 7, 5),
-        feeds={"i": np.array([[0, 6, 6, 1], [2, 3, -1, 0], [5, 5, 5, 4]], np.int64)[:B]})
+    # ---- nn: functions of filter tensors, pooling, normalization ----------------------------
+    add("nn.conv1d", lambda: nn.conv1d(_p((2, 3, 8)), _w((4, 3, 3)), padding="causal"))
+    add("nn.conv2d", lambda: nn.conv2d(_p((2, 3, 6, 6)), _w((4, 3, 3, 3)), padding="SAME"))
+    add("nn.conv2d_strided_same", lambda: nn.conv2d(_p((2, 2, 6, 6)), _w((4, 2, 3, 3)), strides=2, padding="same"))
+    add("nn.conv3d", lambda: nn.conv3d(_p((2, 2, 4, 4, 4)), _w((3, 2, 2, 2, 2))))
+    add("nn.conv2d_transpose", lambda: nn.conv2d_transpose(_p((2, 3, 4, 4)), _w((3, 2, 3, 3)), strides=2,
+                                                           padding="SAME"))
+    add("nn.max_pool", lambda: nn.max_pool(_p((2, 3, 6, 6)) * _w((3, 1, 1)), 2))
+    add("nn.max_pool_overlap_same", lambda: nn.max_pool(_p((2, 3, 6, 6)) * _w((3, 1, 1)), 3, 1, "SAME"))
+    add("nn.avg_pool", lambda: nn.avg_pool(_p((2, 3, 6, 6)) * _w((3, 1, 1)), 2))
+    add("nn.max_pool_1d", lambda: nn.max_pool(_p((2, 3, 8)) * _w((3, 1)), 2))
+    add("nn.avg_pool_1d_same", lambda: nn.avg_pool(_p((2, 3, 8)) * _w((3, 1)), 3, 1, "same"))
+    add("nn.bias_add", lambda: nn.bias_add(_p((2, 3, 4)), _w((3,))))
+    add("nn.moments", lambda: (lambda mv: mv[0] + mv[1])(nn.moments(_p((B, 4)) * _w((4,)), [0])))
+    add("nn.batch_normalization", lambda: (lambda x: nn.batch_normalization(
+        x, *nn.moments(x, [0], keepdims=True), _w((4,), "b"), _w((4,), "s"), 1e-3))(_p((B, 4)) * _w((4,))))
     add("nn.dropout", lambda: nn.dropout(_p((B, 8)) * _w((8,)), 0.3))
-    add("nn.causal_self_attention", lambda: nn.causal_self_attention(_p((2, 4, 8)), 2))
+    # ---- layers ---------------------------------------------------------------------------
+    add("layers.dense", lambda: ly.dense(_p((B, 4)), 6, activation=nn.relu))
+    add("layers.dense_3d_no_bias", lambda: ly.dense(_p((B, 2, 4)), 6, use_bias=False))
+    add("layers.conv2d", lambda: ly.conv2d(_p((2, 3, 6, 6)), 4, 3, padding="same"))
+    add("layers.conv2d_strided_dilated", lambda: ly.conv2d(_p((2, 2, 7, 7)), 4, 3, strides=2, dilation=2))
+    add("layers.conv2d_groups", lambda: ly.conv2d(_p((2, 4, 5, 5)), 4, 3, groups=2, use_bias=False))
+    add("layers.conv3d", lambda: ly.conv3d(_p((2, 2, 4, 4, 4)), 3, 2))
+    add("layers.conv1d_causal", lambda: ly.conv1d(_p((2, 3, 8)), 4, 3, causal=True))
+    add("layers.conv1d_depthwise", lambda: ly.conv1d(_p((2, 4, 8)), 4, 3, groups=4, padding="same"))
+    add("layers.batch_norm_training", lambda: ly.batch_norm(_p((4, 3, 2, 2)) * _w((3, 1, 1)), training=True))
+    add("layers.batch_norm_training_2d", lambda: ly.batch_norm(_p((6, 3)) * _w((3,)), training=True))
+    add("layers.batch_norm_inference", lambda: ly.batch_norm(_p((4, 3, 2, 2)) * _w((3, 1, 1)), training=False))
+    add("layers.layer_norm", lambda: ly.layer_norm(_p((B, 2, 6)) * _w((6,))))
+    add("layers.embedding", lambda: ly.embedding(_p((B, 4), "i", gc.int64), 7, 5),
+        feeds={"i": np.array([[0, 6, 6, 1], [2, 3, -1, 0], [5, 5, 5, 4]], np.int64)[:B]})
+    add("layers.causal_self_attention", lambda: ly.causal_self_attention(_p((2, 4, 8)), 2))
+    add("layers.rnn_GRUCell", lambda: ly.rnn(ly.GRUCell(3), _p((B, 4, 2)))[0])
+    add("layers.rnn_LSTMCell", lambda: ly.rnn(ly.LSTMCell(3), _p((B, 4, 2)))[0])
     # ---- losses -----------------------------------------------------------------------------
     add("losses.softmax_cross_entropy",
         lambda: gc.losses.softmax_cross_entropy(_p((B, 5)) * _w((5,)), _p((B,), "y", gc.int64)),
@@ -160,7 +174,7 @@ def _cases() -> list[SweepCase]:
     add("losses.binary_cross_entropy_logits", lambda: gc.losses.binary_cross_entropy(
         _p((B, 5)) * _w((5,)), gc.cast(_p((B, 5), "t") > 0.0, gc.float32), from_logits=True))
     # ---- optimizers (on a small dense model) ------------------------------------------------
-    dense = lambda: nn.dense(_p((B, 4)), 3, activation=nn.tanh)  # noqa: E731
+    dense = lambda: ly.dense(_p((B, 4)), 3, activation=nn.tanh)  # noqa: E731
     o = gc.optim
     for name, make in [("SGD_weight_decay", lambda: o.SGD(0.1, weight_decay=0.01)),
                        ("Momentum", lambda: o.Momentum(0.1)), ("Nesterov", lambda: o.Nesterov(0.1)),

@@ -217,7 +217,7 @@ def test_gradient_ops_agree_with_numpy(emulated):
     with g.as_default():
         idx = gc.placeholder(gc.int64, ["B", 5], name="idx")
         target = gc.placeholder(gc.int64, ["B"], name="target")
-        emb = gc.nn.Embedding(7, 6, name="emb")
+        emb = gc.layers.Embedding(7, 6, name="emb")
         h = emb(idx)  # [B, 5, 6]
         a, b, c = gc.nn.split(h, 3, axis=-1)
         mixed = a * gc.nn.tanh(b) + c  # [B, 5, 2]
