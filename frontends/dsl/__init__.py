@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from . import initializers, layers, losses, nn, optim
 from .custom import custom_op
-from .gradients import gradients
+from .gradients import custom_gradient, gradients, stop_gradient
 from .graph import Graph, Operation, get_default_graph, group
 from .math import *  # noqa: F401,F403
 from .math import __all__ as _math_names
@@ -16,5 +16,5 @@ from .tensor import Tensor, apply_op, as_tensor
 from .variables import Variable, assign, constant, placeholder
 
 __all__ = ["Graph", "Operation", "Tensor", "Variable", "apply_op", "as_tensor", "assign", "constant",
-           "custom_op", "get_default_graph", "gradients", "group", "initializers", "layers", "losses", "nn", "optim", "placeholder",
+           "custom_gradient", "custom_op", "get_default_graph", "gradients", "group", "initializers", "layers", "losses", "nn", "optim", "placeholder", "stop_gradient",
            *_math_names]

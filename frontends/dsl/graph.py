@@ -42,6 +42,9 @@ class Graph(IRGraph):
         self.update_ops: list["Operation"] = []
         #: The file and line that created each placeholder and variable, by name (nodes carry their own).
         self.sources: dict[str, str] = {}
+        #: Nodes whose gradient is not their op's rule (gc.stop_gradient, gc.custom_gradient): id(node) ->
+        #: graphc.autodiff.GradOverride, passed to every gc.gradients of this graph.
+        self.grad_overrides: dict = {}
         # What shape inference learned while building (see graphc.ops.infer.infer_node).
         self._known: dict = {}
         self._symbolic: dict = {}

@@ -59,6 +59,14 @@ erf = _unary("Erf")
 floor = _unary("Floor")
 ceil = _unary("Ceil")
 sign = _unary("Sign")
+round = _unary("Round")  # noqa: A001
+_STEP_POLICY = ("\n\nGradient policy (the same for round, floor, ceil and sign, as PyTorch): the derivative is zero, "
+                "its value wherever it exists; write a straight-through estimator with gc.stop_gradient "
+                "(``x + gc.stop_gradient(gc.round(x) - x)``) or gc.custom_gradient.")
+round.__doc__ = "Elementwise rounding to the nearest integer, halves to even (ONNX Round)." + _STEP_POLICY
+floor.__doc__ = "Elementwise rounding down (ONNX Floor)." + _STEP_POLICY
+ceil.__doc__ = "Elementwise rounding up (ONNX Ceil)." + _STEP_POLICY
+sign.__doc__ = "Elementwise sign: -1, 0 or 1 (ONNX Sign)." + _STEP_POLICY
 reciprocal = _unary("Reciprocal")
 logical_not = _unary("Not")
 

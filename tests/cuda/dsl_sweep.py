@@ -70,8 +70,11 @@ def _cases() -> list[SweepCase]:
     add = lambda name, fn, **kw: c.append(SweepCase(name, fn, **kw))  # noqa: E731
     # ---- math: elementwise ----------------------------------------------------------------
     for name in ("exp", "sin", "cos", "tanh", "sigmoid", "relu", "erf", "abs", "negative", "square", "floor",
-                 "ceil", "sign"):
+                 "ceil", "sign", "round"):
         add(f"math.{name}", _ew(getattr(m, name)))
+    add("math.round_stop_gradient", lambda: (lambda t: t + gc.stop_gradient(m.round(t) - t))(_p((B, 5)) * _w((5,))))
+    add("math.round_custom_gradient", lambda: gc.custom_gradient(lambda t: (m.round(t), lambda dy: dy * 0.5))(
+        _p((B, 5)) * _w((5,))))
     for name in ("log", "sqrt", "reciprocal", "rsqrt"):
         add(f"math.{name}", _pos(getattr(m, name)))
     for name in ("add", "subtract", "multiply", "divide", "maximum", "minimum"):
