@@ -98,6 +98,8 @@ class Session:
         self._producer_index: dict[int, int] = {}
         self._lock = threading.Lock()  # one run at a time (see the module docstring)
         self._running: int | None = None  # the thread id of the run in progress
+        #: Runs so far: fed as the graph's run counter (DSL graphs: dropout draws a new mask each run).
+        self.runs = 0
 
     # ---- running ------------------------------------------------------------------------------
     def run(self, fetches: Any, feed_dict: Mapping | None = None) -> Any:
@@ -131,6 +133,10 @@ class Session:
             if k.graph is not self.graph:
                 raise FeedError(f"sess.run: fed tensor '{k.name}' belongs to another graph")
             feeds[k.value] = x
+        counter = getattr(self.graph, "run_counter", None)
+        if counter is not None and counter.value not in feeds:
+            feeds[counter.value] = np.float64(self.runs)
+        self.runs += 1
         key = (tuple(("t", id(x.value)) if _is_tensor(x) else ("o",) + tuple(id(a) for a in x.assigns)
                      for x in leaves),
                tuple(sorted((id(v), np.shape(x), str(getattr(x, "dtype", type(x).__name__)))

@@ -13,8 +13,8 @@ from .graph import Graph, Operation, get_default_graph, group
 from .math import *  # noqa: F401,F403
 from .math import __all__ as _math_names
 from .tensor import Tensor, apply_op, as_tensor
-from .variables import Variable, assign, constant, placeholder
+from .variables import Variable, assign, constant, placeholder, placeholder_with_default
 
 __all__ = ["Graph", "Operation", "Tensor", "Variable", "apply_op", "as_tensor", "assign", "constant",
-           "custom_gradient", "custom_op", "get_default_graph", "gradients", "group", "initializers", "layers", "losses", "nn", "optim", "placeholder", "stop_gradient",
+           "custom_gradient", "custom_op", "get_default_graph", "gradients", "group", "initializers", "layers", "losses", "nn", "optim", "placeholder", "placeholder_with_default", "stop_gradient",
            *_math_names]

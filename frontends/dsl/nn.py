@@ -244,19 +244,56 @@ def _check_flag(flag: Tensor, what: str) -> None:
                               f"'{flag.name}' of type {flag.type}")
 
 
-def dropout(x, rate: float, training: bool = True) -> Tensor:
-    """Zeroes each element with probability ``rate`` and scales the rest by 1/(1-rate); identity when not training."""
+def dropout(x, rate, training=True, seed: int | None = None) -> Tensor:
+    """Zeroes each element with probability ``rate`` and scales the rest by 1 / (1 - rate); x itself when not
+    training. ``rate`` is a number in [0, 1) or a float tensor (``1 - keep_prob`` of a placeholder);
+    ``training`` a bool or a boolean scalar tensor (one graph for training and evaluation).
+
+    Masks are reproducible and new at every run: element i of run t keeps when ``frac(a_i + t * b_i) >= rate``,
+    where a_i and b_i (in [1/4, 3/4)) are drawn once from ``seed`` (default: the next seed of ``Graph(seed)``)
+    and t is the graph's run counter, which ``gc.Session`` feeds with its run number. The forward and backward
+    passes of one run share the mask.
+    """
     x = as_tensor(x)
-    if not training or rate == 0.0:
+    g = x.graph
+    if isinstance(training, Tensor):
+        _check_flag(training, "gc.nn.dropout")
+    elif not training:
         return x
-    if not 0.0 <= rate < 1.0:
-        raise GraphBuildError(f"dropout: rate must be in [0, 1), got {rate}")
-    u = apply_op("RandomUniformLike", [x], {"low": 0.0, "high": 1.0})
-    keep = apply_op("Cast", [u >= rate], {"to": x.dtype.value})
-    return x * keep * (1.0 / (1.0 - rate))
+    if isinstance(rate, Tensor):
+        if rate.ndim not in (None, 0) or rate.dtype is None or not rate.dtype.is_float:
+            raise GraphBuildError(f"gc.nn.dropout: a rate tensor must be a float scalar, got '{rate.name}' of "
+                                  f"type {rate.type}")
+        keep_scale = 1.0 / (1.0 - rate)
+        threshold = rate
+    else:
+        if rate == 0.0 and not isinstance(training, Tensor):
+            return x
+        if not 0.0 <= rate < 1.0:
+            raise GraphBuildError(f"gc.nn.dropout: rate must be in [0, 1), got {rate}")
+        keep_scale = 1.0 / (1.0 - rate)
+        threshold = rate
+    from .variables import run_counter
+
+    s1 = g.next_seed() if seed is None else int(seed)
+    s2 = int(np.random.SeedSequence([s1, 1]).generate_state(1)[0])
+    f64 = DType.float64.value
+    a = apply_op("RandomUniformLike", [x], {"low": 0.0, "high": 1.0, "seed": float(s1), "dtype": f64})
+    b = apply_op("RandomUniformLike", [x], {"low": 0.25, "high": 0.75, "seed": float(s2), "dtype": f64})
+    u = a + run_counter(g) * b
+    u = u - apply_op("Floor", [u])
+    thr = threshold if not isinstance(threshold, Tensor) else apply_op("Cast", [threshold], {"to": f64})
+    keep = apply_op("Cast", [u >= thr], {"to": x.dtype.value})
+    if isinstance(keep_scale, Tensor):
+        keep_scale = apply_op("Cast", [keep_scale], {"to": x.dtype.value})
+    y = x * keep * keep_scale
+    if isinstance(training, Tensor):
+        from .math import where
+
+        y = where(training, y, x)
+    return y
 
 
-# ---- attention ----------------------------------------------------------------------------
 def causal_mask_bias(scores: Tensor) -> Tensor:
     """0 where a query may attend (key position <= query position), -1e9 elsewhere; shape [T, T] of scores."""
     g = scores.graph

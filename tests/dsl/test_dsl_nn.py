@@ -284,3 +284,69 @@ def test_gru_and_lstm_cells_against_numpy():
         h = sig(o) * np.tanh(c)
         np.testing.assert_allclose(lo[:, t], h, rtol=1e-12)
     np.testing.assert_allclose(lh, h, rtol=1e-12)
+
+
+# ---- run-time switches -----------------------------------------------------------------------------
+def _dropout_graph(seed):
+    g = gc.Graph(seed=seed)
+    with g.as_default():
+        x = gc.placeholder(gc.float32, [2000], name="x")
+        keep_prob = gc.placeholder_with_default(1.0, [], name="keep_prob")
+        training = gc.placeholder_with_default(False, [], name="training")
+        y = gc.nn.dropout(x, 1.0 - keep_prob, training=training)
+        dx = gc.gradients(gc.reduce_sum(y), x)
+    return g, x, keep_prob, training, y, dx
+
+
+def test_dropout_switches_at_run_time_and_masks_are_new_each_run_and_seeded():
+    g, x, keep_prob, training, y, dx = _dropout_graph(seed=3)
+    sess = gc.Session(g)
+    xb = np.ones(2000, np.float32)
+    np.testing.assert_array_equal(sess.run(y, {x: xb}), xb)  # the defaults: not training
+    np.testing.assert_array_equal(sess.run(y, {x: xb, training: True}), xb)  # keep_prob 1
+    on = {x: xb, training: True, keep_prob: 0.75}
+    a, da = sess.run([y, dx], on)
+    b = sess.run(y, on)
+    assert 0.70 < (a != 0).mean() < 0.80 and not np.array_equal(a != 0, b != 0)
+    np.testing.assert_allclose(a[a != 0], 1 / 0.75, rtol=1e-6)
+    np.testing.assert_array_equal(da, a)  # the backward pass uses the forward pass's mask
+    # reproducible from Graph(seed): a new session of an equal graph draws the same masks run by run
+    g2, x2, k2, t2, y2, _ = _dropout_graph(seed=3)
+    s2 = gc.Session(g2)
+    s2.run(y2, {x2: xb})
+    s2.run(y2, {x2: xb, t2: True})
+    np.testing.assert_array_equal(s2.run(y2, {x2: xb, t2: True, k2: 0.75}), a)
+    np.testing.assert_array_equal(s2.run(y2, {x2: xb, t2: True, k2: 0.75}), b)
+    g3, x3, k3, t3, y3, _ = _dropout_graph(seed=4)
+    s3 = gc.Session(g3)
+    s3.run(y3, {x3: xb}), s3.run(y3, {x3: xb})
+    assert not np.array_equal(s3.run(y3, {x3: xb, t3: True, k3: 0.75}), a)
+
+
+def test_batch_norm_training_as_a_boolean_tensor():
+    rng = np.random.default_rng(9)
+    xb = (rng.standard_normal((8, 3)) * 2 + 1).astype(np.float32)
+    g = gc.Graph()
+    with g.as_default():
+        x = gc.placeholder(gc.float32, ["N", 3], name="x")
+        training = gc.placeholder_with_default(False, [], name="training")
+        bn = gc.layers.BatchNorm(momentum=0.5)
+        y = bn(x, training)
+        upd = gc.group(*g.update_ops)
+    sess = gc.Session(g)
+    ev, _ = sess.run([y, upd], {x: xb})  # evaluation: running statistics, which stay as they are
+    np.testing.assert_allclose(ev, xb / np.sqrt(1 + 1e-5), rtol=1e-5)
+    np.testing.assert_array_equal(sess.variable(bn.mean), np.zeros(3, np.float32))
+    tr, _ = sess.run([y, upd], {x: xb, training: True})
+    np.testing.assert_allclose(tr, (xb - xb.mean(0)) / np.sqrt(xb.var(0) + 1e-5), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(sess.variable(bn.mean), 0.5 * xb.mean(0), rtol=1e-5)
+
+
+def test_run_time_switch_errors():
+    with gc.Graph().as_default():
+        x = gc.placeholder(gc.float32, [4], name="x")
+        with pytest.raises(GraphBuildError, match="`training` must be a Python bool or a boolean scalar tensor, got "
+                                                  "'x'"):
+            gc.nn.dropout(x, 0.5, training=x)
+        with pytest.raises(GraphBuildError, match="the default value has shape \\[2\\], which does not fit"):
+            gc.placeholder_with_default(np.zeros(2, np.float32), [3], name="p")
