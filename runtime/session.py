@@ -151,7 +151,11 @@ class Session:
         if not self._resident:  # a resident store's variables are read by the plan where they are
             for name in plan.var_inputs:
                 args[name] = self.state[name]
+        for name, low, high, message in plan.feed_checks:
+            _check_range(fed_by_name[name], low, high, message)
         results = plan.executable.run(args)
+        for slot, low, high, message in plan.result_checks:
+            _check_range(results[slot], low, high, message)
         for name, x in zip(plan.assign_targets, results[plan.n_fetch:]):
             if x is not None:  # None: the backend wrote the new value into its store itself
                 self.state[name] = x
@@ -250,6 +254,16 @@ class Session:
         if len(set(targets)) != len(targets):
             dup = sorted({t for t in targets if targets.count(t) > 1})
             raise GraphcError(f"sess.run: variable(s) {', '.join(dup)} are assigned twice in one run")
+        # Range checks (class ids of a loss...) of values this run feeds (checked before it) or computes
+        # (fetched with it, checked when it returns).
+        feed_checks, result_checks = [], []
+        for v, low, high, message in getattr(g, "range_checks", ()):
+            if id(v) in need_inputs:
+                feed_checks.append((v.name, low, high, message))
+            elif v.producer is not None and id(v.producer) in needed_nodes:
+                if v not in fetch_vals:
+                    fetch_vals.append(v)
+                result_checks.append((fetch_vals.index(v), low, high, message))
         sub.outputs = fetch_vals + assigns
         sub = sub.copy()  # passes may rewrite the plan's graph; the user's graph stays as built
         for v in sub.inputs:
@@ -258,6 +272,7 @@ class Session:
                                    list(need_vars), {len(fetch_vals) + j: t for j, t in enumerate(targets)})
         plan = _Plan(executable, [v.name for v in input_vals], list(need_vars), len(fetch_vals), targets)
         plan.fetch_slot = fetch_slot
+        plan.feed_checks, plan.result_checks = feed_checks, result_checks
         return plan
 
     def _backend(self):
@@ -331,6 +346,14 @@ class Session:
                                       f"in the graph but {x.dtype}{list(x.shape)} in the file")
                 new[name] = x
         self.state.update(new)
+
+
+def _check_range(x, low: int, high: int, message: str) -> None:
+    a = np.asarray(x)
+    bad = a[(a < low) | (a >= high)]
+    if bad.size:
+        shown = ", ".join(str(v) for v in np.unique(bad)[:5])
+        raise FeedError(f"sess.run: {message}; got {shown}" + (" ..." if np.unique(bad).size > 5 else ""))
 
 
 def progress(iterable: Iterable | int, desc: str = "train", total: int | None = None, disable: bool = False):

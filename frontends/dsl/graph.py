@@ -50,6 +50,9 @@ class Graph(IRGraph):
         self.run_counter = None
         #: How many seeded random draws the DSL has built (each gets its own seed from ``seed``).
         self.random_draws = 0
+        #: Run-time checks of integer values (``check_range``): (value, low, high, message); the Session
+        #: refuses a run where one is out of its range.
+        self.range_checks: list[tuple[Value, int, int, str]] = []
         # What shape inference learned while building (see graphc.ops.infer.infer_node).
         self._known: dict = {}
         self._symbolic: dict = {}
@@ -62,6 +65,10 @@ class Graph(IRGraph):
             yield self
         finally:
             _stack().pop()
+
+    def check_range(self, t, low: int, high: int, message: str) -> None:
+        """Ask every run that computes or feeds ``t`` to check that its values are in [low, high)."""
+        self.range_checks.append((t.value, low, high, message))
 
     def next_seed(self) -> int:
         """A seed for the next random draw: a function of the graph's seed and how many draws came before

@@ -15,7 +15,8 @@ import numpy as np
 from graphc.errors import GraphBuildError
 from graphc.ir import DType
 
-from .losses import binary_cross_entropy, mse, softmax_cross_entropy  # noqa: F401  (gc.nn.* spellings)
+from .losses import (binary_cross_entropy, mse, softmax_cross_entropy,  # noqa: F401  (gc.nn.* spellings)
+                     softmax_cross_entropy_with_soft_labels)
 from .math import _ints, reduce_mean, reshape, sigmoid, tanh  # noqa: F401
 from .tensor import Tensor, apply_op, as_tensor
 
@@ -306,4 +307,5 @@ def causal_mask_bias(scores: Tensor) -> Tensor:
 
 __all__ = ["avg_pool", "batch_normalization", "bias_add", "binary_cross_entropy", "causal_mask_bias", "conv1d",
            "conv2d", "conv2d_transpose", "conv3d", "dropout", "gelu", "leaky_relu", "log_softmax", "max_pool",
-           "moments", "mse", "relu", "sigmoid", "silu", "softmax", "softmax_cross_entropy", "softplus", "tanh"]
+           "moments", "mse", "relu", "sigmoid", "silu", "softmax", "softmax_cross_entropy",
+           "softmax_cross_entropy_with_soft_labels", "softplus", "tanh"]

@@ -171,6 +171,8 @@ def _cases() -> list[SweepCase]:
     add("losses.softmax_cross_entropy",
         lambda: gc.losses.softmax_cross_entropy(_p((B, 5)) * _w((5,)), _p((B,), "y", gc.int64)),
         feeds={"y": np.array([0, 4, 2], np.int64)[:B]})
+    add("losses.softmax_cross_entropy_with_soft_labels", lambda: gc.losses.softmax_cross_entropy_with_soft_labels(
+        _p((B, 5)) * _w((5,)), gc.nn.softmax(_p((B, 5), "t"))))
     add("losses.mse", lambda: gc.losses.mse(_p((B, 5)) * _w((5,)), _p((B, 5), "t")))
     add("losses.binary_cross_entropy", lambda: gc.losses.binary_cross_entropy(
         gc.sigmoid(_p((B, 5)) * _w((5,))), gc.cast(_p((B, 5), "t") > 0.0, gc.float32)))

@@ -350,3 +350,43 @@ def test_run_time_switch_errors():
             gc.nn.dropout(x, 0.5, training=x)
         with pytest.raises(GraphBuildError, match="the default value has shape \\[2\\], which does not fit"):
             gc.placeholder_with_default(np.zeros(2, np.float32), [3], name="p")
+
+
+# ---- checked losses --------------------------------------------------------------------------------
+def test_class_ids_out_of_range_are_refused_at_run_time():
+    g = gc.Graph()
+    with g.as_default():
+        logits = gc.placeholder(gc.float32, ["N", 10], name="logits")
+        y = gc.placeholder(gc.int64, ["N"], name="y")
+        loss = gc.nn.softmax_cross_entropy(logits, y)
+        computed = gc.nn.softmax_cross_entropy(logits, y + 5)  # labels computed in the graph are checked too
+    sess = gc.Session(g)
+    lb = np.zeros((3, 10), np.float32)
+    assert sess.run(loss, {logits: lb, y: np.array([0, 9, 3])}) == pytest.approx(np.log(10))
+    for bad in (12, -1):
+        with pytest.raises(gc.FeedError, match=rf"labels 'y' must be class ids in \[0, 10\) for logits 'logits' of "
+                                               rf"shape \['N', 10\]; got {bad}"):
+            sess.run(loss, {logits: lb, y: np.array([0, bad, 3])})
+    with pytest.raises(gc.FeedError, match=r"must be class ids in \[0, 10\).*got 12"):
+        sess.run(computed, {logits: lb, y: np.array([0, 7, 3])})
+
+
+def test_one_hot_labels_are_refused_while_building_and_have_their_own_loss():
+    rng = np.random.default_rng(10)
+    lb = rng.standard_normal((4, 3)).astype(np.float32)
+    soft = rng.dirichlet(np.ones(3), 4).astype(np.float32)
+    g = gc.Graph()
+    with g.as_default():
+        logits = gc.placeholder(gc.float32, [4, 3], name="logits")
+        onehot = gc.placeholder(gc.float32, [4, 3], name="onehot")
+        with pytest.raises(GraphBuildError, match=r"labels 'onehot' must be integer class ids of shape \[4\] for "
+                                                  r"logits 'logits' of shape \[4, 3\], got float32\[4,3\].*"
+                                                  r"softmax_cross_entropy_with_soft_labels"):
+            gc.nn.softmax_cross_entropy(logits, onehot)
+        with pytest.raises(GraphBuildError, match=r"labels 'ids' of shape \[5\] do not fit logits 'logits' of "
+                                                  r"shape \[4, 3\]"):
+            gc.nn.softmax_cross_entropy(logits, gc.placeholder(gc.int64, [5], name="ids"))
+        loss = gc.nn.softmax_cross_entropy_with_soft_labels(logits, onehot)
+    got = gc.Session(g).run(loss, {logits: lb, onehot: soft})
+    logp = lb - np.log(np.exp(lb).sum(1, keepdims=True))
+    assert got == pytest.approx(-(soft * logp).sum(1).mean(), rel=1e-5)
