@@ -100,6 +100,33 @@ class Session:
         self._running: int | None = None  # the thread id of the run in progress
         #: Runs so far: fed as the graph's run counter (DSL graphs: dropout draws a new mask each run).
         self.runs = 0
+        self._closed = False
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Drop the compiled plans and the variables' values; later runs raise. ``with gc.Session(g) as sess:``
+        closes at the end of the block."""
+        with self._lock:
+            self._plans.clear()
+            self._closed = True
+
+    def _add_new_variables(self) -> None:
+        """Variables created after the session (a layer or optimizer built later: its weights, slots and
+        step counter) start from their initial values at the next run."""
+        if len(self.state) == len(self.graph.variables):
+            return
+        initial = getattr(self.graph, "initial_values", {})
+        for name in self.graph.variables:
+            if name not in self.state:
+                if name not in initial:
+                    raise GraphcError(f"variable '{name}' of graph '{self.graph.name}' has no initial value")
+                self.state[name] = np.array(initial[name])
 
     # ---- running ------------------------------------------------------------------------------
     def run(self, fetches: Any, feed_dict: Mapping | None = None) -> Any:
@@ -120,6 +147,10 @@ class Session:
                 self._running = None
 
     def _run(self, fetches: Any, feed_dict: Mapping | None) -> Any:
+        if self._closed:
+            raise GraphcError(f"sess.run: this session of graph '{self.graph.name}' is closed (a `with gc.Session(g) "
+                              f"as sess:` block ended, or sess.close() was called); make a new gc.Session")
+        self._add_new_variables()
         leaves: list = []
         template = _flatten(fetches, leaves)
         for x in leaves:
@@ -301,6 +332,7 @@ class Session:
     # ---- state --------------------------------------------------------------------------------
     def variable(self, v) -> np.ndarray:
         """The current value of a variable (a Tensor or a name)."""
+        self._add_new_variables()
         name = v if isinstance(v, str) else v.name
         if name not in self.state:
             raise GraphcError(f"'{name}' is not a variable of graph '{self.graph.name}'")
@@ -320,15 +352,28 @@ class Session:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write every variable to an .npz file (arrays only: loadable with allow_pickle=False)."""
+        self._add_new_variables()
         with open(path, "wb") as f:
             np.savez(f, **self.state)
 
-    def restore(self, path: str | os.PathLike) -> None:
-        """Load variables saved by ``save``; refuses files whose names, shapes or dtypes do not match."""
+    def restore(self, path: str | os.PathLike, var_list: Iterable | None = None) -> None:
+        """Load variables saved by ``save``; refuses files whose names, shapes or dtypes do not match.
+
+        ``var_list`` (variables or names) restores only those (the file may hold more: a pretrained part of
+        a bigger model); without it the file must hold exactly the graph's variables.
+        """
+        self._add_new_variables()
+        wanted = None
+        if var_list is not None:
+            wanted = [v if isinstance(v, str) else v.name for v in var_list]
+            for name in wanted:
+                if name not in self.state:
+                    self.variable(name)  # the error naming the graph
         with np.load(path, allow_pickle=False) as data:
             stored = set(data.files)
-            missing = sorted(set(self.state) - stored)
-            unknown = sorted(stored - set(self.state))
+            names = set(self.state) if wanted is None else set(wanted)
+            missing = sorted(names - stored)
+            unknown = sorted(stored - set(self.state)) if wanted is None else []
             if missing or unknown:
                 parts = []
                 if missing:
@@ -338,7 +383,7 @@ class Session:
                 raise GraphcError(f"restore from '{path}': the file does not match graph '{self.graph.name}': "
                                   + "; ".join(parts))
             new = {}
-            for name in self.state:
+            for name in (self.state if wanted is None else wanted):
                 x = data[name]
                 old = self.state[name]
                 if x.shape != old.shape or x.dtype != old.dtype:
