@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from graphc.errors import GraphBuildError
+from graphc.ir import DType
 
 from . import initializers as init
 from . import nn
@@ -238,23 +239,24 @@ def layer_norm(x, epsilon: float = 1e-5, name: str = "layer_norm") -> Tensor:
 class Embedding(Layer):
     """Rows of a [vocab, dim] table picked by integer ids: ids [...] -> [..., dim]."""
 
-    def __init__(self, vocab_size: int, dim: int, initializer=None, name: str = "embedding"):
+    def __init__(self, vocab_size: int, dim: int, initializer=None, name: str = "embedding", dtype=DType.float32):
         super().__init__(name)
-        self.vocab_size, self.dim = vocab_size, dim
+        self.vocab_size, self.dim, self.dtype = vocab_size, dim, dtype
         self.initializer = initializer or init.normal(0.0, 0.02)
 
     def __call__(self, ids) -> Tensor:
         ids = as_tensor(ids)
         if not self.built:
             with ids.graph.as_default():
-                self.table = Variable(self.initializer, name=f"{self.name}/table", shape=[self.vocab_size, self.dim])
+                self.table = Variable(self.initializer, name=f"{self.name}/table", shape=[self.vocab_size, self.dim],
+                                      dtype=self.dtype)
             self.built = True
         return apply_op("Gather", [self.table, ids], {"axis": 0})
 
 
-def embedding(ids, vocab_size: int, dim: int, initializer=None, name: str = "embedding") -> Tensor:
-    """A new Embedding layer (a [vocab_size, dim] table) applied to integer ids."""
-    return Embedding(vocab_size, dim, initializer, name)(ids)
+def embedding(ids, vocab_size: int, dim: int, initializer=None, name: str = "embedding", dtype=DType.float32) -> Tensor:
+    """A new Embedding layer (a [vocab_size, dim] table of ``dtype``) applied to integer ids."""
+    return Embedding(vocab_size, dim, initializer, name, dtype)(ids)
 
 
 class CausalSelfAttention(Layer):
