@@ -331,6 +331,7 @@ class GRUCell(_Cell):
         return z * h + (1.0 - z) * c
 
     def initial_state(self, x) -> Tensor:
+        """The zero state h for inputs x [batch, features]."""
         return self.zero_state(x)
 
 
@@ -352,6 +353,7 @@ class LSTMCell(_Cell):
         return c_new, sigmoid(o) * tanh(c_new)
 
     def initial_state(self, x) -> tuple[Tensor, Tensor]:
+        """The zero state (c, h) for inputs x [batch, features]."""
         z = self.zero_state(x)
         return z, z
 

@@ -34,6 +34,7 @@ class Schedule:
         raise NotImplementedError
 
     def tensor(self, step: Tensor) -> Tensor:
+        """The learning rate built in the graph from ``step`` (a scalar tensor), in step's element type."""
         raise NotImplementedError
 
 
@@ -147,6 +148,7 @@ class Optimizer:
         return list(zip(grads, var_list))
 
     def apply_gradients(self, grads_and_vars: Sequence[tuple[Tensor, Tensor]]) -> Operation:
+        """The update op for (gradient, variable) pairs (from ``compute_gradients``, possibly transformed): each variable's update, the step counter's, and the graph's pending update ops."""
         if not grads_and_vars:
             raise GraphBuildError("apply_gradients: no (gradient, variable) pairs")
         g = grads_and_vars[0][1].graph
@@ -225,6 +227,7 @@ class Momentum(Optimizer):
 
 
 def Nesterov(learning_rate=0.01, momentum: float = 0.9, clip_norm=None) -> Momentum:
+    """Momentum with Nesterov's look-ahead: ``Momentum(..., nesterov=True)``."""
     return Momentum(learning_rate, momentum, nesterov=True, clip_norm=clip_norm)
 
 
