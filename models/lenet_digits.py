@@ -25,7 +25,8 @@ class LeNet:
         self.bn1 = gc.layers.BatchNorm(name="bn1")
         self.conv2 = gc.layers.Conv2D(32, 3, padding="same", name="conv2")
         self.bn2 = gc.layers.BatchNorm(name="bn2")
-        self.fc1 = gc.layers.Dense(64, activation=gc.nn.relu, kernel_initializer=gc.initializers.he_uniform(), name="fc1")
+        self.fc1 = gc.layers.Dense(64, activation=gc.nn.relu, kernel_initializer=gc.initializers.he_uniform(),
+                                   name="fc1")
         self.fc2 = gc.layers.Dense(10, name="fc2")
 
     def __call__(self, x, training: bool):

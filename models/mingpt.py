@@ -49,7 +49,8 @@ class GPT:
         self.blocks = []
         for i in range(n_layer):
             self.blocks.append(dict(
-                ln1=gc.layers.LayerNorm(name=f"h{i}/ln1"), attn=gc.layers.CausalSelfAttention(n_head, name=f"h{i}/attn"),
+                ln1=gc.layers.LayerNorm(name=f"h{i}/ln1"),
+                attn=gc.layers.CausalSelfAttention(n_head, name=f"h{i}/attn"),
                 ln2=gc.layers.LayerNorm(name=f"h{i}/ln2"),
                 fc=gc.layers.Dense(4 * n_embd, activation=gc.nn.gelu, name=f"h{i}/fc"),
                 proj=gc.layers.Dense(n_embd, name=f"h{i}/proj")))

@@ -1,5 +1,6 @@
 """Every gradient rule in every float type: the float64 finite-difference cases of test_gradcheck.py, rebuilt
-in float16 and bfloat16 (against the same graph in float32), where the op allows the type (its inference accepts the inputs).
+in float16 and bfloat16 (against the same graph in float32), where the op allows the type (its inference accepts
+the inputs).
 
 A rule that mixes element types (a float32 constant against a float16 gradient...) fails while the gradient
 graph is built; one that computes in the wrong type shows as a gradient far from the float32 result. The

@@ -16,5 +16,6 @@ from .tensor import Tensor, apply_op, as_tensor
 from .variables import Variable, assign, constant, placeholder, placeholder_with_default
 
 __all__ = ["Graph", "Operation", "Tensor", "Variable", "apply_op", "as_tensor", "assign", "constant",
-           "custom_gradient", "custom_op", "get_default_graph", "gradients", "group", "initializers", "layers", "losses", "nn", "optim", "placeholder", "placeholder_with_default", "stop_gradient",
+           "custom_gradient", "custom_op", "get_default_graph", "gradients", "group", "initializers", "layers",
+           "losses", "nn", "optim", "placeholder", "placeholder_with_default", "stop_gradient",
            *_math_names]

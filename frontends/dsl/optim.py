@@ -148,7 +148,8 @@ class Optimizer:
         return list(zip(grads, var_list))
 
     def apply_gradients(self, grads_and_vars: Sequence[tuple[Tensor, Tensor]]) -> Operation:
-        """The update op for (gradient, variable) pairs (from ``compute_gradients``, possibly transformed): each variable's update, the step counter's, and the graph's pending update ops."""
+        """The update op for (gradient, variable) pairs (from ``compute_gradients``, possibly transformed):
+        each variable's update, the step counter's, and the graph's pending update ops."""
         if not grads_and_vars:
             raise GraphBuildError("apply_gradients: no (gradient, variable) pairs")
         g = grads_and_vars[0][1].graph

@@ -48,7 +48,8 @@ COVERED_BY = {
     "layers.GRUCell": "layers.rnn_GRUCell", "layers.LSTMCell": "layers.rnn_LSTMCell",
     "nn.binary_cross_entropy": "losses.binary_cross_entropy", "nn.mse": "losses.mse",
     "nn.softmax_cross_entropy": "losses.softmax_cross_entropy",
-    "nn.softmax_cross_entropy_with_soft_labels": "losses.softmax_cross_entropy_with_soft_labels", "nn.sigmoid": "math.sigmoid",
+    "nn.softmax_cross_entropy_with_soft_labels": "losses.softmax_cross_entropy_with_soft_labels",
+    "nn.sigmoid": "math.sigmoid",
     "nn.tanh": "math.tanh", "optim.Cosine": "optim.SGD_Cosine", "optim.StepDecay": "optim.Adam_StepDecay",
     "optim.Warmup": "optim.Momentum_Warmup_Cosine", "optim.clip_by_global_norm": "optim.SGD_clip_norm",
 }

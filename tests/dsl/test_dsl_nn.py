@@ -186,7 +186,8 @@ def _np_conv2d(x, w, stride, pads):
 
 
 @pytest.mark.parametrize("padding,stride,pads", [("VALID", 1, (0, 0, 0, 0)), ("SAME", 1, (1, 1, 1, 1)),
-                                                 ("same", 2, (0, 0, 1, 1)), ("Same", 3, (0, 0, 0, 0)), ("SAME", 4, (0, 0, 1, 1))])
+                                                 ("same", 2, (0, 0, 1, 1)), ("Same", 3, (0, 0, 0, 0)),
+                                                 ("SAME", 4, (0, 0, 1, 1))])
 def test_nn_conv2d_takes_a_filter_tensor_and_tensorflow_padding(padding, stride, pads):
     rng = np.random.default_rng(6)
     xb, wb = rng.standard_normal((2, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3))
