@@ -83,21 +83,43 @@ _LAZY = {
 }
 
 
+#: The DSL's names (graphc.frontends.dsl.__all__; tests/dsl/test_dsl_discoverability.py keeps the two equal),
+#: listed here so that ``dir(gc)`` and ``from graphc import *`` show them before the DSL is first imported.
+_DSL = ("Graph", "Operation", "Tensor", "Variable", "abs", "add", "apply_op", "argmax", "argmin", "as_tensor", "assign",
+        "broadcast_to", "cast", "ceil", "clip", "concat", "constant", "cos", "cumsum", "custom_gradient", "custom_op",
+        "divide", "equal", "erf", "exp", "expand_dims", "flatten", "floor", "gather", "get_default_graph", "getitem",
+        "gradients", "greater", "group", "initializers", "layers", "less", "log", "logical_and", "logical_not",
+        "logical_or", "losses", "matmul", "maximum", "minimum", "multiply", "negative", "nn", "not_equal", "one_hot",
+        "ones_like", "optim", "pad", "placeholder", "placeholder_with_default", "pow", "reciprocal",
+        "reduce_logsumexp", "reduce_max", "reduce_mean", "reduce_min", "reduce_prod", "reduce_sum", "relu",
+        "reshape", "round", "rsqrt", "shape", "sigmoid", "sign", "sin", "split", "sqrt", "square", "squeeze", "stack",
+        "stop_gradient", "subtract", "swapaxes", "tanh", "tile", "transpose", "tril", "triu", "where", "zeros_like")
+
+
 def __getattr__(name: str):
     if name in _LAZY:
         import importlib
 
         mod, attr = _LAZY[name]
         m = importlib.import_module(mod)
-        return m if attr is None else getattr(m, attr)
-    if not name.startswith("__"):  # the DSL: gc.Graph, gc.placeholder, gc.nn, gc.optim, gc.exp, ...
+        value = m if attr is None else getattr(m, attr)
+    elif name in _DSL:  # the DSL: gc.Graph, gc.placeholder, gc.nn, gc.layers, gc.optim, gc.exp, ...
         import graphc.frontends.dsl as dsl
 
-        if name in dsl.__all__:
-            return getattr(dsl, name)
-    raise AttributeError(f"module 'graphc' has no attribute '{name}'")
+        value = getattr(dsl, name)
+    else:
+        raise AttributeError(f"module 'graphc' has no attribute '{name}'")
+    globals()[name] = value  # resolved once: later lookups (and documentation tools) find it in the module
+    return value
 
 
-__all__ = ["DType", "ExecutionError", "ExternalDataError", "FeedError", "Graph", "GraphcError", "InvalidGraphError",
-           "ModelLoadError", "Node", "OpAttributeError", "ResourceLimitError", "ShapeError", "TensorType", "UnsupportedOpError", "Value",
-           "import_onnx", "prepare", "run"]
+def __dir__() -> list[str]:
+    """Every public name, the lazily imported ones included (they are not in the module's namespace yet)."""
+    return sorted(set(globals()) | set(__all__))
+
+
+__all__ = sorted({"DType", "ExecutionError", "ExternalDataError", "FeedError", "GraphcError", "IRGraph",
+                  "InvalidGraphError", "ModelLoadError", "Node", "OpAttributeError", "ResourceLimitError", "ShapeError",
+                  "TensorType", "UnsupportedOpError", "Value", "__version__", "bfloat16", "bool", "float16", "float32",
+                  "float64", "int8", "int16", "int32", "int64", "string", "uint8", "uint16", "uint32", "uint64",
+                  "import_onnx", "prepare", "run", *_LAZY, *_DSL})

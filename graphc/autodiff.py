@@ -21,7 +21,18 @@ from .errors import GradientError, ShapeError, node_label
 from .ir import DType, Graph, Node, TensorType, Value
 from .ops.registry import REGISTRY, InferContext, lookup
 
-__all__ = ["GradContext", "gradients", "differentiability", "GradientError"]
+__all__ = ["GradContext", "GradOverride", "gradients", "differentiability", "GradientError"]
+
+
+class GradOverride:
+    """A gradient rule for one node of one graph, used instead of its op's rule (``stop_gradient`` and
+    ``custom_gradient`` of the DSL): ``rule(ctx, node, dys)`` returns one gradient per value of ``wrt``
+    (the node's inputs when None), like an op's rule returns one per input; None means "no gradient"."""
+
+    __slots__ = ("node", "rule", "wrt")
+
+    def __init__(self, node: Node, rule: Callable, wrt: Sequence[Value] | None = None):
+        self.node, self.rule, self.wrt = node, rule, None if wrt is None else list(wrt)
 
 
 def _all_inputs(node: Node) -> list[Value]:
@@ -43,9 +54,11 @@ class GradContext:
     line, so a gradient node in a listing or an error points back at the user's code.
     """
 
-    def __init__(self, graph: Graph):
+    def __init__(self, graph: Graph, overrides: dict[int, GradOverride] | None = None):
         self.graph = graph
         self.node: Node | None = None
+        #: Per-node rules that replace the op's (id(node) -> GradOverride).
+        self.overrides: dict[int, GradOverride] = overrides or {}
         #: What inference learned of small integer values built here (Shape of a symbolic tensor...).
         self._symbolic: dict[int, tuple] = {}
 
@@ -338,15 +351,23 @@ def _sweep(ctx: GradContext, nodes: Sequence[Node], seeds: dict[int, list[Value]
         for v, dy in zip(node.outputs, dys):
             if dy is not None:
                 partials[id(v)] = [dy]  # a y that is also read by a later x keeps its total
-        opdef = lookup(node.domain, node.op_type)
-        if opdef is None or opdef.grad is None:
-            cuts.append((node, None))
-            continue
-        opdef.complete_attrs(node)
-        ctx.node = node
-        grads = list(opdef.grad(ctx, node, dys))
-        grads += [None] * (len(node.inputs) - len(grads))
-        for i, (v, g) in enumerate(zip(node.inputs, grads)):
+        override = ctx.overrides.get(id(node))
+        targets = node.inputs
+        if override is not None and override.node is node:
+            ctx.node = node
+            if override.wrt is not None:
+                targets = override.wrt
+            grads = list(override.rule(ctx, node, dys))
+        else:
+            opdef = lookup(node.domain, node.op_type)
+            if opdef is None or opdef.grad is None:
+                cuts.append((node, None))
+                continue
+            opdef.complete_attrs(node)
+            ctx.node = node
+            grads = list(opdef.grad(ctx, node, dys))
+        grads += [None] * (len(targets) - len(grads))
+        for i, (v, g) in enumerate(zip(targets, grads)):
             if v is None or id(v) not in depends:
                 continue
             if g is None or not _is_float(v):
@@ -366,12 +387,14 @@ def _seed(ctx: GradContext, y: Value, gy: Value | None) -> Value:
 
 
 def gradients(graph: Graph, ys: Sequence[Value], xs: Sequence[Value],
-              grad_ys: Sequence[Value | None] | None = None, unconnected: str = "error") -> list[Value | None]:
+              grad_ys: Sequence[Value | None] | None = None, unconnected: str = "error",
+              overrides: Sequence[GradOverride] = ()) -> list[Value | None]:
     """Append gradient nodes to ``graph``; returns d(sum of ys)/dx for each x, a Value of x's shape.
 
     ``grad_ys`` (one per y, None for ones) weight the ys: the result is the vector-Jacobian product.
     ``unconnected`` says what an x that receives no gradient gets: "error" (GradientError naming the
     variable and, when one cuts the path, the non-differentiable node), "none" (None) or "zero" (zeros).
+    ``overrides`` replace the rules of single nodes (GradOverride).
     """
     ys, xs = list(ys), list(xs)
     if unconnected not in ("error", "none", "zero"):
@@ -379,7 +402,7 @@ def gradients(graph: Graph, ys: Sequence[Value], xs: Sequence[Value],
     if grad_ys is not None and len(grad_ys) != len(ys):
         raise GradientError(f"grad_ys has {len(grad_ys)} entries for {len(ys)} ys")
     _ensure_types(graph, list(ys) + list(xs))
-    ctx = GradContext(graph)
+    ctx = GradContext(graph, {id(o.node): o for o in overrides})
     fwd_nodes = list(graph.nodes)
     start_nodes, start_consts = len(graph.nodes), set(graph.constants)
     seeds: dict[int, list[Value]] = {}

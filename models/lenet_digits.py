@@ -21,17 +21,18 @@ class LeNet:
     """The layers, created once and applied to both the training and the inference input."""
 
     def __init__(self):
-        self.conv1 = gc.nn.Conv2D(16, 3, padding="same", name="conv1")
-        self.bn1 = gc.nn.BatchNorm(name="bn1")
-        self.conv2 = gc.nn.Conv2D(32, 3, padding="same", name="conv2")
-        self.bn2 = gc.nn.BatchNorm(name="bn2")
-        self.fc1 = gc.nn.Dense(64, activation=gc.nn.relu, kernel_initializer=gc.initializers.he_uniform(), name="fc1")
-        self.fc2 = gc.nn.Dense(10, name="fc2")
+        self.conv1 = gc.layers.Conv2D(16, 3, padding="same", name="conv1")
+        self.bn1 = gc.layers.BatchNorm(name="bn1")
+        self.conv2 = gc.layers.Conv2D(32, 3, padding="same", name="conv2")
+        self.bn2 = gc.layers.BatchNorm(name="bn2")
+        self.fc1 = gc.layers.Dense(64, activation=gc.nn.relu, kernel_initializer=gc.initializers.he_uniform(),
+                                   name="fc1")
+        self.fc2 = gc.layers.Dense(10, name="fc2")
 
     def __call__(self, x, training: bool):
         h = gc.reshape(x, [-1, 1, 8, 8])
-        h = gc.nn.max_pool2d(gc.nn.relu(self.bn1(self.conv1(h), training)))  # [N, 16, 4, 4]
-        h = gc.nn.max_pool2d(gc.nn.relu(self.bn2(self.conv2(h), training)))  # [N, 32, 2, 2]
+        h = gc.nn.max_pool(gc.nn.relu(self.bn1(self.conv1(h), training)), 2)  # [N, 16, 4, 4]
+        h = gc.nn.max_pool(gc.nn.relu(self.bn2(self.conv2(h), training)), 2)  # [N, 32, 2, 2]
         return self.fc2(self.fc1(gc.reshape(h, [-1, 32 * 2 * 2])))
 
 

@@ -34,11 +34,11 @@ class MambaBlock:
     def __init__(self, d_model: int, d_inner: int = 32, d_state: int = 8, d_conv: int = 4, dt_rank: int = 4,
                  name: str = "mamba"):
         self.d_inner, self.d_state, self.dt_rank = d_inner, d_state, dt_rank
-        self.in_proj = gc.nn.Dense(2 * d_inner, use_bias=False, name=f"{name}/in_proj")
-        self.conv = gc.nn.Conv1D(d_inner, d_conv, groups=d_inner, causal=True, name=f"{name}/conv")
-        self.x_proj = gc.nn.Dense(dt_rank + 2 * d_state, use_bias=False, name=f"{name}/x_proj")
-        self.dt_proj = gc.nn.Dense(d_inner, name=f"{name}/dt_proj")
-        self.out_proj = gc.nn.Dense(d_model, use_bias=False, name=f"{name}/out_proj")
+        self.in_proj = gc.layers.Dense(2 * d_inner, use_bias=False, name=f"{name}/in_proj")
+        self.conv = gc.layers.Conv1D(d_inner, d_conv, groups=d_inner, causal=True, name=f"{name}/conv")
+        self.x_proj = gc.layers.Dense(dt_rank + 2 * d_state, use_bias=False, name=f"{name}/x_proj")
+        self.dt_proj = gc.layers.Dense(d_inner, name=f"{name}/dt_proj")
+        self.out_proj = gc.layers.Dense(d_model, use_bias=False, name=f"{name}/out_proj")
         self.name = name
         self.built = False
 
@@ -147,10 +147,10 @@ def build(d_model: int = 32, lr: float = 5e-3, steps: int = 400, seed: int = 0):
     with g.as_default():
         idx = gc.placeholder(gc.int64, ["B", SEQ_LEN], name="idx")
         targets = gc.placeholder(gc.int64, ["B", N_DATA], name="targets")
-        h = gc.nn.embedding(idx, VOCAB, d_model, initializer=gc.initializers.normal(0.0, 1.0), name="emb")
+        h = gc.layers.embedding(idx, VOCAB, d_model, initializer=gc.initializers.normal(0.0, 1.0), name="emb")
         for i in range(2):
-            h = h + MambaBlock(d_model, d_inner=2 * d_model, name=f"mamba{i}")(gc.nn.layer_norm(h, name=f"ln{i}"))
-        logits = gc.nn.dense(gc.nn.layer_norm(h, name="ln_f"), VOCAB, name="head")[:, SEQ_LEN - N_DATA:]
+            h = h + MambaBlock(d_model, d_inner=2 * d_model, name=f"mamba{i}")(gc.layers.layer_norm(h, name=f"ln{i}"))
+        logits = gc.layers.dense(gc.layers.layer_norm(h, name="ln_f"), VOCAB, name="head")[:, SEQ_LEN - N_DATA:]
         loss = gc.nn.softmax_cross_entropy(logits, targets)
         accuracy = gc.reduce_mean(gc.cast(gc.equal(gc.argmax(logits, -1), targets), gc.float32))
         step = gc.optim.Adam(gc.optim.Warmup(gc.optim.Cosine(lr, steps, lr / 10), 20), clip_norm=1.0).minimize(loss)

@@ -44,17 +44,18 @@ class GPT:
 
     def __init__(self, vocab_size: int, block_size: int, n_layer: int = 2, n_head: int = 4, n_embd: int = 64):
         self.block_size = block_size
-        self.tok = gc.nn.Embedding(vocab_size, n_embd, name="tok_emb")
+        self.tok = gc.layers.Embedding(vocab_size, n_embd, name="tok_emb")
         self.pos = gc.Variable(gc.initializers.normal(0.0, 0.02), shape=[block_size, n_embd], name="pos_emb")
         self.blocks = []
         for i in range(n_layer):
             self.blocks.append(dict(
-                ln1=gc.nn.LayerNorm(name=f"h{i}/ln1"), attn=gc.nn.CausalSelfAttention(n_head, name=f"h{i}/attn"),
-                ln2=gc.nn.LayerNorm(name=f"h{i}/ln2"),
-                fc=gc.nn.Dense(4 * n_embd, activation=gc.nn.gelu, name=f"h{i}/fc"),
-                proj=gc.nn.Dense(n_embd, name=f"h{i}/proj")))
-        self.ln_f = gc.nn.LayerNorm(name="ln_f")
-        self.head = gc.nn.Dense(vocab_size, use_bias=False, name="head")
+                ln1=gc.layers.LayerNorm(name=f"h{i}/ln1"),
+                attn=gc.layers.CausalSelfAttention(n_head, name=f"h{i}/attn"),
+                ln2=gc.layers.LayerNorm(name=f"h{i}/ln2"),
+                fc=gc.layers.Dense(4 * n_embd, activation=gc.nn.gelu, name=f"h{i}/fc"),
+                proj=gc.layers.Dense(n_embd, name=f"h{i}/proj")))
+        self.ln_f = gc.layers.LayerNorm(name="ln_f")
+        self.head = gc.layers.Dense(vocab_size, use_bias=False, name="head")
 
     def __call__(self, idx):
         """idx [B, T] int64 (T <= block_size) -> logits [B, T, vocab]."""

@@ -28,8 +28,9 @@ def build(hidden: int = 128, lr: float = 3e-3, seed: int = 0, distributed: bool 
     with g.as_default():
         x = gc.placeholder(gc.float32, ["N", 64], name="x")
         y = gc.placeholder(gc.int64, ["N"], name="y")
-        h = gc.nn.dense(x, hidden, activation=gc.nn.relu, kernel_initializer=gc.initializers.he_uniform(), name="fc1")
-        logits = gc.nn.dense(h, 10, name="fc2")
+        h = gc.layers.dense(x, hidden, activation=gc.nn.relu, kernel_initializer=gc.initializers.he_uniform(),
+                            name="fc1")
+        logits = gc.layers.dense(h, 10, name="fc2")
         loss = gc.nn.softmax_cross_entropy(logits, y)
         accuracy = gc.reduce_mean(gc.cast(gc.equal(gc.argmax(logits, -1), y), gc.float32))
         opt = gc.optim.Adam(lr)

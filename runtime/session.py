@@ -98,6 +98,35 @@ class Session:
         self._producer_index: dict[int, int] = {}
         self._lock = threading.Lock()  # one run at a time (see the module docstring)
         self._running: int | None = None  # the thread id of the run in progress
+        #: Runs so far: fed as the graph's run counter (DSL graphs: dropout draws a new mask each run).
+        self.runs = 0
+        self._closed = False
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Drop the compiled plans and the variables' values; later runs raise. ``with gc.Session(g) as sess:``
+        closes at the end of the block."""
+        with self._lock:
+            self._plans.clear()
+            self._closed = True
+
+    def _add_new_variables(self) -> None:
+        """Variables created after the session (a layer or optimizer built later: its weights, slots and
+        step counter) start from their initial values at the next run."""
+        if len(self.state) == len(self.graph.variables):
+            return
+        initial = getattr(self.graph, "initial_values", {})
+        for name in self.graph.variables:
+            if name not in self.state:
+                if name not in initial:
+                    raise GraphcError(f"variable '{name}' of graph '{self.graph.name}' has no initial value")
+                self.state[name] = np.array(initial[name])
 
     # ---- running ------------------------------------------------------------------------------
     def run(self, fetches: Any, feed_dict: Mapping | None = None) -> Any:
@@ -118,6 +147,10 @@ class Session:
                 self._running = None
 
     def _run(self, fetches: Any, feed_dict: Mapping | None) -> Any:
+        if self._closed:
+            raise GraphcError(f"sess.run: this session of graph '{self.graph.name}' is closed (a `with gc.Session(g) "
+                              f"as sess:` block ended, or sess.close() was called); make a new gc.Session")
+        self._add_new_variables()
         leaves: list = []
         template = _flatten(fetches, leaves)
         for x in leaves:
@@ -131,6 +164,10 @@ class Session:
             if k.graph is not self.graph:
                 raise FeedError(f"sess.run: fed tensor '{k.name}' belongs to another graph")
             feeds[k.value] = x
+        counter = getattr(self.graph, "run_counter", None)
+        if counter is not None and counter.value not in feeds:
+            feeds[counter.value] = np.float64(self.runs)
+        self.runs += 1
         key = (tuple(("t", id(x.value)) if _is_tensor(x) else ("o",) + tuple(id(a) for a in x.assigns)
                      for x in leaves),
                tuple(sorted((id(v), np.shape(x), str(getattr(x, "dtype", type(x).__name__)))
@@ -145,7 +182,11 @@ class Session:
         if not self._resident:  # a resident store's variables are read by the plan where they are
             for name in plan.var_inputs:
                 args[name] = self.state[name]
+        for name, low, high, message in plan.feed_checks:
+            _check_range(fed_by_name[name], low, high, message)
         results = plan.executable.run(args)
+        for slot, low, high, message in plan.result_checks:
+            _check_range(results[slot], low, high, message)
         for name, x in zip(plan.assign_targets, results[plan.n_fetch:]):
             if x is not None:  # None: the backend wrote the new value into its store itself
                 self.state[name] = x
@@ -244,6 +285,16 @@ class Session:
         if len(set(targets)) != len(targets):
             dup = sorted({t for t in targets if targets.count(t) > 1})
             raise GraphcError(f"sess.run: variable(s) {', '.join(dup)} are assigned twice in one run")
+        # Range checks (class ids of a loss...) of values this run feeds (checked before it) or computes
+        # (fetched with it, checked when it returns).
+        feed_checks, result_checks = [], []
+        for v, low, high, message in getattr(g, "range_checks", ()):
+            if id(v) in need_inputs:
+                feed_checks.append((v.name, low, high, message))
+            elif v.producer is not None and id(v.producer) in needed_nodes:
+                if v not in fetch_vals:
+                    fetch_vals.append(v)
+                result_checks.append((fetch_vals.index(v), low, high, message))
         sub.outputs = fetch_vals + assigns
         sub = sub.copy()  # passes may rewrite the plan's graph; the user's graph stays as built
         for v in sub.inputs:
@@ -252,6 +303,7 @@ class Session:
                                    list(need_vars), {len(fetch_vals) + j: t for j, t in enumerate(targets)})
         plan = _Plan(executable, [v.name for v in input_vals], list(need_vars), len(fetch_vals), targets)
         plan.fetch_slot = fetch_slot
+        plan.feed_checks, plan.result_checks = feed_checks, result_checks
         return plan
 
     def _backend(self):
@@ -280,6 +332,7 @@ class Session:
     # ---- state --------------------------------------------------------------------------------
     def variable(self, v) -> np.ndarray:
         """The current value of a variable (a Tensor or a name)."""
+        self._add_new_variables()
         name = v if isinstance(v, str) else v.name
         if name not in self.state:
             raise GraphcError(f"'{name}' is not a variable of graph '{self.graph.name}'")
@@ -299,15 +352,28 @@ class Session:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write every variable to an .npz file (arrays only: loadable with allow_pickle=False)."""
+        self._add_new_variables()
         with open(path, "wb") as f:
             np.savez(f, **self.state)
 
-    def restore(self, path: str | os.PathLike) -> None:
-        """Load variables saved by ``save``; refuses files whose names, shapes or dtypes do not match."""
+    def restore(self, path: str | os.PathLike, var_list: Iterable | None = None) -> None:
+        """Load variables saved by ``save``; refuses files whose names, shapes or dtypes do not match.
+
+        ``var_list`` (variables or names) restores only those (the file may hold more: a pretrained part of
+        a bigger model); without it the file must hold exactly the graph's variables.
+        """
+        self._add_new_variables()
+        wanted = None
+        if var_list is not None:
+            wanted = [v if isinstance(v, str) else v.name for v in var_list]
+            for name in wanted:
+                if name not in self.state:
+                    self.variable(name)  # the error naming the graph
         with np.load(path, allow_pickle=False) as data:
             stored = set(data.files)
-            missing = sorted(set(self.state) - stored)
-            unknown = sorted(stored - set(self.state))
+            names = set(self.state) if wanted is None else set(wanted)
+            missing = sorted(names - stored)
+            unknown = sorted(stored - set(self.state)) if wanted is None else []
             if missing or unknown:
                 parts = []
                 if missing:
@@ -317,7 +383,7 @@ class Session:
                 raise GraphcError(f"restore from '{path}': the file does not match graph '{self.graph.name}': "
                                   + "; ".join(parts))
             new = {}
-            for name in self.state:
+            for name in (self.state if wanted is None else wanted):
                 x = data[name]
                 old = self.state[name]
                 if x.shape != old.shape or x.dtype != old.dtype:
@@ -325,6 +391,14 @@ class Session:
                                       f"in the graph but {x.dtype}{list(x.shape)} in the file")
                 new[name] = x
         self.state.update(new)
+
+
+def _check_range(x, low: int, high: int, message: str) -> None:
+    a = np.asarray(x)
+    bad = a[(a < low) | (a >= high)]
+    if bad.size:
+        shown = ", ".join(str(v) for v in np.unique(bad)[:5])
+        raise FeedError(f"sess.run: {message}; got {shown}" + (" ..." if np.unique(bad).size > 5 else ""))
 
 
 def progress(iterable: Iterable | int, desc: str = "train", total: int | None = None, disable: bool = False):

@@ -16,12 +16,12 @@ def trained_cnn():
     with g.as_default():
         x = gc.placeholder(gc.float32, ["N", 1, 8, 8], name="x")
         y = gc.placeholder(gc.int64, ["N"], name="y")
-        conv, bn = gc.nn.Conv2D(4, 3, padding="same"), gc.nn.BatchNorm()
-        dense1, dense2 = gc.nn.Dense(16, activation=gc.nn.gelu), gc.nn.Dense(10)
+        conv, bn = gc.layers.Conv2D(4, 3, padding="same"), gc.layers.BatchNorm()
+        dense1, dense2 = gc.layers.Dense(16, activation=gc.nn.gelu), gc.layers.Dense(10)
 
         def net(training):
-            h = gc.nn.max_pool2d(gc.nn.relu(bn(conv(x), training)))
-            h = gc.nn.layer_norm(dense1(gc.reshape(h, [-1, 64])))
+            h = gc.nn.max_pool(gc.nn.relu(bn(conv(x), training)), 2)
+            h = gc.layers.layer_norm(dense1(gc.reshape(h, [-1, 64])))
             return dense2(h)
 
         loss = gc.nn.softmax_cross_entropy(net(True), y)

@@ -152,3 +152,41 @@ def test_progress_helper_iterates_with_or_without_tqdm():
         bar.set_postfix(loss=1.0)
         seen.append(i)
     assert seen == [0, 1, 2]
+
+
+# ---- lifecycle: variables made after the session, `with`, restore(var_list=) ---------------------------
+def test_variables_and_optimizer_slots_made_after_the_session_start_at_the_next_run(tmp_path):
+    g = gc.Graph()
+    with g.as_default():
+        x = gc.placeholder(gc.float32, ["N", 3], name="x")
+        y = gc.placeholder(gc.int64, ["N"], name="y")
+        logits = gc.layers.dense(x, 2, name="fc")
+    with gc.Session(g) as sess:
+        xb, yb = np.ones((4, 3), np.float32), np.array([0, 1, 1, 0])
+        before = sess.run(logits, {x: xb})
+        with g.as_default():  # a layer and an Adam optimizer (step counter, slots) built after the session
+            logits2 = gc.layers.dense(logits, 2, name="head")
+            loss = gc.nn.softmax_cross_entropy(logits2, y)
+            step = gc.optim.Adam(0.1).minimize(loss)
+        losses = [sess.run([step, loss], {x: xb, y: yb})[1] for _ in range(3)]
+        assert losses[-1] < losses[0]
+        assert sess.variable("adam/step") == 3.0
+        np.testing.assert_array_equal(sess.variable("head/b").shape, (2,))
+        assert not np.array_equal(sess.run(logits, {x: xb}), before)
+        path = tmp_path / "all.npz"
+        sess.save(path)
+    with pytest.raises(gc.GraphcError, match="this session of graph 'main' is closed"):
+        sess.run(logits, {x: xb})
+    # restore part of a model: only the first layer, from a file that holds more
+    g2 = gc.Graph()
+    with g2.as_default():
+        x2 = gc.placeholder(gc.float32, ["N", 3], name="x")
+        out = gc.layers.dense(x2, 2, name="fc")
+    s2 = gc.Session(g2)
+    s2.restore(path, var_list=g2.variable_tensors())
+    saved = np.load(path)
+    np.testing.assert_array_equal(s2.run(out, {x2: xb}), xb @ saved["fc/w"] + saved["fc/b"])
+    with pytest.raises(gc.GraphcError, match="the file does not match graph 'main': unknown variable"):
+        s2.restore(path)
+    with pytest.raises(gc.GraphcError, match="'nope' is not a variable of graph 'main'"):
+        s2.restore(path, var_list=["nope"])

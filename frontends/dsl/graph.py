@@ -42,6 +42,17 @@ class Graph(IRGraph):
         self.update_ops: list["Operation"] = []
         #: The file and line that created each placeholder and variable, by name (nodes carry their own).
         self.sources: dict[str, str] = {}
+        #: Nodes whose gradient is not their op's rule (gc.stop_gradient, gc.custom_gradient): id(node) ->
+        #: graphc.autodiff.GradOverride, passed to every gc.gradients of this graph.
+        self.grad_overrides: dict = {}
+        #: The run counter (a float64 scalar placeholder the Session feeds with its run number when nobody
+        #: else does): dropout masks are functions of it, so each run draws a new, reproducible mask.
+        self.run_counter = None
+        #: How many seeded random draws the DSL has built (each gets its own seed from ``seed``).
+        self.random_draws = 0
+        #: Run-time checks of integer values (``check_range``): (value, low, high, message); the Session
+        #: refuses a run where one is out of its range.
+        self.range_checks: list[tuple[Value, int, int, str]] = []
         # What shape inference learned while building (see graphc.ops.infer.infer_node).
         self._known: dict = {}
         self._symbolic: dict = {}
@@ -54,6 +65,16 @@ class Graph(IRGraph):
             yield self
         finally:
             _stack().pop()
+
+    def check_range(self, t, low: int, high: int, message: str) -> None:
+        """Ask every run that computes or feeds ``t`` to check that its values are in [low, high)."""
+        self.range_checks.append((t.value, low, high, message))
+
+    def next_seed(self) -> int:
+        """A seed for the next random draw: a function of the graph's seed and how many draws came before
+        (exact as the float ``seed`` attribute of a random op)."""
+        self.random_draws += 1
+        return int(np.random.SeedSequence([self.seed, self.random_draws]).generate_state(1)[0])
 
     def variable_tensors(self, trainable_only: bool = False) -> list:
         """The graph's variables as Tensors, in creation order."""

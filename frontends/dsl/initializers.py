@@ -36,6 +36,7 @@ class Initializer:
         return np.asarray(self.sample(shape, rng), dtype=np.dtype(dtype))
 
     def sample(self, shape: tuple, rng: np.random.Generator) -> np.ndarray:
+        """The values (float64; ``__call__`` converts them to the variable's type) drawn from ``rng``."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -44,16 +45,19 @@ class Initializer:
 
 
 class zeros(Initializer):
+    """All zeros."""
     def sample(self, shape, rng):
         return np.zeros(shape)
 
 
 class ones(Initializer):
+    """All ones."""
     def sample(self, shape, rng):
         return np.ones(shape)
 
 
 class constant(Initializer):
+    """Every element ``value``."""
     def __init__(self, value: float, seed: int | None = None):
         super().__init__(seed)
         self.value = value
@@ -63,6 +67,7 @@ class constant(Initializer):
 
 
 class normal(Initializer):
+    """Normal draws of ``mean`` and ``stddev``."""
     def __init__(self, mean: float = 0.0, stddev: float = 1.0, seed: int | None = None):
         super().__init__(seed)
         self.mean, self.stddev = mean, stddev
@@ -72,6 +77,7 @@ class normal(Initializer):
 
 
 class uniform(Initializer):
+    """Uniform draws in [low, high)."""
     def __init__(self, low: float = -0.05, high: float = 0.05, seed: int | None = None):
         super().__init__(seed)
         self.low, self.high = low, high

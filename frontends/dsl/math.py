@@ -59,35 +59,72 @@ erf = _unary("Erf")
 floor = _unary("Floor")
 ceil = _unary("Ceil")
 sign = _unary("Sign")
+round = _unary("Round")  # noqa: A001
+_STEP_POLICY = ("\n\nGradient policy (the same for round, floor, ceil and sign, as PyTorch): the derivative is zero, "
+                "its value wherever it exists; write a straight-through estimator with gc.stop_gradient "
+                "(``x + gc.stop_gradient(gc.round(x) - x)``) or gc.custom_gradient.")
+round.__doc__ = "Elementwise rounding to the nearest integer, halves to even (ONNX Round)." + _STEP_POLICY
+floor.__doc__ = "Elementwise rounding down (ONNX Floor)." + _STEP_POLICY
+ceil.__doc__ = "Elementwise rounding up (ONNX Ceil)." + _STEP_POLICY
+sign.__doc__ = "Elementwise sign: -1, 0 or 1 (ONNX Sign)." + _STEP_POLICY
 reciprocal = _unary("Reciprocal")
 logical_not = _unary("Not")
 
 
 def square(x) -> Tensor:
+    """x * x, elementwise."""
     x = as_tensor(x)
     return x * x
 
 
 def rsqrt(x) -> Tensor:
+    """1 / sqrt(x), elementwise."""
     return reciprocal(sqrt(x))
 
 
-def add(a, b) -> Tensor: return _binary("Add", a, b)
-def subtract(a, b) -> Tensor: return _binary("Sub", a, b)
-def multiply(a, b) -> Tensor: return _binary("Mul", a, b)
-def divide(a, b) -> Tensor: return _binary("Div", a, b)
-def pow(a, b) -> Tensor: return _binary("Pow", a, b)  # noqa: A001
-def matmul(a, b) -> Tensor: return _binary("MatMul", a, b)
-def maximum(a, b) -> Tensor: return _binary("Max", a, b)
-def minimum(a, b) -> Tensor: return _binary("Min", a, b)
-def equal(a, b) -> Tensor: return _binary("Equal", a, b)
-def less(a, b) -> Tensor: return _binary("Less", a, b)
-def greater(a, b) -> Tensor: return _binary("Greater", a, b)
-def logical_and(a, b) -> Tensor: return _binary("And", a, b)
-def logical_or(a, b) -> Tensor: return _binary("Or", a, b)
+def add(a, b) -> Tensor:
+    """a + b, elementwise with broadcasting."""
+    return _binary("Add", a, b)
+def subtract(a, b) -> Tensor:
+    """a - b, elementwise with broadcasting."""
+    return _binary("Sub", a, b)
+def multiply(a, b) -> Tensor:
+    """a * b, elementwise with broadcasting."""
+    return _binary("Mul", a, b)
+def divide(a, b) -> Tensor:
+    """a / b, elementwise with broadcasting."""
+    return _binary("Div", a, b)
+def pow(a, b) -> Tensor:  # noqa: A001
+    """a ** b, elementwise with broadcasting."""
+    return _binary("Pow", a, b)
+def matmul(a, b) -> Tensor:
+    """Matrix product a @ b (batched over leading axes, NumPy rules)."""
+    return _binary("MatMul", a, b)
+def maximum(a, b) -> Tensor:
+    """The larger of a and b, elementwise."""
+    return _binary("Max", a, b)
+def minimum(a, b) -> Tensor:
+    """The smaller of a and b, elementwise."""
+    return _binary("Min", a, b)
+def equal(a, b) -> Tensor:
+    """a == b, elementwise (a boolean tensor)."""
+    return _binary("Equal", a, b)
+def less(a, b) -> Tensor:
+    """a < b, elementwise (a boolean tensor)."""
+    return _binary("Less", a, b)
+def greater(a, b) -> Tensor:
+    """a > b, elementwise (a boolean tensor)."""
+    return _binary("Greater", a, b)
+def logical_and(a, b) -> Tensor:
+    """a and b, elementwise on boolean tensors."""
+    return _binary("And", a, b)
+def logical_or(a, b) -> Tensor:
+    """a or b, elementwise on boolean tensors."""
+    return _binary("Or", a, b)
 
 
 def not_equal(a, b) -> Tensor:
+    """a != b, elementwise (a boolean tensor)."""
     return logical_not(equal(a, b))
 
 
@@ -102,6 +139,7 @@ def where(cond, a, b) -> Tensor:
 
 
 def clip(x, lo=None, hi=None) -> Tensor:
+    """x limited to [lo, hi] (either bound may be None or a tensor)."""
     x = as_tensor(x)
     g = x.graph
     lo_t = None if lo is None else (lo if isinstance(lo, Tensor) else Tensor(g, const_value(g, lo, x.dtype)))
@@ -110,6 +148,7 @@ def clip(x, lo=None, hi=None) -> Tensor:
 
 
 def cast(x, dtype) -> Tensor:
+    """x converted to ``dtype`` (a gc dtype, its name, or a NumPy dtype); x itself when it has that type."""
     x = as_tensor(x)
     dt = _dtype(dtype)
     if x.dtype == dt:
@@ -139,14 +178,17 @@ reduce_logsumexp = _reduce("ReduceLogSumExp")
 
 
 def argmax(x, axis: int = -1, keepdims: bool = False) -> Tensor:
+    """The index (int64) of the largest element along ``axis``."""
     return apply_op("ArgMax", [as_tensor(x)], {"axis": axis, "keepdims": int(keepdims)})
 
 
 def argmin(x, axis: int = -1, keepdims: bool = False) -> Tensor:
+    """The index (int64) of the smallest element along ``axis``."""
     return apply_op("ArgMin", [as_tensor(x)], {"axis": axis, "keepdims": int(keepdims)})
 
 
 def cumsum(x, axis: int = 0, exclusive: bool = False, reverse: bool = False) -> Tensor:
+    """Running sum along ``axis`` (``exclusive``: without the element itself; ``reverse``: from the end)."""
     x = as_tensor(x)
     return apply_op("CumSum", [x, Tensor(x.graph, const_value(x.graph, np.int64(axis)))],
                     {"exclusive": int(exclusive), "reverse": int(reverse)})
@@ -175,12 +217,14 @@ def reshape(x, new_shape) -> Tensor:
 
 
 def transpose(x, perm=None) -> Tensor:
+    """Permute the axes (``perm``; default: reverse them)."""
     x = as_tensor(x)
     attrs = {} if perm is None else {"perm": [int(p) for p in perm]}
     return apply_op("Transpose", [x], attrs)
 
 
 def swapaxes(x, a: int, b: int) -> Tensor:
+    """Exchange axes a and b."""
     x = as_tensor(x)
     perm = list(range(x.ndim))
     perm[a], perm[b] = perm[b], perm[a]
@@ -188,17 +232,20 @@ def swapaxes(x, a: int, b: int) -> Tensor:
 
 
 def expand_dims(x, axis) -> Tensor:
+    """Insert size-1 axes at ``axis`` (an int or a list)."""
     x = as_tensor(x)
     return apply_op("Unsqueeze", [x, _ints(x.graph, _axes(x, axis), "axes")])
 
 
 def squeeze(x, axis=None) -> Tensor:
+    """Remove size-1 axes (``axis``, or all of them)."""
     x = as_tensor(x)
     axes = _axes(x, axis)
     return apply_op("Squeeze", [x] if axes is None else [x, _ints(x.graph, axes, "axes")])
 
 
 def broadcast_to(x, new_shape) -> Tensor:
+    """x broadcast to ``new_shape`` (ints or an int64 tensor)."""
     x = as_tensor(x)
     target = new_shape if isinstance(new_shape, Tensor) else _ints(x.graph, new_shape, "shape")
     return apply_op("Expand", [x, target])
@@ -210,11 +257,13 @@ def flatten(x, axis: int = 1) -> Tensor:
 
 
 def concat(xs: Sequence, axis: int = 0) -> Tensor:
+    """Join tensors along an existing axis."""
     g = _graph_of(list(xs))
     return apply_op("Concat", [as_tensor(x, g) for x in xs], {"axis": axis})
 
 
 def stack(xs: Sequence, axis: int = 0) -> Tensor:
+    """Join tensors of one shape along a new axis."""
     return concat([expand_dims(x, axis) for x in xs], axis)
 
 
@@ -229,11 +278,13 @@ def split(x, sizes: int | Sequence[int], axis: int = 0) -> list[Tensor]:
 
 
 def gather(x, indices, axis: int = 0) -> Tensor:
+    """The slices of x at integer ``indices`` along ``axis`` (``tf.gather``)."""
     x = as_tensor(x)
     return apply_op("Gather", [x, as_tensor(indices, x.graph)], {"axis": axis})
 
 
 def one_hot(indices, depth: int, dtype=DType.float32, axis: int = -1) -> Tensor:
+    """1 at each index along a new axis of size ``depth``, 0 elsewhere (out-of-range indices give all zeros)."""
     indices = as_tensor(indices)
     g = indices.graph
     dt = _dtype(dtype)
@@ -242,6 +293,7 @@ def one_hot(indices, depth: int, dtype=DType.float32, axis: int = -1) -> Tensor:
 
 
 def tile(x, reps: Sequence[int]) -> Tensor:
+    """x repeated ``reps[i]`` times along axis i."""
     x = as_tensor(x)
     return apply_op("Tile", [x, _ints(x.graph, reps, "repeats")])
 
@@ -254,21 +306,25 @@ def pad(x, pads: Sequence[tuple[int, int]], value: float = 0.0) -> Tensor:
 
 
 def tril(x, k: int = 0) -> Tensor:
+    """The lower triangle (on and below diagonal k) of the last two axes; zeros above."""
     x = as_tensor(x)
     return apply_op("Trilu", [x, Tensor(x.graph, const_value(x.graph, np.int64(k)))], {"upper": 0})
 
 
 def triu(x, k: int = 0) -> Tensor:
+    """The upper triangle (on and above diagonal k) of the last two axes; zeros below."""
     x = as_tensor(x)
     return apply_op("Trilu", [x, Tensor(x.graph, const_value(x.graph, np.int64(k)))], {"upper": 1})
 
 
 def zeros_like(x) -> Tensor:
+    """Zeros of x's shape and type."""
     x = as_tensor(x)
     return x * 0
 
 
 def ones_like(x) -> Tensor:
+    """Ones of x's shape and type."""
     x = as_tensor(x)
     return x * 0 + 1
 

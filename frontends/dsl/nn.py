@@ -1,29 +1,29 @@
-"""Neural-network layers and activations (``gc.nn``): dense, conv, pooling, norms, embedding, attention.
+"""Neural-network functions of tensors (``gc.nn``, TensorFlow 1's ``tf.nn``): activations, convolutions
+with filter tensors you hold, pooling, ``bias_add``, ``moments``, ``batch_normalization``, dropout, losses.
 
-Layers that own variables exist as objects (``Dense(128)``, callable on several inputs with shared
-weights) and as functions (``dense(x, 128)`` makes a new layer each call). Image layouts are NCHW
-and sequence layouts for conv1d are NCL, as in ONNX.
+Nothing here creates variables: the layers that own their weights are ``gc.layers`` (``gc.layers.Dense``,
+``gc.layers.conv2d(x, 16, 3)``...). Layouts are ONNX's: images NCHW (channels first), sequences for conv1d
+NCL; a convolution filter is ``[out_channels, in_channels / groups, *kernel]`` (OIHW), a transposed
+convolution's ``[in_channels, out_channels / groups, *kernel]``. ``padding`` is ``"VALID"`` (none),
+``"SAME"`` (output size ceil(input / stride), the extra pixel at the end, as TensorFlow), in any case,
+or explicit sizes: an int, one int per spatial axis, or ``(begin, end)`` pairs.
 """
 from __future__ import annotations
-
-import math
-from typing import Sequence
 
 import numpy as np
 
 from graphc.errors import GraphBuildError
 from graphc.ir import DType
 
-from . import initializers as init
-from .graph import Operation
-from .losses import binary_cross_entropy, mse, softmax_cross_entropy  # noqa: F401  (gc.nn.* spellings)
-from .math import _ints, reduce_mean, reshape, sigmoid, split, tanh, transpose  # noqa: F401
-from .tensor import Tensor, apply_op, as_tensor, const_value
-from .variables import Variable, assign
+from .losses import (binary_cross_entropy, mse, softmax_cross_entropy,  # noqa: F401  (gc.nn.* spellings)
+                     softmax_cross_entropy_with_soft_labels)
+from .math import _ints, reduce_mean, reshape, sigmoid, tanh  # noqa: F401
+from .tensor import Tensor, apply_op, as_tensor
 
 
 # ---- activations --------------------------------------------------------------------------
 def relu(x) -> Tensor:
+    """max(x, 0), elementwise."""
     return apply_op("Relu", [as_tensor(x)])
 
 
@@ -33,272 +33,268 @@ def gelu(x, approximate: str = "none") -> Tensor:
 
 
 def silu(x) -> Tensor:
+    """x * sigmoid(x) (swish), elementwise."""
     x = as_tensor(x)
     return x * sigmoid(x)
 
 
 def softplus(x) -> Tensor:
+    """log(1 + exp(x)), elementwise."""
     return apply_op("Softplus", [as_tensor(x)])
 
 
 def leaky_relu(x, alpha: float = 0.01) -> Tensor:
+    """x where x >= 0, else alpha * x."""
     return apply_op("LeakyRelu", [as_tensor(x)], {"alpha": float(alpha)})
 
 
 def softmax(x, axis: int = -1) -> Tensor:
+    """exp(x) / sum(exp(x)) along ``axis``."""
     return apply_op("Softmax", [as_tensor(x)], {"axis": axis})
 
 
 def log_softmax(x, axis: int = -1) -> Tensor:
+    """log(softmax(x)) along ``axis``, computed stably."""
     return apply_op("LogSoftmax", [as_tensor(x)], {"axis": axis})
 
 
-# ---- layers with variables ----------------------------------------------------------------
-def _static_dim(x: Tensor, axis: int, what: str) -> int:
-    s = x.shape
-    if s is None or not isinstance(s[axis], int):
-        raise GraphBuildError(f"{what}: dim {axis} of input '{x.name}' must be known while building "
-                              f"(got shape {None if s is None else list(s)}) to size the weights")
-    return s[axis]
+# ---- convolutions and pooling with tensors the caller holds -------------------------------------
+def _tuple(v, n: int, what: str = "value") -> list[int]:
+    if isinstance(v, (int, np.integer)):
+        return [int(v)] * n
+    v = [int(a) for a in v]
+    if len(v) != n:
+        raise GraphBuildError(f"{what} must be an int or {n} ints (one per spatial axis), got {v}")
+    return v
 
 
-class Layer:
-    """A layer whose variables are created on its first call and shared by later calls."""
-
-    def __init__(self, name: str):
-        self.name = name
-        self.built = False
-
-    def variables(self) -> list[Tensor]:
-        return [v for v in vars(self).values() if isinstance(v, Tensor)]
-
-
-class Dense(Layer):
-    """y = x @ W + b over the last axis; W is [in, units]."""
-
-    def __init__(self, units: int, activation=None, use_bias: bool = True, kernel_initializer=None,
-                 name: str = "dense"):
-        super().__init__(name)
-        self.units, self.activation, self.use_bias = units, activation, use_bias
-        self.kernel_initializer = kernel_initializer or init.glorot_uniform()
-
-    def __call__(self, x) -> Tensor:
-        x = as_tensor(x)
-        if not self.built:
-            n_in = _static_dim(x, -1, f"dense layer '{self.name}'")
-            with x.graph.as_default():
-                self.w = Variable(self.kernel_initializer, name=f"{self.name}/w", shape=[n_in, self.units])
-                self.b = Variable(init.zeros(), name=f"{self.name}/b", shape=[self.units]) if self.use_bias else None
-            self.built = True
-        y = x @ self.w
-        if self.use_bias:
-            y = y + self.b
-        return self.activation(y) if self.activation is not None else y
-
-
-def dense(x, units: int, activation=None, use_bias: bool = True, kernel_initializer=None,
-          name: str = "dense") -> Tensor:
-    return Dense(units, activation, use_bias, kernel_initializer, name)(x)
-
-
-def _tuple(v, n: int) -> list[int]:
-    return [int(v)] * n if isinstance(v, (int, np.integer)) else [int(a) for a in v]
-
-
-def _conv_pads(padding, kernel: list[int], dilation: list[int], causal: bool = False) -> list[int]:
+def _pad_attrs(what: str, padding, x: Tensor, kernel: list[int], strides: list[int],
+               dilations: list[int]) -> dict:
+    """The ``pads`` (or ``auto_pad``) attribute of a Conv/pool node for a ``padding`` argument."""
     n = len(kernel)
-    eff = [(k - 1) * d for k, d in zip(kernel, dilation)]
-    if causal:
-        return eff + [0] * n
-    if padding == "valid":
-        return [0] * (2 * n)
-    if padding == "same":
-        return [e // 2 for e in eff] + [e - e // 2 for e in eff]
-    p = _tuple(padding, n)
-    return p + p
+    eff = [(k - 1) * d for k, d in zip(kernel, dilations)]
+    if isinstance(padding, str):
+        mode = padding.lower()
+        if mode == "valid":
+            return {"pads": [0] * (2 * n)}
+        if mode == "causal":
+            if n != 1:
+                raise GraphBuildError(f"{what}: padding 'causal' is for 1-D convolutions, got {n} spatial axes")
+            return {"pads": eff + [0] * n}
+        if mode == "same":
+            if all(s == 1 for s in strides):
+                return {"pads": [e // 2 for e in eff] + [e - e // 2 for e in eff]}
+            spatial = x.shape[2:] if x.shape is not None else None
+            if spatial is None or not all(isinstance(d, int) for d in spatial):
+                return {"auto_pad": "SAME_UPPER"}  # sizes known only at run time: the op resolves it per input
+            total = [max((-(-d // s) - 1) * s + e + 1 - d, 0) for d, s, e in zip(spatial, strides, eff)]
+            return {"pads": [t // 2 for t in total] + [t - t // 2 for t in total]}
+        raise GraphBuildError(f"{what}: padding must be 'SAME', 'VALID' (any case) or sizes, got {padding!r}")
+    if isinstance(padding, (int, np.integer)):
+        return {"pads": [int(padding)] * (2 * n)}
+    p = list(padding)
+    if len(p) == n and all(isinstance(a, (tuple, list)) and len(a) == 2 for a in p):
+        return {"pads": [int(a[0]) for a in p] + [int(a[1]) for a in p]}
+    p = _tuple(p, n, f"{what}: padding")
+    return {"pads": p + p}
 
 
-class _Conv(Layer):
-    def __init__(self, rank: int, filters: int, kernel_size, strides=1, padding="valid", dilation=1, groups: int = 1,
-                 use_bias: bool = True, causal: bool = False, kernel_initializer=None, name: str = "conv"):
-        super().__init__(name)
-        self.rank, self.filters, self.groups, self.use_bias, self.causal = rank, filters, groups, use_bias, causal
-        self.kernel = _tuple(kernel_size, rank)
-        self.strides = _tuple(strides, rank)
-        self.dilation = _tuple(dilation, rank)
-        self.padding = padding
-        self.kernel_initializer = kernel_initializer or init.he_uniform()
-
-    def __call__(self, x) -> Tensor:
-        x = as_tensor(x)
-        if x.ndim is not None and x.ndim != self.rank + 2:
-            raise GraphBuildError(f"conv{self.rank}d layer '{self.name}': input '{x.name}' must have rank "
-                                  f"{self.rank + 2} (N, C, spatial...), got shape {list(x.shape)}")
-        if not self.built:
-            c_in = _static_dim(x, 1, f"conv layer '{self.name}'")
-            if c_in % self.groups or self.filters % self.groups:
-                raise GraphBuildError(f"conv layer '{self.name}': channels in ({c_in}) and filters "
-                                      f"({self.filters}) must be divisible by groups ({self.groups})")
-            with x.graph.as_default():
-                self.w = Variable(self.kernel_initializer, name=f"{self.name}/w",
-                                  shape=[self.filters, c_in // self.groups, *self.kernel])
-                self.b = Variable(init.zeros(), name=f"{self.name}/b", shape=[self.filters]) if self.use_bias else None
-            self.built = True
-        attrs = {"kernel_shape": self.kernel, "strides": self.strides, "dilations": self.dilation,
-                 "group": self.groups, "pads": _conv_pads(self.padding, self.kernel, self.dilation, self.causal)}
-        return apply_op("Conv", [x, self.w, self.b], attrs)
+def _check_rank(what: str, x: Tensor, rank: int) -> None:
+    if x.ndim is not None and x.ndim != rank + 2:
+        raise GraphBuildError(f"{what}: input '{x.name}' must have rank {rank + 2} (N, C, {rank} spatial), "
+                              f"got shape {list(x.shape)}")
 
 
-class Conv2D(_Conv):
-    """2-D convolution over NCHW input; W is [filters, C/groups, kh, kw]."""
-
-    def __init__(self, filters, kernel_size, strides=1, padding="valid", dilation=1, groups=1, use_bias=True,
-                 kernel_initializer=None, name="conv2d"):
-        super().__init__(2, filters, kernel_size, strides, padding, dilation, groups, use_bias, False,
-                         kernel_initializer, name)
-
-
-class Conv1D(_Conv):
-    """1-D convolution over NCL input; ``causal=True`` pads on the left only; ``groups=C`` is depthwise."""
-
-    def __init__(self, filters, kernel_size, strides=1, padding="valid", dilation=1, groups=1, use_bias=True,
-                 causal=False, kernel_initializer=None, name="conv1d"):
-        super().__init__(1, filters, kernel_size, strides, padding, dilation, groups, use_bias, causal,
-                         kernel_initializer, name)
+def _filters(what: str, filters, x: Tensor, rank: int, layout: str) -> Tensor:
+    if not isinstance(filters, (Tensor, np.ndarray)):
+        raise GraphBuildError(f"{what}: filters must be a tensor of shape {layout}, got {type(filters).__name__} "
+                              f"{filters!r} (to create the filter variables, use gc.layers.conv{rank}d(x, filters, "
+                              f"kernel_size))")
+    w = as_tensor(filters, x.graph)
+    if w.shape is None or len(w.shape) != rank + 2 or not all(isinstance(d, int) for d in w.shape[2:]):
+        raise GraphBuildError(f"{what}: filters '{w.name}' must have shape {layout} with a known kernel size, "
+                              f"got {None if w.shape is None else list(w.shape)}")
+    return w
 
 
-def conv2d(x, filters: int, kernel_size, strides=1, padding="valid", dilation=1, groups: int = 1,
-           use_bias: bool = True, kernel_initializer=None, name: str = "conv2d") -> Tensor:
-    return Conv2D(filters, kernel_size, strides, padding, dilation, groups, use_bias, kernel_initializer, name)(x)
+def _conv(what: str, x: Tensor, w: Tensor, b, strides, padding, dilations, groups: int) -> Tensor:
+    rank = len(w.shape) - 2
+    kernel = [int(d) for d in w.shape[2:]]
+    s, d = _tuple(strides, rank, f"{what}: strides"), _tuple(dilations, rank, f"{what}: dilations")
+    attrs = {"kernel_shape": kernel, "strides": s, "dilations": d, "group": int(groups),
+             **_pad_attrs(what, padding, x, kernel, s, d)}
+    return apply_op("Conv", [x, w, b], attrs)
 
 
-def conv1d(x, filters: int, kernel_size, strides=1, padding="valid", dilation=1, groups: int = 1,
-           use_bias: bool = True, causal: bool = False, kernel_initializer=None, name: str = "conv1d") -> Tensor:
-    return Conv1D(filters, kernel_size, strides, padding, dilation, groups, use_bias, causal, kernel_initializer,
-                  name)(x)
-
-
-def _pool(op: str, x, pool_size, strides, padding, rank: int) -> Tensor:
+def _convolution(rank: int, x, filters, strides, padding, dilations, groups: int, name: str | None) -> Tensor:
+    what = f"gc.nn.conv{rank}d"
     x = as_tensor(x)
-    k = _tuple(pool_size, rank)
-    s = _tuple(strides if strides is not None else pool_size, rank)
-    attrs = {"kernel_shape": k, "strides": s, "pads": _conv_pads(padding, k, [1] * rank)}
-    return apply_op(op, [x], attrs)
+    _check_rank(what, x, rank)
+    w = _filters(what, filters, x, rank, "[out_channels, in_channels / groups, " +
+                 ", ".join(["kd", "kh", "kw"][3 - rank:]) + "]")
+    return _conv(what, x, w, None, strides, padding, dilations, groups)
 
 
-def max_pool2d(x, pool_size=2, strides=None, padding="valid") -> Tensor:
-    return _pool("MaxPool", x, pool_size, strides, padding, 2)
+def conv1d(x, filters, strides=1, padding="VALID", dilations=1, groups: int = 1, name: str | None = None) -> Tensor:
+    """1-D convolution of x [N, C, L] with the filter tensor ``filters`` [out, C / groups, k]; ``padding``
+    "VALID", "SAME", "causal" (left only) or sizes. The layer that owns its filters is gc.layers.Conv1D."""
+    return _convolution(1, x, filters, strides, padding, dilations, groups, name)
 
 
-def avg_pool2d(x, pool_size=2, strides=None, padding="valid") -> Tensor:
-    return _pool("AveragePool", x, pool_size, strides, padding, 2)
+def conv2d(x, filters, strides=1, padding="VALID", dilations=1, groups: int = 1, name: str | None = None) -> Tensor:
+    """2-D convolution of x [N, C, H, W] with the filter tensor ``filters`` [out, C / groups, kh, kw]
+    (``tf.nn.conv2d`` in NCHW/OIHW layout). The layer that owns its filters is gc.layers.Conv2D."""
+    return _convolution(2, x, filters, strides, padding, dilations, groups, name)
 
 
-def max_pool1d(x, pool_size=2, strides=None, padding="valid") -> Tensor:
-    return _pool("MaxPool", x, pool_size, strides, padding, 1)
+def conv3d(x, filters, strides=1, padding="VALID", dilations=1, groups: int = 1, name: str | None = None) -> Tensor:
+    """3-D convolution of x [N, C, D, H, W] with the filter tensor ``filters`` [out, C / groups, kd, kh, kw]."""
+    return _convolution(3, x, filters, strides, padding, dilations, groups, name)
 
 
-def avg_pool1d(x, pool_size=2, strides=None, padding="valid") -> Tensor:
-    return _pool("AveragePool", x, pool_size, strides, padding, 1)
+def conv2d_transpose(x, filters, output_shape=None, strides=1, padding="VALID", dilations=1,
+                     groups: int = 1) -> Tensor:
+    """The transpose (gradient) of conv2d: x [N, C, H, W], ``filters`` [C, out / groups, kh, kw] (ONNX
+    ConvTranspose's layout). Output size: "VALID" ``(H - 1) * stride + (kh - 1) * dilation + 1``, "SAME"
+    ``H * stride``; ``output_shape`` ([out_h, out_w], or the full [N, out, out_h, out_w]) overrides both."""
+    what = "gc.nn.conv2d_transpose"
+    x = as_tensor(x)
+    _check_rank(what, x, 2)
+    w = _filters(what, filters, x, 2, "[in_channels, out_channels / groups, kh, kw]")
+    kernel = [int(d) for d in w.shape[2:]]
+    s, d = _tuple(strides, 2, f"{what}: strides"), _tuple(dilations, 2, f"{what}: dilations")
+    attrs = {"kernel_shape": kernel, "strides": s, "dilations": d, "group": int(groups)}
+    if output_shape is not None:
+        attrs["output_shape"] = [int(v) for v in list(output_shape)[-2:]]
+        if isinstance(padding, str) and padding.lower() == "same":
+            attrs["auto_pad"] = "SAME_UPPER"
+    elif isinstance(padding, str) and padding.lower() == "same":
+        eff = [(k - 1) * dd + 1 for k, dd in zip(kernel, d)]
+        total = [max(e - st, 0) for e, st in zip(eff, s)]
+        attrs["pads"] = [t // 2 for t in total] + [t - t // 2 for t in total]
+        attrs["output_padding"] = [max(st - e, 0) for e, st in zip(eff, s)]
+    else:
+        attrs.update(_pad_attrs(what, padding, x, kernel, s, d))
+    return apply_op("ConvTranspose", [x, w], attrs)
 
 
-class BatchNorm(Layer):
-    """Batch normalization over axis 1 (channels). Training mode normalizes with the batch's statistics
-    and adds the running-statistics updates to ``graph.update_ops`` (``minimize`` runs them); inference
-    mode uses the running statistics (an ONNX BatchNormalization node).
+def _pool(op: str, what: str, x, ksize, strides, padding) -> Tensor:
+    x = as_tensor(x)
+    if x.ndim is None or x.ndim < 3:
+        raise GraphBuildError(f"{what}: input '{x.name}' must be [N, C, spatial...] (rank 3 to 5), got shape "
+                              f"{None if x.shape is None else list(x.shape)}")
+    rank = x.ndim - 2
+    k = _tuple(ksize, rank, f"{what}: ksize")
+    s = _tuple(strides if strides is not None else ksize, rank, f"{what}: strides")
+    return apply_op(op, [x], {"kernel_shape": k, "strides": s, **_pad_attrs(what, padding, x, k, s, [1] * rank)})
+
+
+def max_pool(x, ksize, strides=None, padding="VALID") -> Tensor:
+    """Max over windows of ``ksize`` (an int or one per spatial axis) of x [N, C, spatial...]; ``strides``
+    default to ``ksize``. Padded positions never win."""
+    return _pool("MaxPool", "gc.nn.max_pool", x, ksize, strides, padding)
+
+
+def avg_pool(x, ksize, strides=None, padding="VALID") -> Tensor:
+    """Mean over windows of ``ksize`` of x [N, C, spatial...]; with "SAME" padding the border windows
+    average only the real positions (as TensorFlow)."""
+    return _pool("AveragePool", "gc.nn.avg_pool", x, ksize, strides, padding)
+
+
+def bias_add(x, bias) -> Tensor:
+    """x + bias along the channel axis (axis 1: NCHW, or the last axis of a [N, C] input)."""
+    x = as_tensor(x)
+    b = as_tensor(bias, x.graph)
+    if b.ndim != 1:
+        raise GraphBuildError(f"gc.nn.bias_add: bias '{b.name}' must be 1-D, got shape {b.shape}")
+    if x.ndim is None or x.ndim < 2:
+        raise GraphBuildError(f"gc.nn.bias_add: input '{x.name}' must have rank >= 2 (channels on axis 1), "
+                              f"got shape {x.shape}")
+    c, bc = x.shape[1], b.shape[0]
+    if isinstance(c, int) and isinstance(bc, int) and c != bc:
+        raise GraphBuildError(f"gc.nn.bias_add: bias '{b.name}' has {bc} elements but input '{x.name}' has {c} "
+                              f"channels (axis 1 of {list(x.shape)})")
+    return x + (b if x.ndim == 2 else reshape(b, [-1] + [1] * (x.ndim - 2)))
+
+
+def moments(x, axes, keepdims: bool = False) -> tuple[Tensor, Tensor]:
+    """(mean, variance) of x over ``axes`` (the population variance, as tf.nn.moments)."""
+    x = as_tensor(x)
+    mean = reduce_mean(x, axes, keepdims=True)
+    d = x - mean
+    var = reduce_mean(d * d, axes, keepdims=keepdims)
+    return (mean if keepdims else reduce_mean(x, axes)), var
+
+
+def batch_normalization(x, mean, variance, offset, scale, variance_epsilon: float) -> Tensor:
+    """``(x - mean) / sqrt(variance + variance_epsilon) * scale + offset`` with broadcasting (offset and scale
+    may be None), as tf.nn.batch_normalization; the statistics come from ``moments`` or running averages."""
+    x = as_tensor(x)
+    y = (x - mean) / apply_op("Sqrt", [as_tensor(variance, x.graph) + variance_epsilon])
+    if scale is not None:
+        y = y * scale
+    if offset is not None:
+        y = y + offset
+    return y
+
+
+def _check_flag(flag: Tensor, what: str) -> None:
+    """A run-time switch must be a boolean scalar tensor."""
+    if flag.dtype != DType.bool or (flag.shape is not None and len(flag.shape) != 0):
+        raise GraphBuildError(f"{what}: `training` must be a Python bool or a boolean scalar tensor, got "
+                              f"'{flag.name}' of type {flag.type}")
+
+
+def dropout(x, rate, training=True, seed: int | None = None) -> Tensor:
+    """Zeroes each element with probability ``rate`` and scales the rest by 1 / (1 - rate); x itself when not
+    training. ``rate`` is a number in [0, 1) or a float tensor (``1 - keep_prob`` of a placeholder);
+    ``training`` a bool or a boolean scalar tensor (one graph for training and evaluation).
+
+    Masks are reproducible and new at every run: element i of run t keeps when ``frac(a_i + t * b_i) >= rate``,
+    where a_i and b_i (in [1/4, 3/4)) are drawn once from ``seed`` (default: the next seed of ``Graph(seed)``)
+    and t is the graph's run counter, which ``gc.Session`` feeds with its run number. The forward and backward
+    passes of one run share the mask.
     """
-
-    def __init__(self, momentum: float = 0.9, epsilon: float = 1e-5, name: str = "batch_norm"):
-        super().__init__(name)
-        self.momentum, self.epsilon = momentum, epsilon
-
-    def __call__(self, x, training: bool) -> Tensor:
-        x = as_tensor(x)
-        if not self.built:
-            c = _static_dim(x, 1, f"batch_norm '{self.name}'")
-            with x.graph.as_default():
-                self.gamma = Variable(init.ones(), name=f"{self.name}/gamma", shape=[c])
-                self.beta = Variable(init.zeros(), name=f"{self.name}/beta", shape=[c])
-                self.mean = Variable(init.zeros(), name=f"{self.name}/moving_mean", shape=[c], trainable=False)
-                self.var = Variable(init.ones(), name=f"{self.name}/moving_var", shape=[c], trainable=False)
-            self.built = True
-        if not training:
-            return apply_op("BatchNormalization", [x, self.gamma, self.beta, self.mean, self.var],
-                            {"epsilon": self.epsilon})
-        axes = [a for a in range(x.ndim) if a != 1]
-        bshape = [1, -1] + [1] * (x.ndim - 2)
-        mu = reduce_mean(x, axes, keepdims=True)
-        d = x - mu
-        var = reduce_mean(d * d, axes, keepdims=True)
-        y = d / apply_op("Sqrt", [var + self.epsilon])
-        y = y * reshape(self.gamma, bshape) + reshape(self.beta, bshape)
-        m = self.momentum
-        upd_mean = assign(self.mean, self.mean * m + reshape(mu, [-1]) * (1 - m))
-        upd_var = assign(self.var, self.var * m + reshape(var, [-1]) * (1 - m))
-        x.graph.update_ops.extend([upd_mean, upd_var])
-        return y
-
-
-def batch_norm(x, training: bool, momentum: float = 0.9, epsilon: float = 1e-5, name: str = "batch_norm") -> Tensor:
-    return BatchNorm(momentum, epsilon, name)(x, training)
-
-
-class LayerNorm(Layer):
-    """Normalizes over the last axis, then scales and shifts (gamma, beta of that axis's size)."""
-
-    def __init__(self, epsilon: float = 1e-5, name: str = "layer_norm"):
-        super().__init__(name)
-        self.epsilon = epsilon
-
-    def __call__(self, x) -> Tensor:
-        x = as_tensor(x)
-        if not self.built:
-            c = _static_dim(x, -1, f"layer_norm '{self.name}'")
-            with x.graph.as_default():
-                self.gamma = Variable(init.ones(), name=f"{self.name}/gamma", shape=[c])
-                self.beta = Variable(init.zeros(), name=f"{self.name}/beta", shape=[c])
-            self.built = True
-        return apply_op("LayerNormalization", [x, self.gamma, self.beta], {"axis": -1, "epsilon": self.epsilon})
-
-
-def layer_norm(x, epsilon: float = 1e-5, name: str = "layer_norm") -> Tensor:
-    return LayerNorm(epsilon, name)(x)
-
-
-class Embedding(Layer):
-    """Rows of a [vocab, dim] table picked by integer ids: ids [...] -> [..., dim]."""
-
-    def __init__(self, vocab_size: int, dim: int, initializer=None, name: str = "embedding"):
-        super().__init__(name)
-        self.vocab_size, self.dim = vocab_size, dim
-        self.initializer = initializer or init.normal(0.0, 0.02)
-
-    def __call__(self, ids) -> Tensor:
-        ids = as_tensor(ids)
-        if not self.built:
-            with ids.graph.as_default():
-                self.table = Variable(self.initializer, name=f"{self.name}/table", shape=[self.vocab_size, self.dim])
-            self.built = True
-        return apply_op("Gather", [self.table, ids], {"axis": 0})
-
-
-def embedding(ids, vocab_size: int, dim: int, initializer=None, name: str = "embedding") -> Tensor:
-    return Embedding(vocab_size, dim, initializer, name)(ids)
-
-
-def dropout(x, rate: float, training: bool = True) -> Tensor:
-    """Zeroes each element with probability ``rate`` and scales the rest by 1/(1-rate); identity when not training."""
     x = as_tensor(x)
-    if not training or rate == 0.0:
+    g = x.graph
+    if isinstance(training, Tensor):
+        _check_flag(training, "gc.nn.dropout")
+    elif not training:
         return x
-    if not 0.0 <= rate < 1.0:
-        raise GraphBuildError(f"dropout: rate must be in [0, 1), got {rate}")
-    u = apply_op("RandomUniformLike", [x], {"low": 0.0, "high": 1.0})
-    keep = apply_op("Cast", [u >= rate], {"to": x.dtype.value})
-    return x * keep * (1.0 / (1.0 - rate))
+    if isinstance(rate, Tensor):
+        if rate.ndim not in (None, 0) or rate.dtype is None or not rate.dtype.is_float:
+            raise GraphBuildError(f"gc.nn.dropout: a rate tensor must be a float scalar, got '{rate.name}' of "
+                                  f"type {rate.type}")
+        keep_scale = 1.0 / (1.0 - rate)
+        threshold = rate
+    else:
+        if rate == 0.0 and not isinstance(training, Tensor):
+            return x
+        if not 0.0 <= rate < 1.0:
+            raise GraphBuildError(f"gc.nn.dropout: rate must be in [0, 1), got {rate}")
+        keep_scale = 1.0 / (1.0 - rate)
+        threshold = rate
+    from .variables import run_counter
+
+    s1 = g.next_seed() if seed is None else int(seed)
+    s2 = int(np.random.SeedSequence([s1, 1]).generate_state(1)[0])
+    f64 = DType.float64.value
+    a = apply_op("RandomUniformLike", [x], {"low": 0.0, "high": 1.0, "seed": float(s1), "dtype": f64})
+    b = apply_op("RandomUniformLike", [x], {"low": 0.25, "high": 0.75, "seed": float(s2), "dtype": f64})
+    u = a + run_counter(g) * b
+    u = u - apply_op("Floor", [u])
+    thr = threshold if not isinstance(threshold, Tensor) else apply_op("Cast", [threshold], {"to": f64})
+    keep = apply_op("Cast", [u >= thr], {"to": x.dtype.value})
+    if isinstance(keep_scale, Tensor):
+        keep_scale = apply_op("Cast", [keep_scale], {"to": x.dtype.value})
+    y = x * keep * keep_scale
+    if isinstance(training, Tensor):
+        from .math import where
+
+        y = where(training, y, x)
+    return y
 
 
-# ---- attention ----------------------------------------------------------------------------
 def causal_mask_bias(scores: Tensor) -> Tensor:
     """0 where a query may attend (key position <= query position), -1e9 elsewhere; shape [T, T] of scores."""
     g = scores.graph
@@ -309,39 +305,7 @@ def causal_mask_bias(scores: Tensor) -> Tensor:
     return (lower - 1.0) * 1e9
 
 
-class CausalSelfAttention(Layer):
-    """Multi-head self-attention where position t sees positions <= t: x [B, T, C] -> [B, T, C]."""
-
-    def __init__(self, n_heads: int, name: str = "attn"):
-        super().__init__(name)
-        self.n_heads = n_heads
-
-    def __call__(self, x) -> Tensor:
-        x = as_tensor(x)
-        c = _static_dim(x, -1, f"causal_self_attention '{self.name}'")
-        h = self.n_heads
-        if c % h:
-            raise GraphBuildError(f"causal_self_attention '{self.name}': width {c} is not divisible by "
-                                  f"{h} heads")
-        if not self.built:
-            self.qkv = Dense(3 * c, name=f"{self.name}/qkv")
-            self.proj = Dense(c, name=f"{self.name}/proj")
-            self.built = True
-        d = c // h
-        q, k, v = split(self.qkv(x), 3, axis=-1)
-        q, k, v = (transpose(reshape(t, [0, 0, h, d]), [0, 2, 1, 3]) for t in (q, k, v))  # [B, H, T, D]
-        scores = (q @ transpose(k, [0, 1, 3, 2])) * (1.0 / math.sqrt(d))
-        att = softmax(scores + causal_mask_bias(scores), axis=-1)
-        y = transpose(att @ v, [0, 2, 1, 3])
-        return self.proj(reshape(y, [0, 0, c]))
-
-
-def causal_self_attention(x, n_heads: int, name: str = "attn") -> Tensor:
-    return CausalSelfAttention(n_heads, name)(x)
-
-
-__all__ = ["BatchNorm", "CausalSelfAttention", "Conv1D", "Conv2D", "Dense", "Embedding", "Layer", "LayerNorm",
-           "avg_pool1d", "avg_pool2d", "batch_norm", "binary_cross_entropy", "causal_mask_bias",
-           "causal_self_attention", "conv1d", "conv2d", "dense", "dropout", "embedding", "gelu", "layer_norm",
-           "leaky_relu", "log_softmax", "max_pool1d", "max_pool2d", "mse", "relu", "sigmoid", "silu", "softmax",
-           "softmax_cross_entropy", "softplus", "tanh"]
+__all__ = ["avg_pool", "batch_normalization", "bias_add", "binary_cross_entropy", "causal_mask_bias", "conv1d",
+           "conv2d", "conv2d_transpose", "conv3d", "dropout", "gelu", "leaky_relu", "log_softmax", "max_pool",
+           "moments", "mse", "relu", "sigmoid", "silu", "softmax", "softmax_cross_entropy",
+           "softmax_cross_entropy_with_soft_labels", "softplus", "tanh"]

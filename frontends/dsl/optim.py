@@ -2,8 +2,10 @@
 
 ``opt.minimize(loss)`` appends the gradient nodes (graphc.autodiff), the update math (ordinary ops)
 and one ``Assign`` per variable and per optimizer slot, and returns the Operation to run each step.
-Learning rates may be numbers or schedules (step decay, cosine, warm-up) evaluated in the graph from
-the optimizer's step counter; ``clip_norm`` clips the gradients by their global norm first.
+Learning rates may be numbers, scalar float tensors (a placeholder fed each step) or schedules (step
+decay, cosine, warm-up) evaluated in the graph from the optimizer's step counter. Every constant of an
+update (learning rate, betas, epsilon, momentum) is in the variable's own element type, so a float64
+model trains in float64 end to end; ``clip_norm`` clips the gradients by their global norm first.
 """
 from __future__ import annotations
 
@@ -25,13 +27,14 @@ class Schedule:
     """A learning rate as a function of the step (0 for the first update).
 
     ``schedule(step)`` gives the number (for plots and tests); ``schedule.tensor(step)`` builds it in
-    the graph from a float32 step tensor.
+    the graph from a step tensor, in that tensor's element type (the variables').
     """
 
     def __call__(self, step: int) -> float:
         raise NotImplementedError
 
     def tensor(self, step: Tensor) -> Tensor:
+        """The learning rate built in the graph from ``step`` (a scalar tensor), in step's element type."""
         raise NotImplementedError
 
 
@@ -45,7 +48,7 @@ class StepDecay(Schedule):
         return self.lr * self.gamma ** (step // self.step_size)
 
     def tensor(self, step: Tensor) -> Tensor:
-        return as_tensor(self.gamma, step.graph) ** floor(step * (1.0 / self.step_size)) * self.lr
+        return as_tensor(self.gamma, step.graph, step.dtype) ** floor(step * (1.0 / self.step_size)) * self.lr
 
 
 class Cosine(Schedule):
@@ -106,7 +109,18 @@ class Optimizer:
 
     name = "optimizer"
 
-    def __init__(self, learning_rate: float | Schedule, clip_norm: float | None = None):
+    def __init__(self, learning_rate: float | Schedule | Tensor, clip_norm: float | None = None):
+        if not isinstance(learning_rate, (Schedule, Tensor)):
+            try:
+                learning_rate = float(learning_rate)
+            except (TypeError, ValueError):
+                raise GraphBuildError(f"{type(self).__name__}: learning_rate must be a number, a gc.optim.Schedule "
+                                      f"or a scalar float tensor (a placeholder...), got "
+                                      f"{type(learning_rate).__name__} {learning_rate!r}") from None
+        elif isinstance(learning_rate, Tensor) and (learning_rate.ndim not in (None, 0) or learning_rate.dtype is None
+                                                    or not learning_rate.dtype.is_float):
+            raise GraphBuildError(f"{type(self).__name__}: a learning-rate tensor must be a float scalar, got "
+                                  f"'{learning_rate.name}' of type {learning_rate.type}")
         self.learning_rate = learning_rate
         self.clip_norm = clip_norm
         self.step: Tensor | None = None
@@ -134,6 +148,8 @@ class Optimizer:
         return list(zip(grads, var_list))
 
     def apply_gradients(self, grads_and_vars: Sequence[tuple[Tensor, Tensor]]) -> Operation:
+        """The update op for (gradient, variable) pairs (from ``compute_gradients``, possibly transformed):
+        each variable's update, the step counter's, and the graph's pending update ops."""
         if not grads_and_vars:
             raise GraphBuildError("apply_gradients: no (gradient, variable) pairs")
         g = grads_and_vars[0][1].graph
@@ -141,22 +157,32 @@ class Optimizer:
             if self.step is None:
                 self.step = Variable(0.0, name=f"{self.name}/step", trainable=False)
             step = self.step
-            lr = (self.learning_rate.tensor(step) if isinstance(self.learning_rate, Schedule)
-                  else as_tensor(float(self.learning_rate)))
             grads = [gr for gr, _ in grads_and_vars]
             if self.clip_norm is not None:
                 grads, _ = clip_by_global_norm(grads, self.clip_norm)
             t_new = step + 1.0
-            # lr and the step count are float32; a variable of another float type (float64) gets them cast once.
-            by_dtype = {lr.dtype: (lr, t_new)}
+            # Every constant in each variable's own element type: the learning rate is built (or cast) once
+            # per type, and the step count (float32, exact to 2**24) is cast to it.
+            by_dtype = {}
             ops = []
             for gr, (_, v) in zip(grads, grads_and_vars):
                 if v.dtype not in by_dtype:
-                    by_dtype[v.dtype] = (cast(lr, v.dtype), cast(t_new, v.dtype))
+                    same = v.dtype == step.dtype
+                    by_dtype[v.dtype] = (self._learning_rate(step if same else cast(step, v.dtype), v.dtype),
+                                         t_new if same else cast(t_new, v.dtype))
                 ops.append(self._update(v, gr, *by_dtype[v.dtype]))
             ops.append(assign(step, t_new))
             ops.extend(g.update_ops)
         return group(*ops, name=f"{self.name}_step")
+
+    def _learning_rate(self, step: Tensor, dtype) -> Tensor:
+        """The learning rate of this step in ``dtype`` (``step``: the step count in that type)."""
+        lr = self.learning_rate
+        if isinstance(lr, Schedule):
+            return lr.tensor(step)
+        if isinstance(lr, Tensor):
+            return cast(lr, dtype)
+        return as_tensor(float(lr), step.graph, dtype)
 
     def slot(self, var: Tensor, kind: str) -> Tensor:
         """A zero-initialized state variable of var's shape (momentum, moments)."""
@@ -202,6 +228,7 @@ class Momentum(Optimizer):
 
 
 def Nesterov(learning_rate=0.01, momentum: float = 0.9, clip_norm=None) -> Momentum:
+    """Momentum with Nesterov's look-ahead: ``Momentum(..., nesterov=True)``."""
     return Momentum(learning_rate, momentum, nesterov=True, clip_norm=clip_norm)
 
 

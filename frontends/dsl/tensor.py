@@ -143,11 +143,13 @@ class Tensor:
 
     # ---- methods --------------------------------------------------------------------------
     def reshape(self, *shape) -> "Tensor":
+        """gc.reshape(self, shape); ``x.reshape(2, -1)`` or ``x.reshape([2, -1])``."""
         from .math import reshape
 
         return reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (list, tuple)) else list(shape))
 
     def transpose(self, *perm) -> "Tensor":
+        """gc.transpose(self, perm); no perm reverses the axes."""
         from .math import transpose
 
         return transpose(self, perm[0] if len(perm) == 1 and isinstance(perm[0], (list, tuple)) else
@@ -158,21 +160,25 @@ class Tensor:
         return self.transpose()
 
     def astype(self, dtype) -> "Tensor":
+        """gc.cast(self, dtype)."""
         from .math import cast
 
         return cast(self, dtype)
 
     def sum(self, axis=None, keepdims=False) -> "Tensor":
+        """gc.reduce_sum(self, axis, keepdims)."""
         from .math import reduce_sum
 
         return reduce_sum(self, axis, keepdims)
 
     def mean(self, axis=None, keepdims=False) -> "Tensor":
+        """gc.reduce_mean(self, axis, keepdims)."""
         from .math import reduce_mean
 
         return reduce_mean(self, axis, keepdims)
 
     def max(self, axis=None, keepdims=False) -> "Tensor":
+        """gc.reduce_max(self, axis, keepdims)."""
         from .math import reduce_max
 
         return reduce_max(self, axis, keepdims)

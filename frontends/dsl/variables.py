@@ -43,6 +43,35 @@ def placeholder(dtype, shape: Sequence[int | str | None] | None, name: str = "in
     return Tensor(g, v)
 
 
+def placeholder_with_default(value: Any, shape: Sequence[int | str | None] | None = None, name: str = "input",
+                             dtype=None, graph: Graph | None = None) -> Tensor:
+    """A tensor that is ``value`` unless fed (``tf.placeholder_with_default``): run-time switches such as
+    ``training = gc.placeholder_with_default(False, [])`` or ``keep_prob = gc.placeholder_with_default(1.0, [])``.
+
+    ``shape`` (ints, None or symbol names, as for ``placeholder``) says what a fed value may be; it defaults
+    to the default value's shape.
+    """
+    g = _graph(graph)
+    default = Tensor(g, const_value(g, value, None if dtype is None else _dtype(dtype), f"{name}_default"))
+    y = apply_op("Identity", [default], name=name)
+    if shape is not None:
+        if len(shape) != default.ndim or any(isinstance(d, int) and d != s for d, s in zip(shape, default.shape)):
+            raise GraphBuildError(f"placeholder_with_default '{name}': the default value has shape "
+                                  f"{list(default.shape)}, which does not fit shape={list(shape)}")
+        dims = tuple(f"{y.name}_d{i}" if d is None else d for i, d in enumerate(shape))
+        y.value.type = TensorType(default.dtype, dims)
+    g._known.pop(id(y.value), None)  # its value is known only at run time (a feed may replace it)
+    g.sources[y.name] = caller_source() or ""
+    return y
+
+
+def run_counter(graph: Graph) -> Tensor:
+    """The graph's run counter (float64 scalar): the Session feeds its run number unless it is fed."""
+    if graph.run_counter is None:
+        graph.run_counter = placeholder(DType.float64, [], name="run_counter", graph=graph)
+    return graph.run_counter
+
+
 def constant(value: Any, dtype=None, name: str = "const", graph: Graph | None = None) -> Tensor:
     """A constant tensor (Python floats become float32 and ints int64 unless ``dtype`` says otherwise)."""
     g = _graph(graph)
@@ -92,4 +121,4 @@ def assign(variable: Tensor, new_value: Any, name: str | None = None) -> Operati
     return Operation(g, [out.value], name=name or f"assign_{variable.name}", source=out.op.source)
 
 
-__all__ = ["Variable", "assign", "constant", "placeholder"]
+__all__ = ["Variable", "assign", "constant", "placeholder", "placeholder_with_default"]

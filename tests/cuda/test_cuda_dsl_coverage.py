@@ -41,16 +41,20 @@ RANDOM_CASES = {"nn.dropout"}
 COVERED_BY = {
     "math.logical_not": "math.logical_and_or_not", "math.logical_or": "math.logical_and_or_not",
     "math.ones_like": "math.zeros_like_ones_like", "math.squeeze": "math.expand_dims_squeeze",
-    "nn.BatchNorm": "nn.batch_norm_training", "nn.CausalSelfAttention": "nn.causal_self_attention",
-    "nn.causal_mask_bias": "nn.causal_self_attention", "nn.Conv1D": "nn.conv1d_causal", "nn.Conv2D": "nn.conv2d",
-    "nn.Dense": "nn.dense", "nn.Embedding": "nn.embedding", "nn.LayerNorm": "nn.layer_norm",
+    "layers.BatchNorm": "layers.batch_norm_training", "layers.CausalSelfAttention": "layers.causal_self_attention",
+    "nn.causal_mask_bias": "layers.causal_self_attention", "layers.Conv1D": "layers.conv1d_causal",
+    "layers.Conv2D": "layers.conv2d", "layers.Conv3D": "layers.conv3d", "layers.Dense": "layers.dense",
+    "layers.Embedding": "layers.embedding", "layers.LayerNorm": "layers.layer_norm",
+    "layers.GRUCell": "layers.rnn_GRUCell", "layers.LSTMCell": "layers.rnn_LSTMCell",
     "nn.binary_cross_entropy": "losses.binary_cross_entropy", "nn.mse": "losses.mse",
-    "nn.softmax_cross_entropy": "losses.softmax_cross_entropy", "nn.sigmoid": "math.sigmoid",
+    "nn.softmax_cross_entropy": "losses.softmax_cross_entropy",
+    "nn.softmax_cross_entropy_with_soft_labels": "losses.softmax_cross_entropy_with_soft_labels",
+    "nn.sigmoid": "math.sigmoid",
     "nn.tanh": "math.tanh", "optim.Cosine": "optim.SGD_Cosine", "optim.StepDecay": "optim.Adam_StepDecay",
     "optim.Warmup": "optim.Momentum_Warmup_Cosine", "optim.clip_by_global_norm": "optim.SGD_clip_norm",
 }
 #: Abstract bases: no ops of their own.
-BASES = {"nn.Layer", "optim.Optimizer", "optim.Schedule", "initializers.Initializer"}
+BASES = {"layers.Layer", "optim.Optimizer", "optim.Schedule", "initializers.Initializer"}
 
 
 def _id(c):
@@ -59,12 +63,12 @@ def _id(c):
 
 # ---- the sweep: every function's forward, backward and optimizer ops lower to kernels ---------------
 def test_sweep_covers_every_public_dsl_function():
-    from graphc.frontends.dsl import initializers, losses, math, nn, optim
+    from graphc.frontends.dsl import initializers, layers, losses, math, nn, optim
 
     names = {c.name for c in CASES}
     assert len(names) == len(CASES)
     uncovered = []
-    for prefix, mod in [("math", math), ("nn", nn), ("losses", losses), ("optim", optim),
+    for prefix, mod in [("math", math), ("nn", nn), ("layers", layers), ("losses", losses), ("optim", optim),
                         ("initializers", initializers)]:
         for n in mod.__all__:
             full = f"{prefix}.{n}"
@@ -143,7 +147,7 @@ def test_training_step_agrees_with_numpy_on_the_emulator(case, emulator, sweep_p
 
 @needs_gxx
 @pytest.mark.parametrize("name", ["math.gather", "math.shape", "math.tril", "math.cumsum_exclusive_reverse",
-                                  "nn.causal_self_attention", "math.getitem_tensor"])
+                                  "layers.causal_self_attention", "math.getitem_tensor"])
 def test_unfolded_shape_ops_agree_with_numpy_at_O0(name, tmp_path):
     """At -O0 Shape, Size, Range and Trilu stay ops (nothing folds them): their kernels against NumPy."""
     from graphc.runtime.cuda.emulator import EmulatedDevice
@@ -316,7 +320,7 @@ def _new_kernels():
     graphs = [compile_graph(_random_model(k)[0], level=lv) for k in RANDOM_KINDS for lv in (0, 2)]
     graphs.append(compile_graph(_shape_model(), level=0, sets={"N": 2}))
     for name in ("math.gather", "math.shape", "math.tril", "math.cumsum", "math.cumsum_exclusive_reverse",
-                 "nn.causal_self_attention", "nn.dropout"):
+                 "layers.causal_self_attention", "nn.dropout"):
         sub, _, _ = build(next(c for c in CASES if c.name == name))
         graphs.append(compile_graph(sub, level=0))
     kernels = {}

@@ -217,9 +217,9 @@ def test_gradient_ops_agree_with_numpy(emulated):
     with g.as_default():
         idx = gc.placeholder(gc.int64, ["B", 5], name="idx")
         target = gc.placeholder(gc.int64, ["B"], name="target")
-        emb = gc.nn.Embedding(7, 6, name="emb")
+        emb = gc.layers.Embedding(7, 6, name="emb")
         h = emb(idx)  # [B, 5, 6]
-        a, b, c = gc.nn.split(h, 3, axis=-1)
+        a, b, c = gc.split(h, 3, axis=-1)
         mixed = a * gc.nn.tanh(b) + c  # [B, 5, 2]
         logits = gc.reshape(mixed[:, 1:4], [-1, 6])  # a Slice: its gradient scatters back
         loss = gc.nn.softmax_cross_entropy(logits, target)

@@ -106,7 +106,7 @@ def test_distributed_optimizer_inserts_one_allreduce_for_all_gradients(fake):
     with g.as_default():
         x = gc.placeholder(gc.float32, ["N", 4], name="x")
         y = gc.placeholder(gc.int64, ["N"], name="y")
-        logits = gc.nn.dense(gc.nn.dense(x, 8, activation=gc.nn.relu, name="h"), 3, name="out")
+        logits = gc.layers.dense(gc.layers.dense(x, 8, activation=gc.nn.relu, name="h"), 3, name="out")
         loss = gc.nn.softmax_cross_entropy(logits, y)
         opt = gc.distributed.DistributedOptimizer(gc.optim.Adam(0.01))
         step = opt.minimize(loss)
@@ -118,7 +118,7 @@ def test_distributed_optimizer_inserts_one_allreduce_for_all_gradients(fake):
     with g2.as_default():
         x2 = gc.placeholder(gc.float32, ["N", 4], name="x")
         y2 = gc.placeholder(gc.int64, ["N"], name="y")
-        loss2 = gc.nn.softmax_cross_entropy(gc.nn.dense(gc.nn.dense(x2, 8, activation=gc.nn.relu, name="h"), 3,
+        loss2 = gc.nn.softmax_cross_entropy(gc.layers.dense(gc.layers.dense(x2, 8, activation=gc.nn.relu, name="h"), 3,
                                                         name="out"), y2)
         step2 = gc.optim.Adam(0.01).minimize(loss2)
     rng = np.random.default_rng(0)

@@ -154,3 +154,76 @@ def test_minimize_defaults_to_the_trainable_variables_the_loss_reads():
     assert sess.variable(w) == pytest.approx(1.0 - 0.5 * 2.0)
     assert sess.variable(frozen) == 2.0 and sess.variable(unused) == 3.0
     assert math.isclose(sess.variable("sgd/step"), 1.0)
+
+
+# ---- float64 end to end ------------------------------------------------------------------------------
+def _float64_run(opt, steps=5):
+    w0, c = W0.astype(np.float64), C.astype(np.float64)
+    g = gc.Graph()
+    with g.as_default():
+        w = gc.Variable(w0, name="w")
+        loss = gc.reduce_sum(w * c + w * w * 0.5)
+        step = opt.minimize(loss)
+    sess = gc.Session(g)
+    out = []
+    for _ in range(steps):
+        sess.run(step)
+        out.append(sess.variable(w).copy())
+    assert out[-1].dtype == np.float64
+    return g, w0, c, out
+
+
+def _numpy_updates(kind, w, c, steps, lr, **k):
+    m = v = np.zeros_like(w)
+    out = []
+    for t in range(1, steps + 1):
+        gr = c + w
+        if kind == "sgd":
+            w = w - lr * gr
+        elif kind == "momentum":
+            v = k["mu"] * v + gr
+            w = w - lr * v
+        elif kind == "rmsprop":
+            v = k["rho"] * v + (1 - k["rho"]) * gr * gr
+            w = w - lr * gr / (np.sqrt(v) + k["eps"])
+        else:  # adam, in the optimizer's arrangement of the bias corrections
+            m = k["b1"] * m + (1 - k["b1"]) * gr
+            v = k["b2"] * v + (1 - k["b2"]) * gr * gr
+            w = w - m * (lr / (1 - k["b1"] ** t)) / (np.sqrt(v) / np.sqrt(1 - k["b2"] ** t) + k["eps"])
+        out.append(w)
+    return out
+
+
+@pytest.mark.parametrize("kind,make,kw", [
+    ("sgd", lambda: gc.optim.SGD(1e-6), {}),
+    ("sgd", lambda: gc.optim.SGD(0.1), {}),
+    ("momentum", lambda: gc.optim.Momentum(0.1, momentum=0.7), {"mu": 0.7}),
+    ("rmsprop", lambda: gc.optim.RMSProp(0.01, rho=0.8, epsilon=1e-7), {"rho": 0.8, "eps": 1e-7}),
+    ("adam", lambda: gc.optim.Adam(0.05, beta1=0.8, beta2=0.99, epsilon=1e-7), {"b1": 0.8, "b2": 0.99, "eps": 1e-7}),
+])
+def test_float64_models_train_in_float64_end_to_end(kind, make, kw):
+    opt = make()
+    g, w0, c, got = _float64_run(opt)
+    want = _numpy_updates(kind, w0, c, 5, opt.learning_rate, **kw)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+    # every update constant is float64 (none is a float32 value cast up)
+    consts = [c for c in g.constants.values() if c.data.dtype == np.float32 and c.data.size == 1]
+    assert all(float(c.data) in (0.0, 1.0) for c in consts), [(c.name, c.data) for c in consts]
+
+
+def test_learning_rate_as_a_placeholder():
+    g = gc.Graph()
+    with g.as_default():
+        w = gc.Variable(W0, name="w")
+        lr = gc.placeholder(gc.float32, [], name="lr")
+        step = gc.optim.SGD(lr).minimize(gc.reduce_sum(w * C + w * w * 0.5))
+    sess = gc.Session(g)
+    sess.run(step, {lr: 0.1})
+    w1 = W0 - np.float32(0.1) * grads_of(W0)
+    np.testing.assert_allclose(sess.variable(w), w1, rtol=1e-6)
+    sess.run(step, {lr: 0.0})
+    np.testing.assert_allclose(sess.variable(w), w1, rtol=1e-6)
+    with pytest.raises(gc.GraphcError, match="learning_rate must be a number, a gc.optim.Schedule or a scalar float "
+                                             "tensor"):
+        gc.optim.SGD("fast")
