@@ -20,11 +20,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FOLDERS = {"graphc": "graphc", "runtime": "graphc.runtime", "frontends": "graphc.frontends",
            "models": "graphc.models", "bench": "graphc.bench"}
 
-#: Import cycles not yet broken (each a set of modules importing each other); this list only shrinks.
-KNOWN_CYCLES = [
-    # Tensor's methods (x.reshape, x.sum...) call math.py's functions, which build Tensors.
-    {"graphc.frontends.dsl.graph", "graphc.frontends.dsl.math", "graphc.frontends.dsl.tensor"},
-]
+#: Import cycles allowed (each a set of modules importing each other): none left; keep it so.
+KNOWN_CYCLES: list = []
 
 #: (importing module, imported module, name): private names imported across packages (none left; keep it so).
 KNOWN_PRIVATE_IMPORTS: set = set()

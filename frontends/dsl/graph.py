@@ -27,6 +27,11 @@ def _stack() -> list["Graph"]:
     return _local.stack
 
 
+#: The DSL's Tensor class, set by tensor.py where it is defined (this module sits below it and imports none of
+#: it; the package imports both, so the class is there before any graph hands out tensors).
+TENSOR_TYPE: list = []
+
+
 class Graph(IRGraph):
     """A graphc IR graph that the DSL builds into (``with g.as_default(): ...``)."""
 
@@ -78,10 +83,8 @@ class Graph(IRGraph):
 
     def variable_tensors(self, trainable_only: bool = False) -> list:
         """The graph's variables as Tensors, in creation order."""
-        from .tensor import Tensor
-
         names = self.trainable if trainable_only else list(self.variables)
-        return [Tensor(self, self.variables[n]) for n in names]
+        return [TENSOR_TYPE[0](self, self.variables[n]) for n in names]
 
 
 def get_default_graph(required: bool = True) -> Graph | None:

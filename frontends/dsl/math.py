@@ -400,3 +400,52 @@ def getitem(x: Tensor, index: Any) -> Tensor:
 __all__ = [n for n in dir() if not n.startswith("_") and n not in {
     "Any", "Sequence", "np", "GraphBuildError", "DType", "Tensor", "apply_op", "as_tensor", "caller_source",
     "const_value", "annotations"}]
+
+
+# ---- Tensor's indexing and method forms ---------------------------------------------------------------
+# Attached here, where the functions live, so that tensor.py (below this module) imports nothing of it.
+def _tensor_getitem(self, index) -> Tensor:
+    """gc.getitem(self, index): ``x[1:, ::2, None, ...]``, integer tensors as indices."""
+    return getitem(self, index)
+
+
+def _tensor_reshape(self, *shape) -> Tensor:
+    """gc.reshape(self, shape); ``x.reshape(2, -1)`` or ``x.reshape([2, -1])``."""
+    return reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (list, tuple)) else list(shape))
+
+
+def _tensor_transpose(self, *perm) -> Tensor:
+    """gc.transpose(self, perm); no perm reverses the axes."""
+    return transpose(self, perm[0] if len(perm) == 1 and isinstance(perm[0], (list, tuple)) else (list(perm) or None))
+
+
+def _tensor_T(self) -> Tensor:
+    """The transpose (axes reversed)."""
+    return _tensor_transpose(self)
+
+
+def _tensor_astype(self, dtype) -> Tensor:
+    """gc.cast(self, dtype)."""
+    return cast(self, dtype)
+
+
+def _tensor_sum(self, axis=None, keepdims=False) -> Tensor:
+    """gc.reduce_sum(self, axis, keepdims)."""
+    return reduce_sum(self, axis, keepdims)
+
+
+def _tensor_mean(self, axis=None, keepdims=False) -> Tensor:
+    """gc.reduce_mean(self, axis, keepdims)."""
+    return reduce_mean(self, axis, keepdims)
+
+
+def _tensor_max(self, axis=None, keepdims=False) -> Tensor:
+    """gc.reduce_max(self, axis, keepdims)."""
+    return reduce_max(self, axis, keepdims)
+
+
+for _name, _fn in (("__getitem__", _tensor_getitem), ("reshape", _tensor_reshape), ("transpose", _tensor_transpose),
+                   ("astype", _tensor_astype), ("sum", _tensor_sum), ("mean", _tensor_mean), ("max", _tensor_max)):
+    _fn.__name__, _fn.__qualname__ = _name, f"Tensor.{_name}"
+    setattr(Tensor, _name, _fn)
+Tensor.T = property(_tensor_T)

@@ -18,6 +18,7 @@ from graphc.ir import DType, TensorType, Value
 from graphc.ops import get_opdef
 from graphc.ops.infer import infer_node
 
+from . import graph as _graph_module
 from .graph import Graph, get_default_graph
 
 _DSL_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -136,52 +137,11 @@ class Tensor:
     def __gt__(self, o): return _binary("Greater", self, o)
     def __ge__(self, o): return _binary("GreaterOrEqual", self, o)
 
-    def __getitem__(self, index) -> "Tensor":
-        from .math import getitem
+    # Indexing and the method forms of gc functions (x[...], x.reshape, x.transpose, x.T, x.astype, x.sum,
+    # x.mean, x.max) are attached by math.py, where those functions live (this module does not import it).
 
-        return getitem(self, index)
 
-    # ---- methods --------------------------------------------------------------------------
-    def reshape(self, *shape) -> "Tensor":
-        """gc.reshape(self, shape); ``x.reshape(2, -1)`` or ``x.reshape([2, -1])``."""
-        from .math import reshape
-
-        return reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (list, tuple)) else list(shape))
-
-    def transpose(self, *perm) -> "Tensor":
-        """gc.transpose(self, perm); no perm reverses the axes."""
-        from .math import transpose
-
-        return transpose(self, perm[0] if len(perm) == 1 and isinstance(perm[0], (list, tuple)) else
-                         (list(perm) or None))
-
-    @property
-    def T(self) -> "Tensor":
-        return self.transpose()
-
-    def astype(self, dtype) -> "Tensor":
-        """gc.cast(self, dtype)."""
-        from .math import cast
-
-        return cast(self, dtype)
-
-    def sum(self, axis=None, keepdims=False) -> "Tensor":
-        """gc.reduce_sum(self, axis, keepdims)."""
-        from .math import reduce_sum
-
-        return reduce_sum(self, axis, keepdims)
-
-    def mean(self, axis=None, keepdims=False) -> "Tensor":
-        """gc.reduce_mean(self, axis, keepdims)."""
-        from .math import reduce_mean
-
-        return reduce_mean(self, axis, keepdims)
-
-    def max(self, axis=None, keepdims=False) -> "Tensor":
-        """gc.reduce_max(self, axis, keepdims)."""
-        from .math import reduce_max
-
-        return reduce_max(self, axis, keepdims)
+_graph_module.TENSOR_TYPE[:] = [Tensor]
 
 
 # ---- conversion and node building ---------------------------------------------------------
