@@ -52,6 +52,16 @@ class KernelCompileWarning(UserWarning):
 _EIATTR_REGCOUNT, _EIFMT_SVAL, _EIFMT_HVAL = 0x2F, 0x04, 0x03
 
 
+#: nvcc warnings that say nothing about a generated kernel's results: a variable declared (#177) or set (#550)
+#: but never used (a coordinate a kernel computes and a fused op then does not need).
+_HARMLESS_WARNINGS = {"177", "550"}
+
+
+def _worth_a_warning(stderr: str) -> bool:
+    numbers = re.findall(r"warning #(\d+)", stderr)
+    return any(n not in _HARMLESS_WARNINGS for n in numbers) or ("warning" in stderr and not numbers)
+
+
 def registers_of(cubin: Path | bytes, symbol: str) -> int:
     """The registers a thread of kernel ``symbol`` in ``cubin`` uses, read from the ELF file itself (the
     ``.nv.info`` section's REGCOUNT attribute of the kernel's symbol, as cuobjdump -res-usage reports it; no GPU
@@ -249,7 +259,7 @@ class KernelCache:
                 src.write_text(source)
                 cmd = [nvcc, f"--{target}", f"-arch={arch}", *options, "-o", str(out), str(src)]
                 run = subprocess.run(cmd, capture_output=True, text=True)
-                if run.returncode == 0 and "warning" in run.stderr:  # kept: a warning may be a wrong kernel
+                if run.returncode == 0 and _worth_a_warning(run.stderr):  # kept: a warning may be a wrong kernel
                     warnings.warn(f"nvcc warned compiling {what}:\n{run.stderr.strip()[:4000]}", KernelCompileWarning,
                                   stacklevel=2)
                 if run.returncode != 0:

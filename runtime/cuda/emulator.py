@@ -147,6 +147,7 @@ class EmulatedDevice:
             raise KernelCompileError("the CUDA emulator compiles kernels with g++, which is not on the PATH")
         self.props = props
         self.check_registers = check_registers
+        self._gpu = {}  # kernel source -> cache.CompiledKernel for check_registers's architecture
         self.cache = cache or KernelCache()
         self._buffers: dict[int, np.ndarray] = {}  # pointer -> the array holding its bytes (live allocations)
         self._libs = []
@@ -185,6 +186,9 @@ class EmulatedDevice:
     def precompile(self, kernels: list[Kernel]) -> None:
         """Compile kernels not loaded yet, all in one g++ run (the C++ headers dominate its time)."""
         todo = list({k.source: k for k in kernels if k.source not in self._launchers}.values())
+        if self.check_registers:  # the GPU's binaries too, all at once (parallel nvcc runs), for their registers
+            self._gpu.update(self.cache.compile_many([k for k in kernels if k.source not in self._gpu],
+                                                     self.check_registers))
         if not todo:
             return
         source = f"{SHIM}\n{combined_source(todo)}\n" + "".join(launcher_source(k, j) for j, k in enumerate(todo))
@@ -227,7 +231,7 @@ class EmulatedDevice:
         self.precompile([kernel])
         launch = self._launchers[kernel.source]
         if self.check_registers:
-            compiled = self.cache.compile_many([kernel], self.check_registers)[kernel.source]
+            compiled = self._gpu[kernel.source]
             registers = registers_of(compiled.path, compiled.symbol)
 
             def checked(grid: int, block: int, ptrs: list, _launch=launch) -> None:
