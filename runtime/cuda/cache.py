@@ -390,5 +390,5 @@ class KernelCache:
         os.replace(tmp, path)
 
 
-__all__ = ["CompiledKernel", "ENV_VAR", "KernelCache", "KernelCompileError", "KernelCompileWarning", "registers_of", "cache_key", "cache_root", "combined_unit",
-           "compiler_version", "find_nvcc", "kernel_body"]
+__all__ = ["CompiledKernel", "ENV_VAR", "KernelCache", "KernelCompileError", "KernelCompileWarning", "cache_key",
+           "cache_root", "combined_unit", "compiler_version", "find_nvcc", "kernel_body", "registers_of"]

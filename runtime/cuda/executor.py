@@ -139,8 +139,8 @@ class _Prepared:
             elif s.view_of is not None and self._ptr(s.view_of[0]) == self._ptr(s.view_of[1]):
                 continue  # a reshape the memory plan made in place: the bytes are already there
             else:
-                block = fit_block(s.kernel, getattr(launcher, "max_threads", None), getattr(launcher, "registers", None),
-                                  dev.props)
+                block = fit_block(s.kernel, getattr(launcher, "max_threads", None),
+                                  getattr(launcher, "registers", None), dev.props)
                 self.launches.append((launcher, s.kernel.grid, block, [self._ptr(a) for a in s.args]))
             self.step_of_launch.append(i)
         self.inputs = [(self.base + self.layout.offset(v), v) for v in self.graph.inputs if id(v) not in self.external]
@@ -278,4 +278,5 @@ class CudaBackend:
                               state=state, variables=variables, assigns=assigns, tf32=tf32)
 
 
-__all__ = ["ArenaPool", "CudaBackend", "CudaExecutable", "MAX_RESIDENT_ARENAS", "arena_pool", "default_device"]
+__all__ = ["ArenaPool", "CudaBackend", "CudaExecutable", "MAX_RESIDENT_ARENAS", "arena_pool",
+           "default_device"]
