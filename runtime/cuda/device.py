@@ -85,9 +85,13 @@ class PyCudaDevice:
             self.free(ptr)
 
     def __del__(self):
+        import sys
+
+        if sys.is_finalizing():  # at exit the primary context may be gone already; the process frees it all
+            return
         try:
             self.close()
-        except Exception:  # noqa: BLE001  (at interpreter exit the driver may be gone)
+        except Exception:  # noqa: BLE001  (a device dropped after its context was popped)
             pass
 
     def htod(self, ptr: int, array: np.ndarray) -> None:

@@ -79,10 +79,15 @@ _POOLS: "weakref.WeakKeyDictionary[Any, ArenaPool]" = weakref.WeakKeyDictionary(
 
 
 def arena_pool(device) -> ArenaPool:
-    """The device's ArenaPool (made on first use)."""
-    if device not in _POOLS:
-        _POOLS[device] = ArenaPool(MAX_RESIDENT_ARENAS)
-    return _POOLS[device]
+    """The device's ArenaPool (made on first use; a device object that takes no weak reference gets its own)."""
+    try:
+        if device not in _POOLS:
+            _POOLS[device] = ArenaPool(MAX_RESIDENT_ARENAS)
+        return _POOLS[device]
+    except TypeError:
+        return ArenaPool(MAX_RESIDENT_ARENAS)
+
+
 class _Prepared:
     """One static-shaped plan on the device: arena, kernels and launches resolved to pointers."""
 
