@@ -510,6 +510,20 @@ def _strings_to(x: np.ndarray, dt: np.dtype) -> np.ndarray:
     return f != 0 if dt == np.bool_ else f.astype(dt)
 
 
+def _saturating_cast(x: np.ndarray, dt: np.dtype) -> np.ndarray:
+    """A float array to the integer type ``dt`` where ONNX leaves out-of-range values undefined, as every graphc
+    backend does it (and a GPU's conversion instructions): NaN -> 0, below the range -> its minimum, above it ->
+    its maximum, the rest truncated toward zero."""
+    info = np.iinfo(dt)
+    w = x.astype(np.float64) if x.dtype == np.float64 else x.astype(np.float32)  # half types widen exactly
+    lo, hi = w.dtype.type(info.min), w.dtype.type(float(info.max) + 1.0)  # powers of two (or 0): exact
+    nan, under, over = np.isnan(w), w < lo, w >= hi
+    out = np.where(nan | under | over, 0, w).astype(dt)
+    out[under] = info.min
+    out[over] = info.max
+    return out
+
+
 def cast_array(x: np.ndarray, to: DType, saturate: bool = True, round_mode: str = "up") -> np.ndarray:
     """Cast with ONNX's rules: float8 saturation, float8e8m0 rounding, strings parsed and printed."""
     dt = to.np
@@ -524,6 +538,8 @@ def cast_array(x: np.ndarray, to: DType, saturate: bool = True, round_mode: str 
             info = ml_dtypes.finfo(dt)
             w = x.astype(np.float64) if x.dtype in (np.float64, np.int64, np.uint64) else x.astype(np.float32)
             return np.clip(w, float(info.min), float(info.max)).astype(dt)
+        if dt.kind in "iu" and x.dtype.kind not in "iub":  # a float to an integer: saturate (docs/cuda.md, "Casts")
+            return _saturating_cast(x, dt)
         try:
             return x.astype(dt)
         except (TypeError, ValueError):  # pairs of ml_dtypes types without a direct conversion

@@ -20,8 +20,10 @@ import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import tempfile
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +34,72 @@ from graphc.errors import GraphcError
 ENV_VAR = "GRAPHC_CACHE_DIR"
 #: Bump when the meaning of a cached file changes (a new calling convention, say).
 CACHE_FORMAT = 1
-#: nvcc options every kernel is compiled with.
-NVCC_OPTIONS = ("-O3", "-std=c++17")
+#: nvcc options every kernel is compiled with. ``-fmad=false``: no multiply-add contraction, which nvcc does by
+#: default and g++ on x86-64 (the emulator) and NumPy do not; contracted, ``a * b + c`` differs in the last bit,
+#: enough to move a Resize coordinate across an integer under floor/round or to flip a comparison.
+NVCC_OPTIONS = ("-O3", "-std=c++17", "-fmad=false")
 
 
 class KernelCompileError(GraphcError):
     """nvcc (or the CPU emulator's compiler) rejected a generated kernel; the message holds its errors."""
+
+
+class KernelCompileWarning(UserWarning):
+    """nvcc compiled a generated kernel but warned (an integer constant out of range, say); tests make it an error."""
+
+
+#: The ``.nv.info`` attribute holding a kernel's register count (EIATTR_REGCOUNT), and the format of a sized value.
+_EIATTR_REGCOUNT, _EIFMT_SVAL, _EIFMT_HVAL = 0x2F, 0x04, 0x03
+
+
+#: nvcc warnings that say nothing about a generated kernel's results: a variable declared (#177) or set (#550)
+#: but never used (a coordinate a kernel computes and a fused op then does not need).
+_HARMLESS_WARNINGS = {"177", "550"}
+
+
+def _worth_a_warning(stderr: str) -> bool:
+    numbers = re.findall(r"warning #(\d+)", stderr)
+    return any(n not in _HARMLESS_WARNINGS for n in numbers) or ("warning" in stderr and not numbers)
+
+
+def registers_of(cubin: Path | bytes, symbol: str) -> int:
+    """The registers a thread of kernel ``symbol`` in ``cubin`` uses, read from the ELF file itself (the
+    ``.nv.info`` section's REGCOUNT attribute of the kernel's symbol, as cuobjdump -res-usage reports it; no GPU
+    and no cuobjdump needed): what the driver's NUM_REGS attribute says on the device."""
+    b = cubin if isinstance(cubin, bytes) else Path(cubin).read_bytes()
+    if b[:4] != b"\x7fELF" or b[4] != 2:
+        raise KernelCompileError(f"not a 64-bit cubin (ELF) file: cannot read the registers of '{symbol}'")
+    shoff, = struct.unpack_from("<Q", b, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", b, 0x3A)
+    sections = [struct.unpack_from("<IIQQQQIIQQ", b, shoff + i * shentsize) for i in range(shnum)]
+
+    def cstr(offset: int) -> str:
+        return b[offset:b.index(b"\0", offset)].decode()
+
+    names = [cstr(sections[shstrndx][4] + s[0]) for s in sections]
+    index = None
+    for s in sections:
+        if s[1] == 2:  # SHT_SYMTAB: 24-byte entries, names in the section sh_link points to
+            strtab = sections[s[6]][4]
+            for j in range(s[5] // 24):
+                if cstr(strtab + struct.unpack_from("<I", b, s[4] + 24 * j)[0]) == symbol:
+                    index = j
+    for s, name in zip(sections, names):
+        if name != ".nv.info" or index is None:
+            continue
+        data, i = b[s[4]:s[4] + s[5]], 0
+        while i + 4 <= len(data):
+            fmt, attr = data[i], data[i + 1]
+            if fmt == _EIFMT_SVAL:
+                size, = struct.unpack_from("<H", data, i + 2)
+                if attr == _EIATTR_REGCOUNT and size == 8:
+                    sym, count = struct.unpack_from("<II", data, i + 4)
+                    if sym == index:
+                        return count
+                i += 4 + size
+            else:
+                i += 4 if fmt == _EIFMT_HVAL else 2
+    raise KernelCompileError(f"the cubin holds no register count for kernel '{symbol}'")
 
 
 def cache_root() -> Path:
@@ -197,6 +259,9 @@ class KernelCache:
                 src.write_text(source)
                 cmd = [nvcc, f"--{target}", f"-arch={arch}", *options, "-o", str(out), str(src)]
                 run = subprocess.run(cmd, capture_output=True, text=True)
+                if run.returncode == 0 and _worth_a_warning(run.stderr):  # kept: a warning may be a wrong kernel
+                    warnings.warn(f"nvcc warned compiling {what}:\n{run.stderr.strip()[:4000]}", KernelCompileWarning,
+                                  stacklevel=2)
                 if run.returncode != 0:
                     kept = self.path("failed", key, ".cu")
                     kept.parent.mkdir(parents=True, exist_ok=True)
@@ -325,5 +390,5 @@ class KernelCache:
         os.replace(tmp, path)
 
 
-__all__ = ["CompiledKernel", "ENV_VAR", "KernelCache", "KernelCompileError", "cache_key", "cache_root", "combined_unit",
-           "compiler_version", "find_nvcc", "kernel_body"]
+__all__ = ["CompiledKernel", "ENV_VAR", "KernelCache", "KernelCompileError", "KernelCompileWarning", "cache_key",
+           "cache_root", "combined_unit", "compiler_version", "find_nvcc", "kernel_body", "registers_of"]

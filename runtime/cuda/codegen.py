@@ -295,14 +295,17 @@ class _BroadcastCoords(Coords):
         return _linear_from_dims(self.dims(em), self.shape)
 
 
-def _term(c: str, stride: int) -> str:
+def _term(c: str, stride: int, wide: bool = False) -> str:
     if c == "0" or stride == 0:
         return ""
-    return c if stride == 1 else f"{c} * {stride}"
+    return c if stride == 1 else f"{c} * {stride}{'LL' if wide else ''}"
 
 
 def _linear_from_dims(dims: list[str], shape) -> str:
-    terms = [_term(c, s) for c, s in zip(dims, contiguous_strides(shape)) if c != "0"]
+    # a tensor of 2^31 elements or more: strides are long long literals, so that a coordinate that is itself a
+    # literal (a Slice start, say) is not multiplied in int and overflows
+    wide = numel(shape) >= 2**31
+    terms = [_term(c, s, wide) for c, s in zip(dims, contiguous_strides(shape)) if c != "0"]
     terms = [t for t in terms if t]
     return " + ".join(terms) if terms else "0"
 

@@ -113,9 +113,16 @@ def _store_lines(em: Emitter, group: KernelGroup, outs: list[int], coords: Coord
         em.line(target(k, store_expr(val, dt)))
 
 
+def loop_index_type(group: KernelGroup, n: int) -> str:
+    """The index type of a loop over ``n`` elements that reads ``group``'s operands: wide enough for the largest
+    of them too (an injective op such as Slice or Gather indexes its input, which may be far larger than the
+    output)."""
+    return index_type(max([n] + [numel(shape_of(v)) for v in group.inputs + group.constants]))
+
+
 def _scalar_loop(group, shape, outs, loads, literals, names):
     n = numel(shape)
-    it = index_type(n)
+    it = loop_index_type(group, n)
     em = Emitter(loads, literals, it, indent="        ", names=names)
     coords = Coords(shape, linear="i")
     _store_lines(em, group, outs, coords, lambda k, val: f"out{k}[i] = {val};")
@@ -125,7 +132,7 @@ def _scalar_loop(group, shape, outs, loads, literals, names):
 
 def _vector_loop(group, shape, outs, loads, literals, names):
     n = numel(shape) // VECTOR
-    it = index_type(numel(shape))
+    it = loop_index_type(group, numel(shape))
     coords = Coords(shape, linear="lane")  # never loaded through: every operand is whole (a lane) or one element
     vec_loads, overrides, pre = {}, {}, []
     for v in group.inputs + [c for c in group.constants if id(c) in loads]:
@@ -148,4 +155,4 @@ def _vector_loop(group, shape, outs, loads, literals, names):
     return lines + ["    }"], em.helpers
 
 
-__all__ = ["generate_loop", "kernel_params", "param_list", "header"]
+__all__ = ["generate_loop", "kernel_params", "loop_index_type", "param_list", "header"]

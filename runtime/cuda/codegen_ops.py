@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
+
 from graphc.ir import DType, Node
 from graphc.ops import has_fact
 
@@ -234,11 +236,28 @@ def emit_elementwise(em: Emitter, node: Node, coords: Coords) -> str:
     return em.temp("v", cctype(out_dt), expr, f"{node.op_type} '{node.name}'")
 
 
+def saturating_cast(a: str, src: DType, dst: DType) -> str:
+    """``a`` (a name or literal in the float compute type of ``src``) cast to the integer type ``dst`` with the
+    rule every graphc backend follows where ONNX leaves the result undefined: NaN gives 0, values below the
+    type's range its minimum (0 for unsigned types), values above it its maximum, the rest truncate toward zero.
+    Written out rather than left to a C cast, which differs between the GPU (saturating) and x86 (the
+    "integer indefinite" value), so that the GPU, the emulator and the NumPy backend agree."""
+    info = np.iinfo(dst.np)
+    c = compute_dtype(src)
+    lo, hi = literal(float(info.min), c), literal(float(info.max) + 1.0, c)  # powers of two: exact in any float
+    t = cctype(dst)
+    return (f"({a} != {a} ? ({t})0 : ({a} < {lo} ? {literal(info.min, dst)} : "
+            f"({a} >= {hi} ? {literal(info.max, dst)} : ({t})({a}))))")
+
+
 def emit_cast(em: Emitter, node: Node, coords: Coords) -> str:
     x = node.inputs[0]
     src, dst = dtype_of(x), dtype_of(node.outputs[0])
     a = em.value(x, coords.broadcast_to(shape_of(x)))
-    expr = convert(a, src, dst) if src == dst else round_to(convert(a, src, dst), dst)
+    if compute_dtype(src).is_float and dst != DType.bool and not dst.is_float:
+        expr = saturating_cast(a, src, dst)
+    else:
+        expr = convert(a, src, dst) if src == dst else round_to(convert(a, src, dst), dst)
     return em.temp("v", cctype(dst), expr, f"Cast '{node.name}' to {dst}")
 
 

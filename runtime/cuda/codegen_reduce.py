@@ -65,7 +65,9 @@ class _RowKernel:
         self.rows = numel([shape[d] for d in self.kept])
         self.row_len = numel([shape[d] for d in reduced])
         self.strategy, self.grid, self.block = reduction_launch(self.rows, self.row_len, props)
-        self.it = index_type(max(numel(shape), self.rows))
+        # wide enough for the group's largest operand too (a prologue Slice or Gather may read a larger input)
+        operands = [numel(shape_of(v)) for v in group.inputs + group.constants]
+        self.it = index_type(max([numel(shape), self.rows] + operands))
         self.params, self.loads, self.literals, self.dtypes = kernel_params(group)
         self.names = NameSource()
         self.helpers: set[str] = set()

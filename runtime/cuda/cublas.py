@@ -150,6 +150,12 @@ class Cublas:
         self.handle = handle
         self._math = None
 
+    def close(self) -> None:
+        """Destroy the handle (``cublasDestroy_v2``: its workspace goes back to the device); idempotent."""
+        if self.handle is not None:
+            handle, self.handle = self.handle, None
+            self.check("cublasDestroy_v2", self.lib.cublasDestroy_v2(handle))
+
     @staticmethod
     def check(call: str, status: int, detail: str = "") -> None:
         if status != 0:
@@ -182,6 +188,8 @@ class Cublas:
         fn = self.lib.cublasGemmStridedBatchedEx
         empty = g.m == 0 or g.n == 0 or g.batch == 0
         handle = self.handle
+        if handle is None:
+            raise CublasError("cublasGemmStridedBatchedEx", 1, "the cuBLAS handle was destroyed (Cublas.close)")
 
         def launch(grid: int, block: int, ptrs: list[int]) -> None:
             if empty:

@@ -73,7 +73,8 @@ def custom_kernel(node: Node, op: CustomOp, props: DeviceProps) -> Kernel:
         grid, block = _user_launch(node, op, shapes, props)
     else:
         grid, block = elementwise_launch(n, props)
-    group = KernelGroup(node.name, [node], ins, outs)
+    # kind "custom-launch": the op chose its block, which is not shrunk to fit its registers (launch.fit_block)
+    group = KernelGroup(node.name, [node], ins, outs, kind="custom-launch" if op.launch is not None else "custom")
     # n_elements 0 (no launch) only when every output is empty: a user launch may cover more than output 0
     total = sum(numel(s) for s in shapes[len(ins):])
     return Kernel(op.kernel, kernel_source(op), params, grid, block, group, total)

@@ -53,15 +53,46 @@ class PyCudaDevice:
                                  attrs[a.MAX_THREADS_PER_BLOCK], attrs[a.MAX_THREADS_PER_MULTIPROCESSOR],
                                  attrs[a.WARP_SIZE])
         self.cache = cache or KernelCache()
-        self._allocations = []
+        self._allocations = {}  # pointer -> pycuda DeviceAllocation (freed by ``free`` or with the device)
         self._compiled = {}  # kernel source -> cache.CompiledKernel
         self._modules = {}  # binary path -> loaded module
         self._cublas = None  # made on the first library call (runtime/cuda/cublas.py)
 
     def alloc(self, nbytes: int) -> int:
         a = self.drv.mem_alloc(max(int(nbytes), 1))
-        self._allocations.append(a)  # freed with the device object (with the executable)
+        self._allocations[int(a)] = a
         return int(a)
+
+    def free(self, ptr: int) -> None:
+        """Give back an allocation (``alloc``'s pointer): an executable's arena when the executable goes."""
+        a = self._allocations.pop(ptr, None)
+        if a is not None:
+            try:
+                a.free()
+            except self.drv.Error:  # the context is already gone (interpreter exit): its memory with it
+                pass
+
+    @property
+    def live_allocations(self) -> int:
+        return len(self._allocations)
+
+    def close(self) -> None:
+        """Destroy the cuBLAS handle (its workspace) and free every allocation still held."""
+        if self._cublas is not None:
+            self._cublas.close()
+            self._cublas = None
+        for ptr in list(self._allocations):
+            self.free(ptr)
+
+    def __del__(self):
+        import sys
+
+        if sys.is_finalizing():  # at exit the primary context may be gone already; the process frees it all
+            return
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001  (a device dropped after its context was popped)
+            pass
 
     def htod(self, ptr: int, array: np.ndarray) -> None:
         if array.nbytes:
@@ -96,6 +127,7 @@ class PyCudaDevice:
             self._modules[compiled.path] = self.drv.module_from_buffer(compiled.read())
         fn = self._modules[compiled.path].get_function(compiled.symbol)
         fn.prepare(kernel.signature)
+        fa = self.drv.function_attribute
 
         def launch(grid: int, block: int, ptrs: list[int]) -> None:
             fn.prepared_call((grid, 1, 1), (block, 1, 1), *ptrs)
@@ -104,7 +136,11 @@ class PyCudaDevice:
             # scalar parameters arrive as NumPy scalars: packed as the Python numbers the signature expects
             fn.prepared_call((grid, 1, 1), (block, 1, 1), *[a.item() if isinstance(a, np.generic) else a for a in ptrs])
 
-        return launch_with_scalars if any(p.role == "scalar" for p in kernel.params) else launch
+        out = launch_with_scalars if any(p.role == "scalar" for p in kernel.params) else launch
+        # what the compiled code allows: the executor shrinks or refuses a block above it (launch.fit_block)
+        out.max_threads = fn.get_attribute(fa.MAX_THREADS_PER_BLOCK)
+        out.registers = fn.get_attribute(fa.NUM_REGS)
+        return out
 
     def call(self, call) -> Launcher:
         """A launcher for a library call (``libcall.Gemm``: cuBLAS, its handle in this device's context)."""

@@ -7,7 +7,10 @@ and ``gridDim`` global, ``__shared__`` arrays are function statics (blocks run o
 block's threads share them), ``__syncthreads`` is a ``std::barrier`` over the block's threads, ``__half``
 is ``_Float16`` and ``__nv_bfloat16`` a 16-bit struct rounded to nearest even. The device reports tiny
 limits (8 threads a block, 2 multiprocessors) so launches stay cheap and grid-stride loops wrap many
-times. Memory is host memory: a pointer is an address inside a NumPy array.
+times; ``GRAPHC_CUDA_EMULATE=h100`` (or ``props=H100_PROPS``) gives it an H100's geometry instead (blocks of
+256 threads and more, as the GPU runs them). Memory is host memory: a pointer is an address inside a NumPy
+array, filled with 0xFF when allocated (a NaN in every float type), since ``cuMemAlloc`` does not clear what it
+hands out: a kernel that reads bytes nobody wrote gets NaN or -1 here, not a zero that passes.
 
 This is a testing and debugging tool (``GRAPHC_CUDA_EMULATE=1`` makes backend="cuda" use it): it checks
 semantics, not speed, warp-level behaviour or the GPU's math library (expf and friends are glibc's here).
@@ -21,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import KernelCache, KernelCompileError, cache_key, compiler_version
+from .cache import KernelCache, KernelCompileError, cache_key, compiler_version, registers_of
 from .codegen import Kernel, ctype
-from .launch import DeviceProps
+from .launch import DeviceProps, max_block_for_registers
 from .libcall import Gemm, gemm_reference
 
 SHIM = r"""
@@ -95,6 +98,10 @@ _FAKE_HEADERS = ("cuda_fp16.h", "cuda_bf16.h")
 
 EMULATOR_PROPS = DeviceProps(name="CPU emulator", compute_capability=(0, 0), multiprocessors=2,
                              max_threads_per_block=8, max_threads_per_multiprocessor=16, warp_size=4)
+#: An H100's launch geometry (the generated kernels and launches are those the GPU gets), on the emulator.
+H100_PROPS = DeviceProps(name="CPU emulator (H100 geometry)", compute_capability=(0, 0))
+#: The byte a fresh allocation is filled with (0xFF..: NaN as a float, -1 as a signed integer).
+FILL_BYTE = 0xFF
 
 
 def available() -> bool:
@@ -131,21 +138,37 @@ def launcher_source(kernel: Kernel, j: int) -> str:
 class EmulatedDevice:
     """The device interface of ``runtime/cuda/device.py`` on the CPU (see the module docstring)."""
 
-    def __init__(self, cache: KernelCache | None = None, props: DeviceProps = EMULATOR_PROPS):
+    def __init__(self, cache: KernelCache | None = None, props: DeviceProps = EMULATOR_PROPS,
+                 check_registers: str | None = None):
+        """``check_registers``: an architecture (``"sm_90"``) to compile each loaded kernel for with nvcc too, so
+        that its launcher reports the register count and most threads a block the GPU would allow, as
+        ``PyCudaDevice.load``'s does (the executor then shrinks or refuses a block that would not launch)."""
         if not available():
             raise KernelCompileError("the CUDA emulator compiles kernels with g++, which is not on the PATH")
         self.props = props
+        self.check_registers = check_registers
+        self._gpu = {}  # kernel source -> cache.CompiledKernel for check_registers's architecture
         self.cache = cache or KernelCache()
-        self._buffers: list[np.ndarray] = []
+        self._buffers: dict[int, np.ndarray] = {}  # pointer -> the array holding its bytes (live allocations)
         self._libs = []
         self._launchers = {}
         self.launches = 0
 
     def alloc(self, nbytes: int) -> int:
-        raw = np.zeros(int(nbytes) + 256, dtype=np.uint8)
-        self._buffers.append(raw)
+        raw = np.full(int(nbytes) + 256, FILL_BYTE, dtype=np.uint8)  # not cleared, as cuMemAlloc's memory
         base = raw.ctypes.data
-        return base + (-base) % 256  # cudaMalloc returns 256-byte aligned pointers
+        ptr = base + (-base) % 256  # cudaMalloc returns 256-byte aligned pointers
+        self._buffers[ptr] = raw
+        return ptr
+
+    def free(self, ptr: int) -> None:
+        """Give back an allocation (``alloc``'s pointer)."""
+        self._buffers.pop(ptr, None)
+
+    @property
+    def live_allocations(self) -> int:
+        """How many allocations are not freed yet (leak tests count them)."""
+        return len(self._buffers)
 
     def htod(self, ptr: int, array: np.ndarray) -> None:
         a = np.ascontiguousarray(array)
@@ -163,6 +186,9 @@ class EmulatedDevice:
     def precompile(self, kernels: list[Kernel]) -> None:
         """Compile kernels not loaded yet, all in one g++ run (the C++ headers dominate its time)."""
         todo = list({k.source: k for k in kernels if k.source not in self._launchers}.values())
+        if self.check_registers:  # the GPU's binaries too, all at once (parallel nvcc runs), for their registers
+            self._gpu.update(self.cache.compile_many([k for k in kernels if k.source not in self._gpu],
+                                                     self.check_registers))
         if not todo:
             return
         source = f"{SHIM}\n{combined_source(todo)}\n" + "".join(launcher_source(k, j) for j, k in enumerate(todo))
@@ -203,7 +229,18 @@ class EmulatedDevice:
 
     def load(self, kernel: Kernel):
         self.precompile([kernel])
-        return self._launchers[kernel.source]
+        launch = self._launchers[kernel.source]
+        if self.check_registers:
+            compiled = self._gpu[kernel.source]
+            registers = registers_of(compiled.path, compiled.symbol)
+
+            def checked(grid: int, block: int, ptrs: list, _launch=launch) -> None:
+                _launch(grid, block, ptrs)
+
+            checked.registers = registers
+            checked.max_threads = max_block_for_registers(registers, DeviceProps())  # the GPU's limits
+            return checked
+        return launch
 
     def call(self, call):
         """A launcher for a library call: GEMMs run in NumPy (``gemm_reference``) on the arena's host memory."""
@@ -227,4 +264,4 @@ class EmulatedDevice:
         pass
 
 
-__all__ = ["EMULATOR_PROPS", "EmulatedDevice", "available", "launcher_source"]
+__all__ = ["EMULATOR_PROPS", "FILL_BYTE", "H100_PROPS", "EmulatedDevice", "available", "launcher_source"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from types import SimpleNamespace
 from typing import Any, Mapping, Sequence
 
@@ -29,10 +30,65 @@ from graphc.limits import input_bindings
 
 from ..feeds import normalize_feeds
 from .arena import frees_after, layout_arena
+from .launch import fit_block
 from .lowering import lower
 from .state import DeviceState, default_device
 
 DEBUG_ENV = "GRAPHC_CUDA_DEBUG"
+
+
+def _free(device, ptr: int) -> None:
+    free = getattr(device, "free", None)
+    if free is not None:
+        free(ptr)
+
+
+class ArenaPool:
+    """The arenas one device holds: at most ``limit`` at once. A Session fed many shapes prepares a plan per
+    shape, and an executable with symbolic dims one per binding; the least recently run of them gives its
+    arena back (``_Prepared.release``) and allocates it again, constants uploaded, when it runs next."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._resident: "weakref.WeakValueDictionary[int, _Prepared]" = weakref.WeakValueDictionary()
+        self._order: list[int] = []  # ids of resident plans, least recently run first
+
+    def admit(self, prepared: "_Prepared") -> None:
+        """``prepared`` is about to allocate its arena: release the least recently run ones beyond the limit."""
+        self._order = [k for k in self._order if k in self._resident and k != id(prepared)]
+        while len(self._order) >= self.limit:
+            old = self._resident.get(self._order.pop(0))
+            if old is not None:
+                old.release()
+        self._resident[id(prepared)] = prepared
+        self._order.append(id(prepared))
+
+    def touch(self, prepared: "_Prepared") -> None:
+        k = id(prepared)
+        if self._order and self._order[-1] != k and k in self._order:
+            self._order.remove(k)
+            self._order.append(k)
+
+    @property
+    def resident(self) -> int:
+        return sum(1 for k in self._order if k in self._resident and self._resident[k].base is not None)
+
+
+#: How many arenas (prepared plans) one device keeps allocated at once.
+MAX_RESIDENT_ARENAS = 8
+_POOLS: "weakref.WeakKeyDictionary[Any, ArenaPool]" = weakref.WeakKeyDictionary()
+
+
+def arena_pool(device) -> ArenaPool:
+    """The device's ArenaPool (made on first use; a device object that takes no weak reference gets its own)."""
+    try:
+        if device not in _POOLS:
+            _POOLS[device] = ArenaPool(MAX_RESIDENT_ARENAS)
+        return _POOLS[device]
+    except TypeError:
+        return ArenaPool(MAX_RESIDENT_ARENAS)
+
+
 class _Prepared:
     """One static-shaped plan on the device: arena, kernels and launches resolved to pointers."""
 
@@ -49,51 +105,75 @@ class _Prepared:
         steps = self.lowered.steps
         args = [a for s in steps for a in s.args]
         self.layout = layout_arena(self.graph, plan.memory, args, self.lowered.scratch, set(self.external))
-        self.base = device.alloc(self.layout.size)
-        for off, data in self.layout.constants:
-            device.htod(self.base + off, data)
         self.compile_seconds = 0.0
         t1 = time.perf_counter()
-        loaded = {}
         if hasattr(device, "precompile"):  # all kernels of a plan built at once (parallel nvcc runs, one g++ run)
             device.precompile([s.kernel for s in steps if s.kernel is not None])
-        self.launches: list[tuple[Any, int, int, list[int]]] = []
-        self.step_of_launch: list[int] = []
+        loaded = {}
+        self._steps: list[tuple[int, Any, Any]] = []  # (step index, launcher, step) of each launch
         for i, s in enumerate(steps):
             if s.call is not None:  # a library call (cuBLAS): the device runs it with the resolved pointers
-                self.launches.append((device.call(s.call), 0, 0, [self._ptr(a) for a in s.args]))
-                self.step_of_launch.append(i)
+                self._steps.append((i, device.call(s.call), s))
                 continue
             if s.kernel.n_elements == 0:
                 continue
-            if s.view_of is not None and self._ptr(s.view_of[0]) == self._ptr(s.view_of[1]):
-                continue  # a reshape the memory plan made in place: the bytes are already there
             if s.kernel.source not in loaded:
                 loaded[s.kernel.source] = device.load(s.kernel)
-            self.launches.append((loaded[s.kernel.source], s.kernel.grid, s.kernel.block,
-                                  [self._ptr(a) for a in s.args]))
-            self.step_of_launch.append(i)
+            self._steps.append((i, loaded[s.kernel.source], s))
         self.compile_seconds = time.perf_counter() - t1
         self.kernels = len(loaded)
+        self.state = state
+        self.assigns = dict(assigns or {})
+        self.debug = debug
+        self.base = None
+        self._pool = arena_pool(device)
+        self._acquire()
+        self.prepare_seconds = time.perf_counter() - t0
+
+    def _acquire(self) -> None:
+        """Allocate the arena (again, after ``release``), upload the constants and resolve every launch."""
+        dev, steps = self.device, self.lowered.steps
+        self._pool.admit(self)
+        self.base = dev.alloc(self.layout.size)
+        for off, data in self.layout.constants:
+            dev.htod(self.base + off, data)
+        self.launches: list[tuple[Any, int, int, list[int]]] = []
+        self.step_of_launch: list[int] = []
+        for i, launcher, s in self._steps:
+            if s.call is not None:
+                self.launches.append((launcher, 0, 0, [self._ptr(a) for a in s.args]))
+            elif s.view_of is not None and self._ptr(s.view_of[0]) == self._ptr(s.view_of[1]):
+                continue  # a reshape the memory plan made in place: the bytes are already there
+            else:
+                block = fit_block(s.kernel, getattr(launcher, "max_threads", None),
+                                  getattr(launcher, "registers", None), dev.props)
+                self.launches.append((launcher, s.kernel.grid, block, [self._ptr(a) for a in s.args]))
+            self.step_of_launch.append(i)
         self.inputs = [(self.base + self.layout.offset(v), v) for v in self.graph.inputs if id(v) not in self.external]
         self.outputs = []
         for v in self.graph.outputs:
             t = v.type
             self.outputs.append((self._ptr(v), t.dtype.np, tuple(t.shape)))
-        self.state = state
+        state = self.state
         self.writes = [(k, name, state.pointer(name), self.outputs[k][0], state.nbytes(name))
-                       for k, name in (assigns or {}).items()]
-        self.debug = debug
+                       for k, name in self.assigns.items()]
         self.fills: list[list[tuple[int, int]]] = []
-        if debug and plan.memory is not None:
+        if self.debug and self.plan.memory is not None:
             node_index = {id(n): k for k, n in enumerate(self.graph.nodes)}
-            per_node = frees_after(plan.memory, len(self.graph.nodes), {v.name for v in self.graph.outputs})
+            per_node = frees_after(self.plan.memory, len(self.graph.nodes), {v.name for v in self.graph.outputs})
             # a node lowered to several launches (im2col + GEMM) frees its dead inputs after the last one
             last = {id(steps[i].node): k for k, i in enumerate(self.step_of_launch)}
             self.fills = [[(self.base + o, n) for o, n in per_node[node_index[id(steps[i].node)]]]
                           if id(steps[i].node) in node_index and last[id(steps[i].node)] == k else []
                           for k, i in enumerate(self.step_of_launch)]
-        self.prepare_seconds = time.perf_counter() - t0
+        # the arena goes back to the device with this object (or when the pool releases it, see ArenaPool)
+        self._finalizer = weakref.finalize(self, _free, dev, self.base)
+
+    def release(self) -> None:
+        """Free the arena (the pool evicts the least recently run plans); the next ``run`` allocates it again."""
+        if self.base is not None:
+            self._finalizer()
+            self.base = None
 
     def _ptr(self, a) -> int:
         if isinstance(a, np.generic):  # a scalar parameter (codegen.Param role "scalar"): passed by value
@@ -104,6 +184,10 @@ class _Prepared:
 
     def run(self, checked: Mapping[Value, Any]) -> list[np.ndarray]:
         dev = self.device
+        if self.base is None:
+            self._acquire()
+        else:
+            self._pool.touch(self)
         for ptr, v in self.inputs:
             x = np.ascontiguousarray(checked[v], dtype=v.type.dtype.np)
             dev.htod(ptr, x)
@@ -209,4 +293,5 @@ class CudaBackend:
                               state=state, variables=variables, assigns=assigns, tf32=tf32)
 
 
-__all__ = ["CudaBackend", "CudaExecutable", "default_device"]
+__all__ = ["ArenaPool", "CudaBackend", "CudaExecutable", "MAX_RESIDENT_ARENAS", "arena_pool",
+           "default_device"]

@@ -60,4 +60,38 @@ def reduction_launch(rows: int, row_len: int, props: DeviceProps) -> tuple[str, 
     return "thread", grid, block
 
 
-__all__ = ["DeviceProps", "elementwise_launch", "reduction_launch"]
+#: Registers one block may use (every architecture since sm_50), allocated per warp in units of 256.
+REGISTERS_PER_BLOCK = 65536
+REGISTER_UNIT = 256
+
+
+def max_block_for_registers(registers: int, props: DeviceProps) -> int:
+    """The most threads a block of a kernel using ``registers`` a thread can have: what the driver reports as
+    the function's MAX_THREADS_PER_BLOCK (a whole number of warps), computed here where there is no driver."""
+    warp = max(props.warp_size, 1)
+    per_warp = -(-registers * warp // REGISTER_UNIT) * REGISTER_UNIT
+    return min(props.max_threads_per_block, REGISTERS_PER_BLOCK // max(per_warp, 1) * warp)
+
+
+def fit_block(kernel, max_threads: int | None, registers: int | None, props: DeviceProps) -> int:
+    """The block a kernel launches with, given the most threads its compiled code allows (None: unknown).
+
+    A grid-stride kernel that shares nothing across its block (no ``__syncthreads``) runs the same with fewer
+    threads a block: its block shrinks to fit, in whole warps. Any other kernel, and a custom op that asked for
+    its own block, would fail at launch with CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES: refused here, by name."""
+    from graphc.errors import GraphcError
+
+    if max_threads is None or kernel.block <= max_threads:
+        return kernel.block
+    if kernel.group.kind != "custom-launch" and "__syncthreads" not in kernel.source:
+        warp = max(props.warp_size, 1)
+        return max(warp, max_threads // warp * warp)
+    node = kernel.group.nodes[0].name if kernel.group.nodes else kernel.group.name
+    raise GraphcError(f"kernel '{kernel.name}' (node '{node}') asks for blocks of {kernel.block} threads, but its "
+                      f"compiled code uses {registers if registers is not None else 'too many'} registers a thread, "
+                      f"which allows at most {max_threads} threads a block on {props.name}: launch it with a block of "
+                      f"at most {max_threads} threads (or make the kernel use fewer registers, e.g. __launch_bounds__)")
+
+
+__all__ = ["DeviceProps", "REGISTERS_PER_BLOCK", "elementwise_launch", "fit_block", "max_block_for_registers",
+           "reduction_launch"]

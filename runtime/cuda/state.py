@@ -22,15 +22,25 @@ from graphc.errors import GraphcError
 EMULATE_ENV = "GRAPHC_CUDA_EMULATE"
 
 
+_DEVICES: dict[str, object] = {}  # GRAPHC_CUDA_EMULATE's value -> the device made for it (one per process)
+
+
 def default_device():
-    """The PyCUDA device, or the CPU emulator when GRAPHC_CUDA_EMULATE=1 (testing, debugging)."""
-    if os.environ.get(EMULATE_ENV, "") not in ("", "0"):
-        from .emulator import EmulatedDevice
+    """The PyCUDA device, or the CPU emulator when GRAPHC_CUDA_EMULATE=1 (testing, debugging; ``h100``: the
+    emulator with an H100's launch geometry). One device per process and kind, shared by every executable and
+    session that is given none (its kernels loaded once, one cuBLAS handle)."""
+    kind = os.environ.get(EMULATE_ENV, "")
+    kind = "" if kind in ("", "0") else kind
+    if kind not in _DEVICES:
+        if kind:
+            from .emulator import EMULATOR_PROPS, H100_PROPS, EmulatedDevice
 
-        return EmulatedDevice()
-    from .device import PyCudaDevice
+            _DEVICES[kind] = EmulatedDevice(props=H100_PROPS if kind.lower() == "h100" else EMULATOR_PROPS)
+        else:
+            from .device import PyCudaDevice
 
-    return PyCudaDevice()
+            _DEVICES[kind] = PyCudaDevice()
+    return _DEVICES[kind]
 
 
 class DeviceState(MutableMapping):
