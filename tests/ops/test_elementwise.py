@@ -180,7 +180,9 @@ ORT_CASES = [
     ("Mish", [f32(3, 4)], {}, 22),
     ("ThresholdedRelu", [f32(3, 4)], {"alpha": 0.5}, 22),
     ("Shrink", [f32(3, 4)], {"lambd": 1.0, "bias": 0.5}, 9),
-    ("Cast", [f32(3, 4) * 100], {"to": TP.INT8}, 21),
+    # in range: out-of-range float->int casts are undefined in ONNX; graphc saturates on every backend
+    # (docs/cuda.md, tests/cuda/test_cuda_first_contact.py), onnxruntime wraps like a C cast
+    ("Cast", [f32(3, 4) * 40], {"to": TP.INT8}, 21),
     ("Cast", [np.array(["1.5", "+INF", "-inf", "NaN", "1e-5"], dtype=object)], {"to": TP.FLOAT}, 21),
     ("Cast", [np.array(["17", "-9223372036854775807"], dtype=object)], {"to": TP.INT64}, 21),
     ("CastLike", [f32(3, 4), np.zeros(1, np.float16)], {}, 21),
