@@ -33,12 +33,19 @@ def test_value_info_without_a_type_has_none():
     assert not value_info("x", None).HasField("type")
 
 
-def test_a_dim_with_neither_value_nor_name_gets_a_fresh_symbol_and_an_unknown_dtype_none():
+def test_a_dim_with_neither_value_nor_name_gets_a_fresh_symbol_and_an_undefined_dtype_none():
     tp = onnx.TypeProto()
-    tp.tensor_type.elem_type = 999
+    tp.tensor_type.elem_type = 0  # UNDEFINED: the type is not known, which is allowed
     tp.tensor_type.shape.dim.add()
     t = type_from_proto(tp, Graph())
     assert t.dtype is None and t.shape == ("unk__0",)
+
+
+def test_an_element_type_code_that_is_no_onnx_type_is_refused_naming_the_value():
+    tp = onnx.TypeProto()
+    tp.tensor_type.elem_type = 999
+    with pytest.raises(ModelLoadError, match="input 'x': element type 999 is not an ONNX element type"):
+        type_from_proto(tp, Graph(), "input 'x'")
 
 
 def test_tensors_round_trip_and_keep_scalars_scalar():
