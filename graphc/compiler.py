@@ -55,6 +55,9 @@ def compile(graph: Graph, level: int = 2, input_shapes: Mapping[str, Sequence[in
     if sets:
         bind_symbols(g, sets)
     infer_shapes(g)
+    # only a graph with weights worth freeing pays for a full cycle collection after its passes (the
+    # collection costs time in proportion to every object the process holds, not to this graph)
+    release = sum(getattr(v.data, "nbytes", 0) for v in g.constants.values()) >= RELEASE_MIN_BYTES
     seconds["imported"] = time.perf_counter() - t0
     plan = Plan(g, level, source=source, stage_seconds=seconds,
                 options={"input_shapes": {k: list(v) for k, v in (input_shapes or {}).items()},
@@ -65,7 +68,8 @@ def compile(graph: Graph, level: int = 2, input_shapes: Mapping[str, Sequence[in
         t0 = time.perf_counter()
         report = simplify(g, level)
         plan.passes = [dataclasses.asdict(r) for r in report.records]
-        _release_replaced()
+        if release:
+            _release_replaced()
         seconds["simplified"] = time.perf_counter() - t0
     if stop >= 2 and level >= 2:
         from .passes.fusion import fuse
@@ -73,13 +77,18 @@ def compile(graph: Graph, level: int = 2, input_shapes: Mapping[str, Sequence[in
         t0 = time.perf_counter()
         lay_out_weights(g)
         plan.fusion = fuse(g)
-        _release_replaced()
+        if release:
+            _release_replaced()
         seconds["fused"] = time.perf_counter() - t0
     if stop >= 3:
         t0 = time.perf_counter()
         g.nodes, plan.memory = plan_schedule(g)
         seconds["planned"] = time.perf_counter() - t0
     return plan
+
+
+#: A graph whose constants hold at least this many bytes has what its passes replaced freed at once.
+RELEASE_MIN_BYTES = 8 << 20
 
 
 def _release_replaced() -> None:
