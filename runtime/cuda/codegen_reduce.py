@@ -18,11 +18,12 @@ from graphc.ir import DType, Node, Value
 from graphc.ops.reduce import LEGACY_COERCE_2D
 
 from . import codegen_injective, codegen_ops  # noqa: F401  (fill OP_EMITTERS)
+from .codegen_ops import ELEMENTWISE_OPS
 from .codegen import (CodegenUnsupported, Coords, Emitter, Kernel, KernelGroup, NameSource, c_identifier, cctype,
                       compute_dtype, convert, dtype_of, grid_stride_loop, index_type, literal, numel, prelude,
                       round_to, shape_of, store_expr)
 from .codegen_elementwise import header, kernel_params, param_list
-from .launch import DeviceProps, reduction_launch
+from .launch import DeviceProps, _resident_blocks, reduction_launch, reduction_split
 
 #: Reduce op -> (initial value kind, contribution of x, combine, finalize); see _reducer.
 REDUCE_OPS = frozenset({"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
@@ -59,15 +60,23 @@ class _Pass:
 class _RowKernel:
     """Builds a row kernel over ``shape`` with the ``reduced`` dims forming each row."""
 
-    def __init__(self, group: KernelGroup, shape: tuple, reduced: list[int], props: DeviceProps):
+    def __init__(self, group: KernelGroup, shape: tuple, reduced: list[int], props: DeviceProps, parts: int = 1):
         self.group, self.shape, self.reduced = group, shape, reduced
         self.kept = [d for d in range(len(shape)) if d not in reduced]
         self.rows = numel([shape[d] for d in self.kept])
         self.row_len = numel([shape[d] for d in reduced])
         self.strategy, self.grid, self.block = reduction_launch(self.rows, self.row_len, props)
+        #: parts > 1: each row is split into that many chunks of ``chunk`` elements, one block each (the blocks
+        #: are numbered ``blk = row * parts + part``); the kernel then leaves one partial result per block
+        self.parts = parts
+        self.chunk = -(-self.row_len // parts)
+        if parts > 1:
+            self.strategy = "block"
+            self.grid = max(1, min(self.rows * parts, _resident_blocks(props, self.block)))
         # wide enough for the group's largest operand too (a prologue Slice or Gather may read a larger input)
         operands = [numel(shape_of(v)) for v in group.inputs + group.constants]
-        self.it = index_type(max([numel(shape), self.rows] + operands))
+        # split: a part's end (part * chunk + chunk) may pass the row's length by up to a chunk
+        self.it = index_type(max([numel(shape) * (2 if parts > 1 else 1), self.rows] + operands))
         self.params, self.loads, self.literals, self.dtypes = kernel_params(group)
         self.names = NameSource()
         self.helpers: set[str] = set()
@@ -94,6 +103,8 @@ class _RowKernel:
         return em, Coords(self.shape, dims=dims)
 
     def _k_loop(self, indent: str) -> str:
+        if self.parts > 1:
+            return (f"for ({self.it} k = part * {self.chunk} + threadIdx.x; k < k_end; k += blockDim.x) {{")
         if self.strategy == "block":
             return f"for ({self.it} k = threadIdx.x; k < {self.row_len}; k += blockDim.x) {{"
         return f"for ({self.it} k = 0; k < {self.row_len}; ++k) {{"
@@ -136,9 +147,11 @@ class _RowKernel:
         self.lines += [f"{ind}{self._k_loop(ind)}"] + em.lines + [f"{ind}}}"]
 
     def add_row_store(self, k: int, v: Value, expr: str, acc_dt: DType) -> None:
-        """Write one value per row (the reduction's result) to output ``k``."""
+        """Write one value per row (the reduction's result) to output ``k``; split, one value per block (the
+        accumulator as it is) to the partials."""
         dt = dtype_of(v)
-        store = f"out{k}[row] = {store_expr(convert(expr, acc_dt, dt), dt)};"
+        where = "blk" if self.parts > 1 else "row"
+        store = f"out{k}[{where}] = {store_expr(convert(expr, acc_dt, dt), dt)};"
         ind = "        "
         self.lines.append(f"{ind}if (threadIdx.x == 0) {store}" if self.strategy == "block" else f"{ind}{store}")
 
@@ -149,19 +162,28 @@ class _RowKernel:
         body(self)
         name = c_identifier(self.group.name)
         decl = [f"        {t} {v};" for t, v in self.declared]
-        if self.strategy == "block":
+        if self.parts > 1:
+            n = self.rows * self.parts
+            loop = (f"    for ({self.it} blk = blockIdx.x; blk < {n}; blk += gridDim.x) {{\n"
+                    f"        const {self.it} row = blk / {self.parts}, part = blk - row * {self.parts};\n"
+                    f"        const {self.it} k_end = part * {self.chunk} + {self.chunk} < {self.row_len} ? "
+                    f"part * {self.chunk} + {self.chunk} : {self.row_len};")
+            shared = [f"    __shared__ {t} {v}[{self.block}];" for t, v in self.shared]
+        elif self.strategy == "block":
             loop = f"    for ({self.it} row = blockIdx.x; row < {self.rows}; row += gridDim.x) {{"
             shared = [f"    __shared__ {t} {v}[{self.block}];" for t, v in self.shared]
         else:
             loop = grid_stride_loop(self.it, self.rows, "row")
             shared = []
-        how = (f"one block of {self.block} threads per row" if self.strategy == "block" else "one thread per row")
+        how = (f"each row split into {self.parts} blocks of {self.block} threads ({self.chunk} elements each), "
+               f"one partial result per block" if self.parts > 1 else
+               f"one block of {self.block} threads per row" if self.strategy == "block" else "one thread per row")
         src = [header(self.group, f"{what}: {self.rows} rows of {self.row_len} elements, {how}"),
                prelude(self.helpers, self.dtypes), "",
                f'extern "C" __global__ void {name}({param_list(self.params)})', "{", *shared, loop,
                *decl, *self.lines, "    }", "}", ""]
         return Kernel(name, "\n".join(src), self.params, self.grid, self.block, self.group,
-                      self.rows)
+                      self.rows * self.parts)
 
 
 # ---- reductions -------------------------------------------------------------------------------
@@ -179,8 +201,8 @@ def _axes(node: Node, rank: int) -> list[int]:
     return sorted(set(axes))
 
 
-def generate_reduction(group: KernelGroup, props: DeviceProps) -> Kernel:
-    """A reduction (the group's last node) with the group's other nodes as its elementwise prologue."""
+def _reduction_parts(group: KernelGroup):
+    """(root, x, shape, dtype, reduced dims) of a reduction group, checked."""
     root = group.nodes[-1]
     out = root.outputs[0]
     if len(group.outputs) != 1 or group.outputs[0] is not out:
@@ -190,15 +212,69 @@ def generate_reduction(group: KernelGroup, props: DeviceProps) -> Kernel:
     dt = dtype_of(x)
     if dt == DType.bool:
         raise CodegenUnsupported(root, f"{root.op_type} of bool")
-    reduced = _axes(root, len(shape))
-    rk = _RowKernel(group, shape, reduced, props)
+    return root, x, shape, dt, _axes(root, len(shape))
+
+
+def split_partials(group: KernelGroup, props: DeviceProps) -> tuple[int, int, DType] | None:
+    """(rows, parts, dtype of the partial results) when the group is a reduction whose rows are split across
+    blocks (``reduction_split``), else None: it then runs as two kernels, ``generate_reduction(group, props,
+    partial)`` leaving ``rows x parts`` partial results and ``generate_split_final`` combining each row's."""
+    root = group.nodes[-1] if group.nodes else None
+    # one-pass reductions only: ReduceLogSumExp's two passes and the arg reductions' (value, index) pairs stay
+    if root is None or root.op_type not in REDUCE_OPS or root.op_type in ("ReduceLogSumExp", "ArgMax", "ArgMin") \
+            or not all(n.op_type in ELEMENTWISE_OPS for n in group.nodes[:-1]):
+        return None
+    try:
+        _, _, shape, dt, reduced = _reduction_parts(group)
+    except CodegenUnsupported:
+        return None
+    rows = numel([shape[d] for d in range(len(shape)) if d not in reduced])
+    parts = reduction_split(rows, numel([shape[d] for d in reduced]), props)
+    return (rows, parts, compute_dtype(dt)) if parts > 1 else None
+
+
+def _reducer(op: str, acc: str, acc_dt: DType, K: int) -> tuple[_Pass, str]:
+    """The pass of a one-pass reduction ``op`` (into ``r``) and the C expression of its result from ``r``."""
+    def sum_pass(contrib=lambda x: x):
+        return _Pass("r", acc, literal(0, acc_dt), contrib, lambda a, b: f"{a} + {b}")
+
+    if op in ("ReduceMax", "GlobalMaxPool"):
+        p = _Pass("r", acc, _lowest(acc_dt), lambda v: v, lambda a, b: f"gc_max({a}, {b})", {"max"})
+    elif op == "ReduceMin":
+        p = _Pass("r", acc, _highest(acc_dt), lambda v: v, lambda a, b: f"gc_min({a}, {b})", {"min"})
+    elif op == "ReduceProd":
+        p = _Pass("r", acc, literal(1, acc_dt), lambda v: v, lambda a, b: f"{a} * {b}")
+    elif op == "ReduceL1":
+        p = sum_pass((lambda v: f"{_fn('fabs', acc_dt)}({v})") if acc_dt.is_float else
+                     (lambda v: f"({v} < 0 ? -{v} : {v})"))
+    elif op in ("ReduceL2", "ReduceSumSquare"):
+        p = sum_pass(lambda v: f"{v} * {v}")
+    else:
+        p = sum_pass()
+    final = {"ReduceMean": f"r / {literal(K, acc_dt)}", "GlobalAveragePool": f"r / {literal(K, acc_dt)}",
+             "ReduceLogSum": f"{_fn('log', acc_dt)}(r)"}.get(op, "r")
+    if op == "ReduceL2":
+        final = f"{_fn('sqrt', acc_dt)}(r)" if acc_dt.is_float else "sqrt((double)r)"
+    return p, final
+
+
+def generate_reduction(group: KernelGroup, props: DeviceProps, partial: Value | None = None) -> Kernel:
+    """A reduction (the group's last node) with the group's other nodes as its elementwise prologue.
+
+    ``partial`` (a ``rows x parts`` value, ``split_partials``): each row is split into ``parts`` blocks and
+    the kernel writes each block's partial result (the accumulator, before any final step) there instead."""
+    root, x, shape, dt, reduced = _reduction_parts(group)
+    out = root.outputs[0]
+    parts = 1
+    if partial is not None:
+        parts = shape_of(partial)[1]
+        group = KernelGroup(group.name, group.nodes, group.inputs, [partial], group.constants, group.kind,
+                            group.aliased)
+    rk = _RowKernel(group, shape, reduced, props, parts)
     acc_dt = compute_dtype(dt)
     acc = cctype(dt)
     op = root.op_type
     K = rk.row_len
-
-    def sum_pass(var, contrib=lambda x: x):
-        return _Pass(var, acc, literal(0, acc_dt), contrib, lambda a, b: f"{a} + {b}")
 
     def body(rk: _RowKernel):
         if op in ("ArgMax", "ArgMin"):
@@ -209,30 +285,40 @@ def generate_reduction(group: KernelGroup, props: DeviceProps) -> Kernel:
             rk.add_pass(_Pass("m", acc, _lowest(acc_dt), lambda v: v, lambda a, b: f"gc_max({a}, {b})", {"max"}), x)
             rk.lines.append(f"        const {acc} shift = (m == {_lowest(acc_dt)} || m == {_highest(acc_dt)}) ? "
                             f"{literal(0, acc_dt)} : m;")
-            rk.add_pass(sum_pass("s", lambda v: f"{_fn('exp', acc_dt)}({v} - shift)"), x)
+            rk.add_pass(_Pass("s", acc, literal(0, acc_dt), lambda v: f"{_fn('exp', acc_dt)}({v} - shift)",
+                              lambda a, b: f"{a} + {b}"), x)
             rk.add_row_store(0, out, f"shift + {_fn('log', acc_dt)}(s)", acc_dt)
             return
-        if op in ("ReduceMax", "GlobalMaxPool"):
-            p = _Pass("r", acc, _lowest(acc_dt), lambda v: v, lambda a, b: f"gc_max({a}, {b})", {"max"})
-        elif op == "ReduceMin":
-            p = _Pass("r", acc, _highest(acc_dt), lambda v: v, lambda a, b: f"gc_min({a}, {b})", {"min"})
-        elif op == "ReduceProd":
-            p = _Pass("r", acc, literal(1, acc_dt), lambda v: v, lambda a, b: f"{a} * {b}")
-        elif op == "ReduceL1":
-            p = sum_pass("r", (lambda v: f"{_fn('fabs', acc_dt)}({v})") if acc_dt.is_float else
-                         (lambda v: f"({v} < 0 ? -{v} : {v})"))
-        elif op in ("ReduceL2", "ReduceSumSquare"):
-            p = sum_pass("r", lambda v: f"{v} * {v}")
-        else:
-            p = sum_pass("r")
+        p, final = _reducer(op, acc, acc_dt, K)
         rk.add_pass(p, x)
-        final = {"ReduceMean": f"r / {literal(K, acc_dt)}", "GlobalAveragePool": f"r / {literal(K, acc_dt)}",
-                 "ReduceLogSum": f"{_fn('log', acc_dt)}(r)"}.get(op, "r")
-        if op == "ReduceL2":
-            final = f"{_fn('sqrt', acc_dt)}(r)" if acc_dt.is_float else f"sqrt((double)r)"
-        rk.add_row_store(0, out, final, acc_dt)
+        if partial is not None:
+            rk.add_row_store(0, partial, "r", acc_dt)
+        else:
+            rk.add_row_store(0, out, final, acc_dt)
 
-    return rk.build(f"{op} over axes {reduced} of {dt}{list(shape)}", body)
+    what = f"{op} over axes {reduced} of {dt}{list(shape)}"
+    return rk.build(what + (", partial results" if partial is not None else ""), body)
+
+
+def generate_split_final(group: KernelGroup, props: DeviceProps, partial: Value, name: str) -> Kernel:
+    """The second kernel of a split reduction (``split_partials``): combines each row's ``parts`` partial
+    results in ``partial`` as the reduction combines elements, then writes the group's output. ``name``: the
+    kernel's (unique) name."""
+    root, x, shape, dt, reduced = _reduction_parts(group)
+    rows, parts = shape_of(partial)
+    acc_dt = compute_dtype(dt)
+    acc = cctype(dt)
+    K = numel([shape[d] for d in reduced])
+    p, final = _reducer(root.op_type, acc, acc_dt, K)
+    combine = _Pass("r", acc, p.init, lambda v: v, p.combine, p.helpers)  # partials are contributions already
+    final_group = KernelGroup(name, [root], [partial], [root.outputs[0]])
+    rk = _RowKernel(final_group, (rows, parts), [1], props)
+
+    def body(rk: _RowKernel):
+        rk.add_pass(combine, partial)
+        rk.add_row_store(0, root.outputs[0], final, acc_dt)
+
+    return rk.build(f"{root.op_type}: the {parts} partial results of each of {rows} rows combined", body)
 
 
 def _arg_pass(rk: _RowKernel, x: Value, acc: str, acc_dt: DType, better: str, last: bool = False,
@@ -460,4 +546,5 @@ def _hardmax(group: KernelGroup, node: Node, props: DeviceProps) -> Kernel:
     return rk.build(f"Hardmax over axes {reduced} of {dt}{list(shape)}", body)
 
 
-__all__ = ["REDUCE_OPS", "ROW_OPS", "generate_reduction", "generate_row_op"]
+__all__ = ["REDUCE_OPS", "ROW_OPS", "generate_reduction", "generate_row_op", "generate_split_final",
+           "split_partials"]

@@ -60,6 +60,25 @@ def reduction_launch(rows: int, row_len: int, props: DeviceProps) -> tuple[str, 
     return "thread", grid, block
 
 
+#: A split reduction gives each block of a row at least this many of the row's elements per thread.
+SPLIT_MIN_PER_THREAD = 8
+
+
+def reduction_split(rows: int, row_len: int, props: DeviceProps) -> int:
+    """Into how many parts (blocks) each row of a reduction is split: 1 (one block a row) unless the rows are
+    too few to fill the device and long enough that each part still gives every thread of its block
+    ``SPLIT_MIN_PER_THREAD`` elements. A ReduceSum over a whole tensor (one row) would otherwise run on one
+    block of one multiprocessor, per-channel statistics of an activation on C blocks."""
+    strategy, _, block = reduction_launch(rows, row_len, props)
+    if strategy != "block":
+        return 1
+    resident = _resident_blocks(props, block)
+    if 2 * rows > resident:
+        return 1
+    parts = min(-(-resident // rows), row_len // (block * SPLIT_MIN_PER_THREAD))
+    return parts if parts >= 2 else 1
+
+
 #: Registers one block may use (every architecture since sm_50), allocated per warp in units of 256.
 REGISTERS_PER_BLOCK = 65536
 REGISTER_UNIT = 256
@@ -93,5 +112,5 @@ def fit_block(kernel, max_threads: int | None, registers: int | None, props: Dev
                       f"at most {max_threads} threads (or make the kernel use fewer registers, e.g. __launch_bounds__)")
 
 
-__all__ = ["DeviceProps", "REGISTERS_PER_BLOCK", "elementwise_launch", "fit_block", "max_block_for_registers",
+__all__ = ["DeviceProps", "REGISTERS_PER_BLOCK", "elementwise_launch", "fit_block", "max_block_for_registers", "reduction_split",
            "reduction_launch"]

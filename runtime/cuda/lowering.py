@@ -21,7 +21,8 @@ from .codegen import CodegenUnsupported, Kernel, KernelGroup, c_identifier, dtyp
 from .codegen_elementwise import generate_loop
 from .codegen_injective import INJECTIVE_OPS
 from .codegen_ops import ELEMENTWISE_OPS
-from .codegen_reduce import REDUCE_OPS, ROW_OPS, generate_reduction, generate_row_op
+from .codegen_reduce import (REDUCE_OPS, ROW_OPS, generate_reduction, generate_row_op, generate_split_final,
+                             split_partials)
 from .launch import DeviceProps
 from .libcall import Gemm
 
@@ -311,6 +312,12 @@ def lower(graph: Graph, props: DeviceProps, tf32: bool = False, inplace: dict[st
         try:
             group = named(KernelGroup.of_node(node))
             group.aliased = aliased(group, lambda v: rename.get(id(v), v) if rename else v)
+            split = _split_steps(group, node, ctx)
+            if split:
+                for st in split:
+                    st.args = [rename.get(id(a), a) for a in st.args] if rename else st.args
+                into.extend(split)
+                return
             kernel = generate(group, props)
         except CodegenUnsupported as e:
             missing.setdefault(node.op_type, []).append((node.name, e.why))
@@ -332,6 +339,12 @@ def lower(graph: Graph, props: DeviceProps, tf32: bool = False, inplace: dict[st
             outer.update({id(b): o for b, o in zip(body.outputs, node.outputs)})
             group.aliased = aliased(group, lambda v: outer[id(v)])
             try:
+                split = _split_steps(group, node, ctx)
+                if split:
+                    for st in split:
+                        st.args = [outer.get(id(a), a) for a in st.args]
+                    out.steps += split
+                    continue
                 kernel = generate(group, props)
             except CodegenUnsupported:
                 try:  # a head lowered by code (a GEMM) and the rest as one epilogue kernel
@@ -351,6 +364,21 @@ def lower(graph: Graph, props: DeviceProps, tf32: bool = False, inplace: dict[st
             if isinstance(st.call, Gemm) and st.call.dtype == DType.float32:
                 st.call = replace(st.call, tf32=True)
     return out
+
+
+def _split_steps(group: KernelGroup, node: Node, ctx: LowerContext) -> list[Step]:
+    """A reduction whose rows are too few to fill the device as two steps (``split_partials``): blocks reduce
+    parts of each row into scratch, then a second kernel combines each row's parts. [] for any other group.
+    Deterministic: each part and each combination is summed in one fixed order (no atomics)."""
+    how = split_partials(group, ctx.props)
+    if how is None:
+        return []
+    rows, parts, acc_dt = how
+    partial = ctx.scratch(ctx.unique_name(f"{group.name}_partials"), acc_dt, (rows, parts))
+    first = generate_reduction(group, ctx.props, partial)
+    second = generate_split_final(group, ctx.props, partial, ctx.unique_name(f"{group.name}_combine"))
+    return [Step(first, _args(first, group.inputs, [partial], group.constants), node),
+            Step(second, _args(second, [partial], group.outputs, []), node)]
 
 
 def _args(kernel: Kernel, ins: list[Value], outs: list[Value], consts: list[Value]) -> list:

@@ -3,12 +3,15 @@ nvcc and GPU tests). A case the backend reports as missing (an element type it d
 given at run time) is left out: the missing-ops error is what such a model gets."""
 from __future__ import annotations
 
+import functools
+
 import graphc as gc
 from graphc.compiler import compile as compile_graph
 from graphc.tools.conformance import is_random_op, node_cases
 from graphc.runtime.cuda.lowering import MissingKernelError, lower
 
 
+@functools.lru_cache(maxsize=2)
 def lowered_node_cases(props):
     """[(case, plan, steps)] for every node case the CUDA backend has kernels for, judged on the compiled
     plan (Constant nodes are constants by then, CastLike a Cast, a Dropout gone...)."""
@@ -23,4 +26,4 @@ def lowered_node_cases(props):
         except MissingKernelError:
             continue
         out.append((c, plan, steps))
-    return out
+    return tuple(out)

@@ -288,3 +288,69 @@ def test_a_custom_op_asking_for_too_large_a_block_is_refused_by_name(tmp_path):
         with pytest.raises(GraphcError, match=rf"kernel 'heavy' \(node '.*'\) asks for blocks of 1024 threads, but "
                                               rf"its compiled code uses {regs} registers"):
             CudaBackend.prepare(compile_graph(g), device=dev)
+
+
+# ---- 7. a reduction over few rows splits each row across blocks ----------------------------------------------
+def _reduce_model(op, shape, axes, dt=TP.FLOAT, prologue=None, keepdims=1):
+    """``op`` over ``axes`` of x (or of ``prologue``(x), an elementwise op), axes as an input (opset 18)."""
+    nodes, src = [], "x"
+    if prologue:
+        nodes.append(oh.make_node(prologue, ["x"], ["p"]))
+        src = "p"
+    ins = [src] if axes is None else [src, "axes"]
+    nodes.append(oh.make_node(op, ins, ["y"], keepdims=keepdims))
+    inits = [] if axes is None else [nh.from_array(np.array(axes, np.int64), "axes")]
+    return _model(nodes, [oh.make_tensor_value_info("x", dt, list(shape))],
+                  [oh.make_tensor_value_info("y", dt, None)], inits)
+
+
+def test_a_whole_tensor_reduction_is_split_across_the_device():
+    """Defect 7: a ReduceSum over a whole (4096, 1024) tensor was one block on one of 132 multiprocessors."""
+    steps = lower(compile_graph(_reduce_model("ReduceSum", (4096, 1024), None)).graph, H100).steps
+    first, second = [s.kernel for s in steps]
+    assert first.grid >= H100.multiprocessors * 4 and first.block == 256, (first.grid, first.block)
+    assert "partial results" in first.source and "combined" in second.source
+    # per-channel statistics of an activation (64 channels of 32x56x56): 64 rows, each split
+    steps = lower(compile_graph(_reduce_model("ReduceMean", (32, 64, 56, 56), [0, 2, 3])).graph, H100).steps
+    assert steps[0].kernel.grid >= H100.multiprocessors * 4 and len(steps) == 2
+    # many rows fill the device as they are: one kernel, a block a row
+    (step,) = lower(compile_graph(_reduce_model("ReduceSum", (4096, 1024), [1])).graph, H100).steps
+    assert step.kernel.n_elements == 4096
+
+
+#: a small device whose launches still split rows (16 resident blocks of 8 threads) and stay cheap to emulate
+_SPLIT_PROPS = DeviceProps(name="CPU emulator (split)", compute_capability=(0, 0), multiprocessors=4,
+                           max_threads_per_block=8, max_threads_per_multiprocessor=32, warp_size=4)
+
+
+@needs_gxx
+@pytest.mark.parametrize("op,shape,axes,dt,prologue", [
+    ("ReduceSum", (37, 41), None, TP.FLOAT, None),
+    ("ReduceMean", (4, 3, 9, 11), [0, 2, 3], TP.FLOAT, "Abs"),
+    ("ReduceMax", (2, 700), [1], TP.FLOAT, "Neg"),
+    ("ReduceMin", (700, 2), [0], TP.FLOAT, None),
+    ("ReduceL1", (1000,), None, TP.FLOAT, None),
+    ("ReduceL2", (3, 333), [1], TP.DOUBLE, None),
+    ("ReduceSumSquare", (5, 200), None, TP.FLOAT16, None),
+    ("ReduceLogSum", (640,), None, TP.FLOAT, "Abs"),
+    ("ReduceProd", (300,), None, TP.DOUBLE, None),
+    ("ReduceSum", (2, 513), [1], TP.INT32, None),
+])
+def test_split_reductions_agree_with_numpy_on_the_emulator(op, shape, axes, dt, prologue, tmp_path):
+    graph = _reduce_model(op, shape, axes, dt, prologue)
+    steps = lower(compile_graph(graph).graph, _SPLIT_PROPS).steps
+    assert len(steps) == 2 and steps[0].kernel.n_elements > steps[1].kernel.n_elements, "the rows are not split"
+    rng = np.random.default_rng(7)
+    npdt = {TP.FLOAT: np.float32, TP.DOUBLE: np.float64, TP.FLOAT16: np.float16, TP.INT32: np.int32}[dt]
+    if op == "ReduceProd":
+        x = rng.uniform(0.9, 1.1, shape)
+    elif dt == TP.INT32:
+        x = rng.integers(-50, 50, shape)
+    else:
+        x = rng.standard_normal(shape) * (0.2 if dt == TP.FLOAT16 else 1)
+    feeds = {"x": x.astype(npdt)}
+    (got,), _ = _emulated(graph, feeds, props=_SPLIT_PROPS, cache=KernelCache(tmp_path))
+    (ref,) = gc.prepare(graph, backend="numpy").run(feeds)
+    tol = {TP.FLOAT16: 2e-3, TP.FLOAT: 1e-5, TP.DOUBLE: 1e-12, TP.INT32: 0}[dt]
+    np.testing.assert_allclose(got, ref, rtol=tol, atol=tol)
+    assert got.dtype == ref.dtype and got.shape == ref.shape
