@@ -55,9 +55,6 @@ def compile(graph: Graph, level: int = 2, input_shapes: Mapping[str, Sequence[in
     if sets:
         bind_symbols(g, sets)
     infer_shapes(g)
-    # only a graph with weights worth freeing pays for a full cycle collection after its passes (the
-    # collection costs time in proportion to every object the process holds, not to this graph)
-    release = sum(getattr(v.data, "nbytes", 0) for v in g.constants.values()) >= RELEASE_MIN_BYTES
     seconds["imported"] = time.perf_counter() - t0
     plan = Plan(g, level, source=source, stage_seconds=seconds,
                 options={"input_shapes": {k: list(v) for k, v in (input_shapes or {}).items()},
@@ -68,8 +65,7 @@ def compile(graph: Graph, level: int = 2, input_shapes: Mapping[str, Sequence[in
         t0 = time.perf_counter()
         report = simplify(g, level)
         plan.passes = [dataclasses.asdict(r) for r in report.records]
-        if release:
-            _release_replaced()
+        _release_replaced(g)
         seconds["simplified"] = time.perf_counter() - t0
     if stop >= 2 and level >= 2:
         from .passes.fusion import fuse
@@ -77,8 +73,7 @@ def compile(graph: Graph, level: int = 2, input_shapes: Mapping[str, Sequence[in
         t0 = time.perf_counter()
         lay_out_weights(g)
         plan.fusion = fuse(g)
-        if release:
-            _release_replaced()
+        _release_replaced(g)
         seconds["fused"] = time.perf_counter() - t0
     if stop >= 3:
         t0 = time.perf_counter()
@@ -87,11 +82,12 @@ def compile(graph: Graph, level: int = 2, input_shapes: Mapping[str, Sequence[in
     return plan
 
 
-#: A graph whose constants hold at least this many bytes has what its passes replaced freed at once.
-RELEASE_MIN_BYTES = 8 << 20
+#: A graph whose constants hold at least this many bytes after a pass has what the pass replaced freed at
+#: once (every light CNN has more once its weights are folded: squeezenet 4.9 MB, the smallest).
+RELEASE_MIN_BYTES = 1 << 20
 
 
-def _release_replaced() -> None:
+def _release_replaced(g: Graph) -> None:
     """Free what the passes replaced now, not at the interpreter's next cycle collection: a removed node and
     its outputs refer to each other (``Value.producer``), so the constants it read (the weights folding
     replaced) live on until the cycles are collected, beside their replacements and the run's buffers. Then
@@ -100,6 +96,10 @@ def _release_replaced() -> None:
     import ctypes
     import gc
 
+    # only a graph with weights worth freeing pays for a full cycle collection (whose cost grows with every
+    # object the process holds, not with this graph: a process holding many small plans paid minutes)
+    if sum(getattr(v.data, "nbytes", 0) for v in g.constants.values()) < RELEASE_MIN_BYTES:
+        return
     gc.collect()
     try:
         ctypes.CDLL(None).malloc_trim(0)
