@@ -11,7 +11,7 @@ from graphc.ir import DType
 from . import codegen_injective, codegen_ops  # noqa: F401  (fill OP_EMITTERS)
 from .codegen import (Coords, Emitter, Kernel, KernelGroup, NameSource, Param, c_identifier, ctype, dtype_of,
                       grid_stride_loop, index_type, literal, numel, prelude, shape_of, store_expr)
-from .codegen import HELPERS
+from .codegen import HELPERS, TARGET
 from .codegen_ops import ELEMENTWISE_OPS
 from .launch import DeviceProps, elementwise_launch
 
@@ -64,6 +64,8 @@ def header(group: KernelGroup, what: str) -> str:
 
 
 def _vectorizable(group: KernelGroup, shape: tuple) -> bool:
+    if TARGET.get() != "cuda":  # float4 is CUDA's; a C compiler vectorizes the scalar loop itself
+        return False
     n = numel(shape)
     if n < VECTOR or n % VECTOR or any(node.op_type not in ELEMENTWISE_OPS or node.op_type == "Identity"
                                        for node in group.nodes):

@@ -18,6 +18,9 @@ class DeviceProps:
     max_threads_per_block: int = 1024
     max_threads_per_multiprocessor: int = 2048
     warp_size: int = 32
+    #: the dialect kernels are rendered in: "cuda" (CUDA C for nvcc), or "c" (C++ with OpenMP for the host's
+    #: compiler: ``multiprocessors`` is then the thread count, and a block is one thread)
+    target: str = "cuda"
 
     @property
     def arch(self) -> str:
@@ -50,6 +53,8 @@ def reduction_launch(rows: int, row_len: int, props: DeviceProps) -> tuple[str, 
     ``"block"``: one block per row (grid-stride over rows), threads striding along the row and a tree
     reduction in shared memory; ``"thread"``: one thread per row, for many short rows.
     """
+    if props.target == "c":  # a CPU thread reduces whole rows; rows too few for the threads are split
+        return "thread", max(1, min(rows, props.multiprocessors)), 1
     few_rows = rows < props.multiprocessors * 32
     if row_len >= BLOCK_ROW_MIN or (few_rows and row_len > props.warp_size // 4):
         block = min(REDUCTION_BLOCK, props.max_threads_per_block)
@@ -60,6 +65,8 @@ def reduction_launch(rows: int, row_len: int, props: DeviceProps) -> tuple[str, 
     return "thread", grid, block
 
 
+#: On the CPU a row is split only into parts of at least this many elements.
+CPU_SPLIT_MIN = 16384
 #: A split reduction gives each block of a row at least this many of the row's elements per thread.
 SPLIT_MIN_PER_THREAD = 8
 
@@ -69,6 +76,11 @@ def reduction_split(rows: int, row_len: int, props: DeviceProps) -> int:
     too few to fill the device and long enough that each part still gives every thread of its block
     ``SPLIT_MIN_PER_THREAD`` elements. A ReduceSum over a whole tensor (one row) would otherwise run on one
     block of one multiprocessor, per-channel statistics of an activation on C blocks."""
+    if props.target == "c":  # a part per thread, each at least CPU_SPLIT_MIN elements
+        if 2 * rows > props.multiprocessors:
+            return 1
+        parts = min(-(-props.multiprocessors // rows), row_len // CPU_SPLIT_MIN)
+        return parts if parts >= 2 else 1
     strategy, _, block = reduction_launch(rows, row_len, props)
     if strategy != "block":
         return 1

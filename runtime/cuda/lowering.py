@@ -17,7 +17,7 @@ from graphc.errors import GraphcError
 from graphc.ir import DType, Graph, Node, TensorType, Value
 from graphc.ops import has_fact
 
-from .codegen import CodegenUnsupported, Kernel, KernelGroup, c_identifier, dtype_of, shape_of
+from .codegen import CodegenUnsupported, Kernel, KernelGroup, c_identifier, dtype_of, rendering, shape_of
 from .codegen_elementwise import generate_loop
 from .codegen_injective import INJECTIVE_OPS
 from .codegen_ops import ELEMENTWISE_OPS
@@ -235,7 +235,12 @@ def _lower_out_fusable(node: Node, ctx: LowerContext) -> list[Step]:
 
 
 def generate(group: KernelGroup, props: DeviceProps) -> Kernel:
-    """The kernel for a group, by what its ops are (raises CodegenUnsupported)."""
+    """The kernel for a group, by what its ops are (raises CodegenUnsupported), in ``props.target``'s dialect."""
+    with rendering(props.target):
+        return _generate(group, props)
+
+
+def _generate(group: KernelGroup, props: DeviceProps) -> Kernel:
     ops = [n.op_type for n in group.nodes]
     for n in group.nodes:
         if n.domain:
@@ -258,7 +263,12 @@ def lower(graph: Graph, props: DeviceProps, tf32: bool = False, inplace: dict[st
     """The steps that run ``graph`` (static shapes), or MissingKernelError listing every op without one.
     ``tf32``: float32 GEMMs may use TF32 tensor cores (off: exact float32). ``inplace``: the memory plan's
     in-place pairs (output name -> the input it overwrites): such a kernel's two pointers reach the same
-    bytes, so neither is declared ``__restrict__``."""
+    bytes, so neither is declared ``__restrict__``. The kernels are rendered in ``props.target``'s dialect."""
+    with rendering(props.target):
+        return _lower(graph, props, tf32, inplace)
+
+
+def _lower(graph: Graph, props: DeviceProps, tf32: bool, inplace: dict[str, str] | None) -> Lowered:
     out = Lowered()
     missing: dict[str, list[tuple[str, str]]] = {}
     used: set[str] = set()
@@ -287,6 +297,16 @@ def lower(graph: Graph, props: DeviceProps, tf32: bool = False, inplace: dict[st
 
     ctx = LowerContext(props, out, named)
 
+    def unsupported(key: str, node: Node, why: str, into: list[Step], rename: dict | None) -> None:
+        """No kernel for ``node``: on the CPU a step running it through the reference interpreter (``HostCall``)
+        takes its place; on a GPU it is reported missing."""
+        if props.target != "c" or not _host_callable(node):
+            missing.setdefault(key, []).append((node.name, why))
+            return
+        call = HostCall(node, why)
+        args = call.arguments()
+        into.append(Step(None, [rename.get(id(a), a) for a in args] if rename else args, node, call=call))
+
     def lone(node: Node, into: list[Step], rename: dict | None = None) -> None:
         key = f"{node.domain}.{node.op_type}" if node.domain else node.op_type
         lowering = LOWERINGS.get(key) or _fallback_lowering(node)  # the latter: ops users write (gc.custom_op)
@@ -295,7 +315,7 @@ def lower(graph: Graph, props: DeviceProps, tf32: bool = False, inplace: dict[st
                 steps = lowering(node, ctx) if key not in SPLITS else \
                     lower_with_epilogue(node, [], [v for v in node.outputs if v is not None], node, ctx)
             except CodegenUnsupported as e:
-                missing.setdefault(key, []).append((node.name, e.why))
+                unsupported(key, node, e.why, into, rename)
                 return
             for st in steps:
                 if rename:
@@ -305,9 +325,7 @@ def lower(graph: Graph, props: DeviceProps, tf32: bool = False, inplace: dict[st
                 into.append(st)
             return
         if node.op_type not in SUPPORTED_OPS or node.domain:
-            why = "no CUDA kernel yet"
-            missing.setdefault(node.op_type if not node.domain else f"{node.domain}.{node.op_type}",
-                               []).append((node.name, why))
+            unsupported(key, node, "no CUDA kernel yet", into, rename)
             return
         try:
             group = named(KernelGroup.of_node(node))
@@ -320,7 +338,7 @@ def lower(graph: Graph, props: DeviceProps, tf32: bool = False, inplace: dict[st
                 return
             kernel = generate(group, props)
         except CodegenUnsupported as e:
-            missing.setdefault(node.op_type, []).append((node.name, e.why))
+            unsupported(node.op_type, node, e.why, into, rename)
             return
         args = _args(kernel, group.inputs, group.outputs, group.constants)
         # a view of a value in the arena (a one-element constant is a literal in the kernel: it has no bytes)
@@ -366,6 +384,38 @@ def lower(graph: Graph, props: DeviceProps, tf32: bool = False, inplace: dict[st
     return out
 
 
+@dataclass
+class HostCall:
+    """A node run on the host by the reference interpreter (``eval_node``) over the arena's bytes: what the CPU
+    target does for an op it has no kernel for (``why``). Step arguments: the node's inputs that are not
+    constants, then the values its subgraphs capture, then its outputs (``arguments``)."""
+
+    node: Node
+    why: str = ""
+
+    def arguments(self) -> list[Value]:
+        from graphc.ops.interpret import node_captures
+
+        seen, args = set(), []
+        for v in [v for v in self.node.inputs if v is not None and v.data is None] + node_captures(self.node):
+            if id(v) not in seen:
+                seen.add(id(v))
+                args.append(v)
+        return args + [v for v in self.node.outputs if v is not None]
+
+
+def _host_callable(node: Node) -> bool:
+    """Whether ``HostCall`` can run ``node``: every value it reads or writes a tensor of static shape."""
+    from graphc.ops.interpret import node_captures
+
+    for v in [v for v in node.inputs if v is not None] + node_captures(node) + \
+            [v for v in node.outputs if v is not None]:
+        t = v.type
+        if not isinstance(t, TensorType) or t.shape is None or not all(isinstance(d, int) for d in t.shape):
+            return False
+    return True
+
+
 def _split_steps(group: KernelGroup, node: Node, ctx: LowerContext) -> list[Step]:
     """A reduction whose rows are too few to fill the device as two steps (``split_partials``): blocks reduce
     parts of each row into scratch, then a second kernel combines each row's parts. [] for any other group.
@@ -409,5 +459,5 @@ def _split_group(node: Node, group: KernelGroup, lone, out: Lowered) -> None:
         lone(n, out.steps, outer)
 
 
-__all__ = ["FALLBACKS", "LOWERINGS", "LowerContext", "MissingKernelError", "SPLITS", "SUPPORTED_OPS", "Step", "Lowered", "generate",
+__all__ = ["FALLBACKS", "HostCall", "LOWERINGS", "LowerContext", "MissingKernelError", "SPLITS", "SUPPORTED_OPS", "Step", "Lowered", "generate",
            "lower", "lower_with_epilogue", "register_fallback", "register_lowering"]
