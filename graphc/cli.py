@@ -449,8 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--input", action="append", metavar="NAME=FILE", help="an input from a .npy (or .pb) file")
     sp.add_argument("--random-inputs", action="store_true", help="seeded random values for inputs not given")
     sp.add_argument("--seed", type=int, default=0, help="seed for --random-inputs (default 0)")
-    sp.add_argument("--backend", default="numpy", choices=("numpy", "cuda"),
-                    help="runtime backend (default numpy; cuda needs PyCUDA and a GPU, or GRAPHC_CUDA_EMULATE=1)")
+    sp.add_argument("--backend", default="numpy", choices=("numpy", "cpu", "cuda"),
+                    help="runtime backend (default numpy, the interpreter; cpu: compiled C++ kernels, needs g++ "
+                    "or clang++; cuda needs PyCUDA and a GPU, or GRAPHC_CUDA_EMULATE=1)")
     sp.add_argument("--tf32", action="store_true", help="with --backend cuda: let float32 matrix products and "
                     "convolutions use TF32 tensor cores (default: exact float32)")
     sp.add_argument("--output-dir", help="save each output as NAME.npy here")

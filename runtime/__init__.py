@@ -3,15 +3,20 @@ from __future__ import annotations
 
 from graphc.errors import GraphcError
 
-BACKENDS = ("numpy", "cuda")
+BACKENDS = ("numpy", "cpu", "cuda")
 
 
 def get_backend(name: str = "numpy"):
-    """The backend object for a name: "numpy", or "cuda" (needs PyCUDA; fails with one sentence without it)."""
+    """The backend object for a name: "numpy" (the interpreter), "cpu" (compiled C++ kernels) or "cuda" (needs
+    PyCUDA; fails with one sentence without it)."""
     if name == "numpy":
         from .numpy import NumpyBackend
 
         return NumpyBackend
+    if name == "cpu":
+        from .cpu import CpuBackend
+
+        return CpuBackend
     if name == "cuda":
         import os
 

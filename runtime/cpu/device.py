@@ -1,0 +1,315 @@
+"""The host as a device for generated kernels: the kernels the CUDA lowering makes, rendered in the C dialect
+(``DeviceProps.target == "c"``), compiled by the system's C++ compiler at -O3 with OpenMP, run on host memory.
+
+The C dialect differs from CUDA C in two places the generator knows about (``codegen.TARGET``): a kernel's
+loop over its work takes this OpenMP thread's contiguous share (``gc_share``) instead of striding by the
+grid, and no float4 vectors (the compiler vectorizes the scalar loop). Everything else is the same source
+under a small header (``SHIM``): a "block" is one thread (``blockIdx`` is the OpenMP thread, ``threadIdx``
+0, ``__syncthreads`` nothing, ``__shared__`` arrays the thread's own), so the row kernels and the split
+reductions run unchanged. A launch calls the kernel once in each thread of an OpenMP team, one thread for
+small work. Matrix products (the lowering's GEMM calls) run in NumPy's BLAS, writing into the arena.
+
+Memory is host memory: a pointer is an address inside a NumPy array (64-byte aligned, left uninitialised).
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from graphc.errors import GraphcError
+from graphc.ir import DType
+
+from ..cuda.cache import KernelCache, KernelCompileError, cache_key, compiler_version
+from ..cuda.codegen import Kernel, ctype, numel, shape_of
+from ..cuda.emulator import combined_source
+from ..cuda.launch import DeviceProps
+from ..cuda.libcall import Gemm, operand
+from ..cuda.lowering import HostCall
+
+SHIM = r"""
+#include <omp.h>
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+struct gc_dim3 { unsigned x, y, z; };
+// a "block" is one thread of the OpenMP team that runs the launch
+#define blockIdx (gc_dim3{(unsigned)omp_get_thread_num(), 0u, 0u})
+#define gridDim (gc_dim3{(unsigned)omp_get_num_threads(), 1u, 1u})
+#define threadIdx (gc_dim3{0u, 0u, 0u})
+#define blockDim (gc_dim3{1u, 1u, 1u})
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __shared__
+#define __restrict__ __restrict
+#define __syncthreads() ((void)0)
+// this thread's share of [0, n): the first (next = 0) or one past the last (next = 1) index
+static inline long long gc_share(long long n, int next) {
+    return n * (long long)(omp_get_thread_num() + next) / (long long)omp_get_num_threads();
+}
+inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
+inline float __uint_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
+inline unsigned __float_as_uint(float f) { unsigned u; std::memcpy(&u, &f, 4); return u; }
+inline double __longlong_as_double(long long i) { double d; std::memcpy(&d, &i, 8); return d; }
+inline long long __double_as_longlong(double d) { long long i; std::memcpy(&i, &d, 8); return i; }
+template <class T> inline T atomicAdd(T* p, T v) { return std::atomic_ref<T>(*p).fetch_add(v); }
+template <class T> inline T atomicCAS(T* p, T expected, T v) {
+    std::atomic_ref<T>(*p).compare_exchange_strong(expected, v); return expected; }
+struct alignas(16) float4 { float x, y, z, w; };
+typedef _Float16 __half;
+inline float __half2float(__half h) { return (float)h; }
+inline __half __float2half(float f) { return (__half)f; }
+struct __nv_bfloat16 { uint16_t bits; };
+inline float __bfloat162float(__nv_bfloat16 b) { uint32_t u = (uint32_t)b.bits << 16; float f; std::memcpy(&f, &u, 4); return f; }
+inline __nv_bfloat16 __float2bfloat16(float f) {
+    uint32_t u; std::memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return __nv_bfloat16{(uint16_t)((u >> 16) | 0x40)};
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return __nv_bfloat16{(uint16_t)(u >> 16)};
+}
+"""
+
+#: Headers the generated sources include, made empty: the shim defines what they would.
+_FAKE_HEADERS = ("cuda_fp16.h", "cuda_bf16.h")
+#: The C++ compiler and its options (``GRAPHC_CXX`` chooses another compiler).
+CXX_ENV = "GRAPHC_CXX"
+CXX_OPTIONS = ("-std=c++20", "-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-fno-math-errno", "-w")
+#: A launch runs in several threads only with at least this many elements of work per thread.
+GRAIN = 16384
+
+
+def compiler() -> str | None:
+    """The C++ compiler the CPU target uses, or None when there is none."""
+    return os.environ.get(CXX_ENV) or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+
+
+def available() -> bool:
+    return compiler() is not None
+
+
+def host_props(threads: int | None = None) -> DeviceProps:
+    """The CPU as the lowering sees it: ``threads`` "multiprocessors" of one thread each, the C dialect."""
+    n = threads or os.cpu_count() or 1
+    return DeviceProps(name=f"CPU ({n} threads)", compute_capability=(0, 0), multiprocessors=n,
+                       max_threads_per_block=1, max_threads_per_multiprocessor=1, warp_size=1, target="c")
+
+
+def launcher_source(kernel: Kernel, j: int) -> str:
+    """``gc_launch_j(args, threads)``: kernel ``j`` run by each thread of an OpenMP team of ``threads``."""
+    args = ", ".join(f"*(const {ctype(p.dtype)}*)args[{i}]" if p.role == "scalar" else  # by value
+                     f"({'' if p.role == 'output' else 'const '}{ctype(p.dtype)}*)args[{i}]"
+                     for i, p in enumerate(kernel.params))
+    return (f'extern "C" void gc_launch_{j}(void** args, int threads) {{\n'
+            f"    if (threads <= 1) {{ gc_k{j}::{kernel.name}({args}); return; }}\n"
+            f"    #pragma omp parallel num_threads(threads)\n"
+            f"    gc_k{j}::{kernel.name}({args});\n}}\n")
+
+
+def _work(kernel: Kernel) -> int:
+    """Elements a launch touches (its largest operand), for choosing how many threads run it."""
+    g = kernel.group
+    return max([kernel.n_elements] + [numel(shape_of(v)) for v in g.inputs + g.outputs])
+
+
+class HostDevice:
+    """The device interface of ``runtime/cuda/device.py`` for the C dialect on this machine's CPU."""
+
+    def __init__(self, cache: KernelCache | None = None, threads: int | None = None):
+        """``threads``: the most threads a launch uses (default: graphc's thread count, else every CPU)."""
+        cxx = compiler()
+        if cxx is None:
+            raise KernelCompileError("the CPU backend compiles kernels with a C++ compiler (g++ or clang++), and "
+                                     "none is on the PATH; set GRAPHC_CXX or use backend='numpy'")
+        self.cxx = cxx
+        self._threads = threads
+        self.props = host_props(self.threads)
+        self.cache = cache or KernelCache()
+        self._buffers: dict[int, np.ndarray] = {}
+        self._libs = []
+        self._launchers = {}
+        self.launches = 0
+
+    @property
+    def threads(self) -> int:
+        if self._threads:
+            return self._threads
+        from ..numpy.threads import get_num_threads
+
+        return get_num_threads() or os.cpu_count() or 1
+
+    # ---- memory ---------------------------------------------------------------------------------------
+    def alloc(self, nbytes: int) -> int:
+        raw = np.empty(int(nbytes) + 64, dtype=np.uint8)
+        base = raw.ctypes.data
+        ptr = base + (-base) % 64
+        self._buffers[ptr] = raw
+        return ptr
+
+    def free(self, ptr: int) -> None:
+        self._buffers.pop(ptr, None)
+
+    @property
+    def live_allocations(self) -> int:
+        return len(self._buffers)
+
+    def htod(self, ptr: int, array: np.ndarray) -> None:
+        a = np.ascontiguousarray(array)
+        ctypes.memmove(ptr, a.ctypes.data, a.nbytes)
+
+    def dtoh(self, array: np.ndarray, ptr: int) -> None:
+        ctypes.memmove(array.ctypes.data, ptr, array.nbytes)
+
+    def memset(self, ptr: int, byte: int, nbytes: int) -> None:
+        ctypes.memset(ptr, byte, nbytes)
+
+    def dtod(self, dst: int, src: int, nbytes: int) -> None:
+        ctypes.memmove(dst, src, nbytes)
+
+    def synchronize(self) -> None:
+        pass
+
+    # ---- kernels --------------------------------------------------------------------------------------
+    def precompile(self, kernels: list[Kernel]) -> None:
+        """Compile the kernels not loaded yet as one translation unit (one compiler run, cached on disk)."""
+        todo = list({k.source: k for k in kernels if k.source not in self._launchers}.values())
+        if not todo:
+            return
+        source = f"{SHIM}\n{combined_source(todo)}\n" + "".join(launcher_source(k, j) for j, k in enumerate(todo))
+        key = cache_key(source, "cpu", compiler_version(self.cxx), CXX_OPTIONS)
+        cxx = self.cxx
+
+        def build(out: Path) -> None:
+            inc = self.cache.root / "cpu" / "include"
+            inc.mkdir(parents=True, exist_ok=True)
+            for h in _FAKE_HEADERS:
+                if not (inc / h).exists():
+                    (inc / h).write_text("// graphc CPU target: the shim defines the half types\n")
+            src = out.with_suffix(".cpp")
+            src.write_text(source)
+            run = subprocess.run([cxx, *CXX_OPTIONS, f"-I{inc}", "-o", str(out), str(src)], capture_output=True,
+                                 text=True)
+            src.unlink()
+            if run.returncode != 0:
+                names = ", ".join(f"gc_k{j}={k.name}" for j, k in enumerate(todo))
+                raise KernelCompileError(f"{cxx} rejected the CPU kernels ({names}):\n{run.stderr.strip()[:4000]}")
+
+        lib = ctypes.CDLL(str(self.cache.get_or_build("cpu", key, ".so", build)))
+        self._libs.append(lib)
+        for j, k in enumerate(todo):
+            fn = getattr(lib, f"gc_launch_{j}")
+            fn.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int]
+            self._launchers[k.source] = self._launcher(fn, k)
+
+    def _launcher(self, fn, kernel: Kernel):
+        n = len(kernel.params)
+        work = _work(kernel)
+        scalars = [i for i, p in enumerate(kernel.params) if p.role == "scalar"]
+
+        def launch(grid: int, block: int, ptrs: list) -> None:
+            self.launches += 1
+            if scalars:  # a scalar parameter is passed as the address of a copy
+                boxed = [np.array(a) if isinstance(a, np.generic) else a for a in ptrs]
+                ptrs = [b.ctypes.data if isinstance(b, np.ndarray) else b for b in boxed]
+            threads = max(1, min(self.threads, work // GRAIN))
+            fn((ctypes.c_void_p * max(n, 1))(*ptrs), threads)
+
+        return launch
+
+    def load(self, kernel: Kernel):
+        self.precompile([kernel])
+        return self._launchers[kernel.source]
+
+    def call(self, call):
+        """A launcher for a library call: GEMMs in NumPy's BLAS, reading and writing the arena in place; a node
+        without a kernel (``HostCall``) through the reference interpreter, on views of the arena."""
+        if isinstance(call, Gemm):
+            return _gemm_launcher(call, self)
+        if isinstance(call, HostCall):
+            return _host_call_launcher(call, self)
+        raise GraphcError(f"the CPU backend cannot run library call {call!r}")
+
+
+def _host_view(ptr: int, n: int, dt: np.dtype) -> np.ndarray:
+    if not n:
+        return np.empty(0, dt)
+    return np.ctypeslib.as_array((ctypes.c_char * (n * dt.itemsize)).from_address(ptr)).view(dt)
+
+
+def _host_call_launcher(call: HostCall, device: HostDevice):
+    from graphc.ops.interpret import eval_node, node_captures
+    from graphc.ops.registry import get_opdef
+
+    node = call.node
+    opdef = get_opdef(node)
+    args = call.arguments()
+    n_out = sum(1 for v in node.outputs if v is not None)
+    reads, writes = args[:len(args) - n_out], args[len(args) - n_out:]
+    captures = node_captures(node)
+    metas = [(v.type.dtype.np, tuple(v.type.shape)) for v in args]
+
+    def launch(grid: int, block: int, ptrs: list) -> None:
+        device.launches += 1
+        arrays = {id(v): _host_view(p, int(np.prod(shape, dtype=np.int64)), dt).reshape(shape)
+                  for v, p, (dt, shape) in zip(args, ptrs, metas)}
+        inputs = [None if v is None else v.data if v.data is not None else arrays[id(v)] for v in node.inputs]
+        outer = {v: arrays[id(v)] for v in captures} if captures else None
+        results = eval_node(node, inputs, opdef, outer)
+        for v, r in zip([v for v in node.outputs if v is not None],
+                        [r for v, r in zip(node.outputs, results) if v is not None]):
+            np.copyto(arrays[id(v)], np.asarray(r).reshape(arrays[id(v)].shape), casting="unsafe")
+
+    return launch
+
+
+def _gemm_launcher(g: Gemm, device: HostDevice):
+    """C = alpha * op(A) @ op(B) + beta * C as NumPy matmul into C's bytes (``out=`` where C is a plain
+    row-major block and nothing scales; through a temporary otherwise)."""
+    dt = g.dtype.np
+    # NumPy's own product in the type itself, as the NumPy interpreter computes it (float16 included); the
+    # types NumPy has no matmul loop for (bfloat16, the float8s) through float32
+    native = g.dtype in (DType.float16, DType.float32, DType.float64) or not g.dtype.is_float
+    views: dict[tuple, tuple] = {}
+
+    def operands(a: int, b: int, c: int):
+        key = (a, b, c)
+        got = views.get(key)
+        if got is None:
+            A = operand(_host_view(a, g.extent("a"), dt), *((g.k, g.m) if g.trans_a else (g.m, g.k)), g.lda,
+                        g.stride_a, g.offset_a, g.batch)
+            B = operand(_host_view(b, g.extent("b"), dt), *((g.n, g.k) if g.trans_b else (g.k, g.n)), g.ldb,
+                        g.stride_b, g.offset_b, g.batch)
+            C = operand(_host_view(c, g.extent("c"), dt), g.m, g.n, g.ldc, g.stride_c, g.offset_c, g.batch)
+            if g.trans_a:
+                A = A.transpose(0, 2, 1)
+            if g.trans_b:
+                B = B.transpose(0, 2, 1)
+            if g.batch == 1:
+                A, B, C = A[0], B[0], C[0]
+            got = views[key] = (A, B, C)
+        return got
+
+    def launch(grid: int, block: int, ptrs: list) -> None:
+        device.launches += 1
+        A, B, C = operands(*ptrs)
+        if native and g.alpha == 1.0 and g.beta == 0.0:
+            np.matmul(A, B, out=C)
+            return
+        acc = np.float64 if g.dtype == DType.float64 else np.float32
+        prod = np.matmul(A.astype(acc, copy=False), B.astype(acc, copy=False))
+        if g.alpha != 1.0:
+            prod *= g.alpha
+        if g.beta != 0.0:
+            prod += g.beta * C.astype(acc)
+        C[...] = prod.astype(dt, copy=False)
+
+    return launch
+
+
+__all__ = ["CXX_ENV", "CXX_OPTIONS", "GRAIN", "HostDevice", "SHIM", "available", "compiler", "host_props"]

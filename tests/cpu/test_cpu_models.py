@@ -1,0 +1,136 @@
+"""The compiled CPU backend on whole models: the nine light CNNs with seeded random weights against
+onnxruntime, the tiny CNN through gc.prepare, and training (forward, gradients and optimizer updates as
+compiled kernels, the variables in host buffers updated in place) with the NumPy backend's loss curve."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import onnx
+import pytest
+
+import graphc as gc
+from graphc.errors import GraphcWarning
+from graphc.frontends.onnx import import_model
+from graphc.models.light import NAMES, path, with_random_weights
+from graphc.runtime import get_backend
+from graphc.runtime.cpu import available
+from graphc.runtime.cuda.lowering import HostCall
+
+pytestmark = pytest.mark.skipif(not available(), reason="the CPU backend needs a C++ compiler")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_light_model_random_weights_match_onnxruntime_on_the_cpu_backend(name):
+    ort = pytest.importorskip("onnxruntime")
+    model, feeds = with_random_weights(onnx.load(path(name)), seed=1234)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    expected = sess.run(None, dict(zip([i.name for i in sess.get_inputs()], feeds)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GraphcWarning)  # no fallback to the interpreter
+        exe = get_backend("cpu").prepare(import_model(model))
+    got = exe.run(feeds)
+    steps = exe.prepared().lowered.steps
+    assert not [s.node.op_type for s in steps if isinstance(s.call, HostCall)], "ops ran in the interpreter"
+    for g, e in zip(got, expected):
+        assert g.shape == e.shape and g.dtype == e.dtype
+        np.testing.assert_allclose(g, e, rtol=1e-3, atol=1e-5 * max(1.0, float(np.abs(e).max())))
+
+
+def test_gc_prepare_takes_the_cpu_backend_and_symbolic_batches():
+    g = import_model(onnx.load(str(_tiny_cnn())))
+    exe = gc.prepare(g, backend="cpu")
+    ref = gc.prepare(g, backend="numpy")
+    for n in (1, 4, 7):  # one plan per batch size
+        x = np.random.default_rng(n).standard_normal((n, 1, 28, 28)).astype(np.float32)
+        np.testing.assert_allclose(exe.run({"image": x})[0], ref.run({"image": x})[0], rtol=1e-5, atol=1e-6)
+
+
+def _tiny_cnn():
+    from pathlib import Path
+
+    import graphc.models
+
+    return Path(graphc.models.__file__).parent / "data" / "tiny_cnn.onnx"
+
+
+def test_a_sequence_graph_falls_back_to_the_interpreter_with_a_warning():
+    from onnx import TensorProto as TP
+    from onnx import helper as oh
+
+    g = oh.make_graph([oh.make_node("SequenceConstruct", ["x", "x"], ["s"]),
+                       oh.make_node("ConcatFromSequence", ["s"], ["y"], axis=0)], "seq",
+                      [oh.make_tensor_value_info("x", TP.FLOAT, [2, 3])], [oh.make_tensor_value_info("y", TP.FLOAT, None)])
+    graph = import_model(oh.make_model(g, opset_imports=[oh.make_opsetid("", 18)]))
+    with pytest.warns(GraphcWarning, match="NumPy interpreter: value 's' is a"):
+        exe = get_backend("cpu").prepare(graph)
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.testing.assert_array_equal(exe.run({"x": x})[0], np.concatenate([x, x]))
+
+
+# ---- training ----------------------------------------------------------------------------------------
+def _train(make, steps, backend):
+    g, t, feeds = make(steps)
+    sess = gc.Session(g, backend=backend)
+    return np.array([float(sess.run([t["step"], t["loss"]], f)[1]) for f in feeds]), sess
+
+
+def _mlp(steps):
+    from graphc.models import mlp_digits
+    from graphc.models.digits_data import batches, load_digits_split
+
+    xtr, ytr, _, _ = load_digits_split(seed=0)
+    g, t = mlp_digits.build(seed=0)
+    data = batches(xtr, ytr, 32, np.random.default_rng(0))
+    return g, t, [dict(zip((t["x"], t["y"]), next(data))) for _ in range(steps)]
+
+
+def _lenet(steps):
+    from graphc.models import lenet_digits
+    from graphc.models.digits_data import batches, load_digits_split
+
+    xtr, ytr, _, _ = load_digits_split(seed=0)
+    g, t = lenet_digits.build(seed=0)
+    data = batches(xtr, ytr, 16, np.random.default_rng(0))
+    return g, t, [dict(zip((t["x"], t["y"]), next(data))) for _ in range(steps)]
+
+
+def _mingpt(steps):
+    from graphc.models import mingpt
+
+    text = mingpt.load_text()
+    vocab = mingpt.Vocab(text)
+    data = vocab.encode(text)
+    g, t = mingpt.build(len(vocab.chars), 16, 1, 2, 16, steps=steps, seed=0)
+    rng = np.random.default_rng(0)
+    return g, t, [dict(zip((t["idx"], t["targets"]), mingpt.get_batch(data, 16, 4, rng))) for _ in range(steps)]
+
+
+@pytest.mark.parametrize("make", [_mlp, _lenet, _mingpt], ids=["mlp_digits", "lenet_digits", "mingpt"])
+def test_models_train_like_numpy_on_the_cpu_backend(make):
+    ref, ref_sess = _train(make, 20, "numpy")
+    got, sess = _train(make, 20, "cpu")
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-6)
+    assert got[-1] < got[0]
+    for name in sorted(ref_sess.state)[:6]:
+        np.testing.assert_allclose(sess.variable(name), ref_sess.variable(name), rtol=1e-3, atol=1e-5, err_msg=name)
+
+
+def test_readme_cpu_backend_command_runs(tmp_path):
+    """The command README.md's CPU backend section shows."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    section = (root / "README.md").read_text().split("## CPU backend", 1)[1]
+    cmd = section.split("```bash\n", 1)[1].split("```", 1)[0].strip()
+    assert cmd.startswith("graphc run") and "--backend cpu" in cmd
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    if shutil.which("graphc", path=env["PATH"]) is None:
+        pytest.fail("the graphc console script is not installed next to this Python")
+    r = subprocess.run(["bash", "-c", cmd], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "on backend 'cpu'" in r.stdout + r.stderr
