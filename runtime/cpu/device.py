@@ -54,6 +54,11 @@ struct gc_dim3 { unsigned x, y, z; };
 static inline long long gc_share(long long n, int next) {
     return n * (long long)(omp_get_thread_num() + next) / (long long)omp_get_num_threads();
 }
+// the launches of a plan run back to back from C (HostDevice.batch_launches)
+typedef void (*gc_launcher)(void**, int);
+extern "C" void gc_run_list(gc_launcher* fns, void*** args, const int* threads, int count) {
+    for (int k = 0; k < count; ++k) fns[k](args[k], threads[k]);
+}
 inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
 inline float __uint_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
 inline unsigned __float_as_uint(float f) { unsigned u; std::memcpy(&u, &f, 4); return u; }
@@ -80,7 +85,12 @@ inline __nv_bfloat16 __float2bfloat16(float f) {
 _FAKE_HEADERS = ("cuda_fp16.h", "cuda_bf16.h")
 #: The C++ compiler and its options (``GRAPHC_CXX`` chooses another compiler).
 CXX_ENV = "GRAPHC_CXX"
-CXX_OPTIONS = ("-std=c++20", "-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-fno-math-errno", "-w")
+#: -mno-avx512f: GCC 12 at -O3 -march=native vectorizes a select between two loads whose indices are clamped into
+#: the tensor (a Concat's inputs) with AVX-512 into loads the source never makes, before the start of an input: a
+#: segfault when the page before it is unmapped (tests/cpu/test_cpu_models.py). AVX2 code is correct, and as fast
+#: on these kernels (-fno-tree-loop-if-convert avoids it too, at twice the run time).
+CXX_OPTIONS = ("-std=c++20", "-O3", "-march=native", "-mno-avx512f", "-fopenmp", "-shared", "-fPIC",
+               "-fno-math-errno", "-w")
 #: A launch runs in several threads only with at least this many elements of work per thread.
 GRAIN = 16384
 
@@ -210,17 +220,85 @@ class HostDevice:
     def _launcher(self, fn, kernel: Kernel):
         n = len(kernel.params)
         work = _work(kernel)
-        scalars = [i for i, p in enumerate(kernel.params) if p.role == "scalar"]
+
+        built: dict[int, tuple] = {}  # id(ptrs) -> (ptrs, ctypes array, boxed scalars): a plan's launch list
+        # keeps its pointer lists, so each is converted once
+
+        def converted(ptrs: list) -> tuple:
+            got = built.get(id(ptrs))
+            if got is None or got[0] is not ptrs:
+                boxed = [np.array(a) if isinstance(a, np.generic) else a for a in ptrs]  # scalars by address
+                addresses = [b.ctypes.data if isinstance(b, np.ndarray) else b for b in boxed]
+                if len(built) > 64:
+                    built.clear()
+                got = built[id(ptrs)] = (ptrs, (ctypes.c_void_p * max(n, 1))(*addresses), boxed)
+            return got
+
+        def threads_for(threads: int) -> int:
+            return max(1, min(threads, work // GRAIN)) if work >= 2 * GRAIN else 1
 
         def launch(grid: int, block: int, ptrs: list) -> None:
             self.launches += 1
-            if scalars:  # a scalar parameter is passed as the address of a copy
-                boxed = [np.array(a) if isinstance(a, np.generic) else a for a in ptrs]
-                ptrs = [b.ctypes.data if isinstance(b, np.ndarray) else b for b in boxed]
-            threads = max(1, min(self.threads, work // GRAIN))
-            fn((ctypes.c_void_p * max(n, 1))(*ptrs), threads)
+            fn(converted(ptrs)[1], threads_for(self.threads))
+
+        def c_call(ptrs: list, threads: int) -> tuple:
+            """(entry point, argument array, threads, what keeps them alive) for ``gc_run_list``."""
+            got = converted(ptrs)
+            return ctypes.cast(fn, ctypes.c_void_p).value, got[1], threads_for(threads), got
+
+        launch.c_call = c_call
+        return launch
+
+    def batch_launches(self, launches: list[tuple]) -> list[tuple]:
+        """The executor's launch list with each run of two or more consecutive kernel launches replaced by one
+        launch that calls them all from C (``gc_run_list``): a plan of many small ops then pays one Python
+        call per run, not one per kernel. Library calls (GEMMs, HostCall) stay as they are."""
+        out, run = [], []
+
+        def flush():
+            if len(run) >= 2:
+                out.append((self._batched([e[0] for e in run], [e[3] for e in run]), 0, 0, []))
+            else:
+                out.extend(run)
+            run.clear()
+
+        for entry in launches:
+            if hasattr(entry[0], "c_call"):
+                run.append(entry)
+            else:
+                flush()
+                out.append(entry)
+        flush()
+        return out
+
+    def _batched(self, launchers: list, ptr_lists: list):
+        count = len(launchers)
+        runner = self._runner()
+        state = {}
+
+        def build(threads: int) -> None:
+            calls = [launcher.c_call(p, threads) for launcher, p in zip(launchers, ptr_lists)]
+            state["threads"] = threads
+            state["keep"] = calls
+            state["fns"] = (ctypes.c_void_p * count)(*[c[0] for c in calls])
+            state["args"] = (ctypes.c_void_p * count)(*[ctypes.addressof(c[1]) for c in calls])
+            state["nthreads"] = (ctypes.c_int * count)(*[c[2] for c in calls])
+
+        def launch(grid: int, block: int, ptrs: list) -> None:
+            threads = self.threads
+            if state.get("threads") != threads:  # gc.set_num_threads since the last run
+                build(threads)
+            self.launches += count
+            runner(state["fns"], state["args"], state["nthreads"], count)
 
         return launch
+
+    def _runner(self):
+        """``gc_run_list(fns, args, threads, count)`` (every translation unit defines it; the first one's)."""
+        fn = self._libs[0].gc_run_list
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+        fn.restype = None
+        return fn
 
     def load(self, kernel: Kernel):
         self.precompile([kernel])
@@ -298,9 +376,13 @@ def _gemm_launcher(g: Gemm, device: HostDevice):
     def launch(grid: int, block: int, ptrs: list) -> None:
         device.launches += 1
         A, B, C = operands(*ptrs)
-        if native and g.alpha == 1.0 and g.beta == 0.0:
-            np.matmul(A, B, out=C)
-            return
+        if native and g.alpha == 1.0:
+            if g.beta == 0.0:
+                np.matmul(A, B, out=C)
+                return
+            if g.beta == 1.0:  # C holds what the product adds to (a bias, a residual): one more pass over C
+                np.add(C, np.matmul(A, B), out=C)
+                return
         acc = np.float64 if g.dtype == DType.float64 else np.float32
         prod = np.matmul(A.astype(acc, copy=False), B.astype(acc, copy=False))
         if g.alpha != 1.0:

@@ -63,6 +63,28 @@ def header(group: KernelGroup, what: str) -> str:
     return f"// graphc kernel '{group.name}': {ops}\n// {what}"
 
 
+#: The C dialect loops over rows, then along the last dim, when the last dim has at least this many elements.
+ROW_LOOP_MIN = 4
+
+
+def _row_loop(group, shape, outs, loads, literals, names, it):
+    """The C dialect's loop: this thread's share of the rows (all dims but the last), each row's coordinates
+    computed once, then a plain loop along the last dim (``j``) that the compiler vectorizes: no division per
+    element, same-shape operands read at ``i = r * L + j``."""
+    L = shape[-1]
+    rows = numel(shape[:-1])
+    outer = Emitter(loads, literals, it, indent="        ", names=names)
+    oc = Coords(shape[:-1], linear="r")
+    dims = [oc.dim(outer, d) for d in range(len(shape) - 1)] + ["j"]
+    em = Emitter(loads, literals, it, indent="            ", names=names)
+    coords = Coords(shape, dims=dims, linear="i")
+    _store_lines(em, group, outs, coords, lambda k, val: f"out{k}[i] = {val};")
+    lines = [grid_stride_loop(it, rows, "r"), *outer.lines,
+             f"        for ({it} j = 0; j < {L}; ++j) {{", f"            const {it} i = r * {L} + j;",
+             *em.lines, "        }", "    }"]
+    return lines, outer.helpers | em.helpers
+
+
 def _vectorizable(group: KernelGroup, shape: tuple) -> bool:
     if TARGET.get() != "cuda":  # float4 is CUDA's; a C compiler vectorizes the scalar loop itself
         return False
@@ -125,6 +147,8 @@ def loop_index_type(group: KernelGroup, n: int) -> str:
 def _scalar_loop(group, shape, outs, loads, literals, names):
     n = numel(shape)
     it = loop_index_type(group, n)
+    if TARGET.get() == "c" and len(shape) >= 2 and shape[-1] >= ROW_LOOP_MIN:
+        return _row_loop(group, shape, outs, loads, literals, names, it)
     em = Emitter(loads, literals, it, indent="        ", names=names)
     coords = Coords(shape, linear="i")
     _store_lines(em, group, outs, coords, lambda k, val: f"out{k}[i] = {val};")

@@ -149,6 +149,10 @@ class _Prepared:
                                   getattr(launcher, "registers", None), dev.props)
                 self.launches.append((launcher, s.kernel.grid, block, [self._ptr(a) for a in s.args]))
             self.step_of_launch.append(i)
+        batch = getattr(dev, "batch_launches", None)
+        if batch is not None and not self.debug:  # consecutive kernels called from the device's own loop
+            self.launches = batch(self.launches)
+            self.step_of_launch = []
         self.inputs = [(self.base + self.layout.offset(v), v) for v in self.graph.inputs if id(v) not in self.external]
         self.outputs = []
         for v in self.graph.outputs:

@@ -134,3 +134,69 @@ def test_readme_cpu_backend_command_runs(tmp_path):
     r = subprocess.run(["bash", "-c", cmd], cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "on backend 'cpu'" in r.stdout + r.stderr
+
+
+def test_a_long_chain_of_small_ops_runs_its_kernels_from_one_call():
+    """1,000 small ops at -O0: consecutive kernel launches are batched (gc_run_list), one Python call a run."""
+    g = gc.Graph()
+    with g.as_default():
+        x = gc.placeholder(gc.float32, [16], name="x")
+        y = x
+        for i in range(1000):
+            y = gc.nn.relu(y * 1.0001) if i % 2 else y + 0.5
+    g.outputs.append(y.value)
+    plan = gc.compile(g, level=0)
+    exe = get_backend("cpu").prepare(plan)
+    feeds = {"x": np.linspace(-1, 1, 16, dtype=np.float32)}
+    np.testing.assert_array_equal(exe.run(feeds)[0], get_backend("numpy").prepare(plan).run(feeds)[0])
+    prepared = exe.prepared()
+    kernels = sum(1 for s in prepared.lowered.steps if s.kernel is not None)
+    assert kernels >= 1000 and len(prepared.launches) == 1  # every kernel in one batched launch
+    before = prepared.device.launches
+    exe.run(feeds)
+    assert prepared.device.launches - before == kernels
+
+
+GUARDED_CONCAT = r'''
+import ctypes, mmap, sys
+import numpy as np
+from onnx import TensorProto as TP, helper as oh
+import graphc as gc
+from graphc.compiler import compile as compile_graph
+from graphc.runtime.cpu import HostDevice, host_props
+from graphc.runtime.cuda.cache import KernelCache
+from graphc.runtime.cuda.lowering import lower
+
+g = oh.make_graph([oh.make_node("Concat", ["a", "b"], ["y"], axis=1)], "c",
+                  [oh.make_tensor_value_info("a", TP.FLOAT, [1, 128, 28, 28]),
+                   oh.make_tensor_value_info("b", TP.FLOAT, [1, 32, 28, 28])],
+                  [oh.make_tensor_value_info("y", TP.FLOAT, [1, 160, 28, 28])])
+graph = gc.import_onnx(oh.make_model(g, opset_imports=[oh.make_opsetid("", 18)]))
+dev = HostDevice(KernelCache(sys.argv[1]), threads=2)
+(step,) = lower(compile_graph(graph).graph, host_props(2)).steps
+launch = dev.load(step.kernel)
+libc = ctypes.CDLL(None)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+page, nb = mmap.PAGESIZE, 32 * 784 * 4
+base = libc.mmap(None, page + nb, 3, 0x22, -1, 0)  # PROT_READ|WRITE, MAP_PRIVATE|ANONYMOUS
+libc.mprotect(ctypes.c_void_p(base), page, 0)  # the page before b: no access
+b = np.ctypeslib.as_array((ctypes.c_float * (32 * 784)).from_address(base + page))
+b[:] = 2.0
+a = np.ones(128 * 784, np.float32)
+y = np.empty(160 * 784, np.float32)
+launch(0, 0, [a.ctypes.data, base + page, y.ctypes.data])
+assert y[:128 * 784].min() == 1.0 and y[128 * 784:].min() == 2.0
+print("ok")
+'''
+
+
+def test_a_concat_input_after_an_unmapped_page_is_read_in_bounds(tmp_path):
+    """The C++ the Concat kernel compiles to reads nothing before its inputs (GCC 12's AVX-512 code did: see
+    CXX_OPTIONS); in a child process, so that a segfault fails this test instead of killing the run."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", GUARDED_CONCAT, str(tmp_path)], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0 and "ok" in r.stdout, f"exit status {r.returncode}\n{r.stderr[-2000:]}"
