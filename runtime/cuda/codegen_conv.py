@@ -18,10 +18,12 @@ adds the bias. Any number of spatial dims; the GEMM's element types (float16, bf
 """
 from __future__ import annotations
 
+import re
+
 from graphc.ir import DType, Node, TensorType, Value
 from graphc.ops.conv import convtranspose_pads, geometry
 
-from .codegen import (CodegenUnsupported, Kernel, KernelGroup, Param, cctype, dtype_of, grid_stride_loop, index_type,
+from .codegen import (TARGET, CodegenUnsupported, Kernel, KernelGroup, Param, cctype, dtype_of, grid_stride_loop, index_type,
                       literal, load_expr, numel, prelude, shape_of, store_expr)
 from .codegen_elementwise import param_list
 from .codegen_gemm import GEMM_DTYPES
@@ -35,7 +37,14 @@ WORKSPACE_LIMIT = 128 << 20
 
 # ---- hand-written grid-stride kernels (shared with codegen_pool) ------------------------------------
 def decode(index: str, dims: list[tuple[str, int]], it: str, indent: str = "        ") -> list[str]:
-    """Lines naming the coordinates ``dims`` [(name, size)...] (row-major, last fastest) of linear ``index``."""
+    """Lines naming the coordinates ``dims`` [(name, size)...] (row-major, last fastest) of linear ``index``.
+
+    C dialect, decoding the loop's ``i`` with a last dim of 4 or more: the coordinates come from ``gc_r`` (the
+    row) and ``gc_j`` (the place along it), which ``_work_loop`` defines, so no division is left per element."""
+    L = dims[-1][1] if dims else 0
+    if TARGET.get() == "c" and index == "i" and L >= ROW_MIN:
+        lines = decode("gc_r", dims[:-1], it, indent) if len(dims) > 1 else []
+        return lines + [f"{indent}const {it} {dims[-1][0]} = gc_j;  // gc_row {L}"]
     lines, stride = [], 1
     for k in range(len(dims) - 1, -1, -1):
         name, size = dims[k]
@@ -62,11 +71,29 @@ def loop_step(ctx: LowerContext, node: Node, what: str, ins: list[tuple[str, Val
     dtypes = {dt for _, _, dt in ins + outs}
     src = [f"// graphc kernel '{name}': {node.op_type} '{node.name}'", f"// {comment}", prelude(set(helpers), dtypes),
            "", f'extern "C" __global__ void {name}({param_list(params)})', "{",
-           grid_stride_loop(it, n),
-           *body, "    }", "}", ""]
+           *_work_loop(it, n, body), "}", ""]
     grid, block = elementwise_launch(n, ctx.props)
     group = KernelGroup(name, [node], [v for _, v, _ in ins], [v for _, v, _ in outs])
     return ctx.kernel_step(group, node, Kernel(name, "\n".join(src), params, grid, block, group, n))
+
+
+def _work_loop(it: str, n: int, body: list[str]) -> list[str]:
+    """The loop over ``n`` items (index ``i``) around ``body``. When the body decoded ``i`` by rows of ``L``
+    (``decode`` in the C dialect), the loop runs over this thread's rows and along each (``gc_r``, ``gc_j``,
+    ``i = gc_r * L + gc_j``); where ``n`` is no whole number of rows, ``gc_r`` and ``gc_j`` come from ``i``."""
+    L = next((int(m.group(1)) for line in body for m in [_ROW_MARK.search(line)] if m), None)
+    if L is None:
+        return [grid_stride_loop(it, n), *body, "    }"]
+    if n % L:
+        return [grid_stride_loop(it, n), f"        const {it} gc_r = i / {L}, gc_j = i % {L};", *body, "    }"]
+    return [grid_stride_loop(it, n // L, "gc_r"), f"        for ({it} gc_j = 0; gc_j < {L}; ++gc_j) {{",
+            f"        const {it} i = gc_r * {L} + gc_j;", *body, "        }", "    }"]
+
+
+#: ``decode``'s mark on the last coordinate of ``i`` decoded by rows (C dialect).
+_ROW_MARK = re.compile(r"// gc_row (\d+)$")
+#: The C dialect decodes ``i`` by rows when the last dim has at least this many elements.
+ROW_MIN = 4
 
 
 def float_type(node: Node, v: Value, allowed=GEMM_DTYPES) -> DType:
