@@ -20,6 +20,7 @@ class EngineSpec:
     key: str
     kind: str  # graphc | onnxruntime | tract | reference
     level: int = 2  # graphc's optimization level
+    backend: str = "numpy"  # graphc's backend
     #: Thread counts this engine honours; others are skipped (tract's Python build runs one thread).
     threads: tuple[int, ...] = (1, 2)
 
@@ -28,6 +29,7 @@ ENGINES: dict[str, EngineSpec] = {
     "onnxruntime": EngineSpec("onnxruntime", "onnxruntime"),
     "graphc-O2": EngineSpec("graphc-O2", "graphc", level=2),
     "graphc-O0": EngineSpec("graphc-O0", "graphc", level=0),
+    "graphc-cpu": EngineSpec("graphc-cpu", "graphc", level=2, backend="cpu"),
     "tract": EngineSpec("tract", "tract", threads=(1,)),
     "onnx-reference": EngineSpec("onnx-reference", "reference", threads=(1,)),
 }
@@ -42,7 +44,9 @@ def _prepare_graphc(spec: EngineSpec, model_path: str, threads: int, info: dict)
     from graphc.frontends.onnx import import_model
     from graphc.cli import prepare_compiled
 
-    exe, how = prepare_compiled(import_model(model_path), spec.level, consume=True)
+    exe, how = prepare_compiled(import_model(model_path), spec.level, backend=spec.backend, consume=True)
+    if spec.backend != "numpy":
+        how += f", backend {spec.backend}"
     info["graphc"] = how
     info["optimized"] = spec.level > 0 and not how.startswith("unoptimized")
     ran = getattr(exe, "graph", None)

@@ -14,6 +14,7 @@ Memory is host memory: a pointer is an address inside a NumPy array (64-byte ali
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import shutil
 import subprocess
@@ -89,8 +90,10 @@ CXX_ENV = "GRAPHC_CXX"
 #: the tensor (a Concat's inputs) with AVX-512 into loads the source never makes, before the start of an input: a
 #: segfault when the page before it is unmapped (tests/cpu/test_cpu_models.py). AVX2 code is correct, and as fast
 #: on these kernels (-fno-tree-loop-if-convert avoids it too, at twice the run time).
+#: -fno-math-errno -fno-trapping-math: math calls and comparisons may run speculatively (in vectors; values
+#: are unchanged, only errno and the floating-point exception flags, which nothing reads, differ).
 CXX_OPTIONS = ("-std=c++20", "-O3", "-march=native", "-mno-avx512f", "-fopenmp", "-shared", "-fPIC",
-               "-fno-math-errno", "-w")
+               "-fno-math-errno", "-fno-trapping-math", "-w")
 #: A launch runs in several threads only with at least this many elements of work per thread.
 GRAIN = 16384
 
@@ -109,6 +112,32 @@ def host_props(threads: int | None = None) -> DeviceProps:
     n = threads or os.cpu_count() or 1
     return DeviceProps(name=f"CPU ({n} threads)", compute_capability=(0, 0), multiprocessors=n,
                        max_threads_per_block=1, max_threads_per_multiprocessor=1, warp_size=1, target="c")
+
+
+#: Math functions whose vector versions glibc's libmvec may have (float and double): declared ``omp declare
+#: simd`` when it does, so that a loop calling them vectorizes (a scalar tanhf or expf per element costs more
+#: than the rest of a fused chain). libmvec's results are within 4 units in the last place.
+VECTOR_MATH = ("exp", "log", "sin", "cos", "tan", "tanh", "sinh", "cosh", "asin", "acos", "atan", "asinh",
+               "acosh", "atanh", "erf", "erfc", "expm1", "log1p", "log2", "log10", "exp2", "cbrt")
+
+
+@functools.lru_cache(maxsize=1)
+def vector_math() -> tuple[str, tuple[str, ...]]:
+    """(declarations for the shim, linker options): the libmvec functions this machine has, in both the SSE
+    and the AVX2 variants (the compiler picks one by -march); nothing without libmvec."""
+    try:
+        lib = ctypes.CDLL("libmvec.so.1")
+    except OSError:
+        return "", ()
+    lines = []
+    for name in VECTOR_MATH:
+        for c, (b, d) in (("float", ("_ZGVbN4v_", "_ZGVdN8v_")), ("double", ("_ZGVbN2v_", "_ZGVdN4v_"))):
+            fn = name + ("f" if c == "float" else "")
+            if hasattr(lib, b + fn) and hasattr(lib, d + fn):
+                lines.append(f"#pragma omp declare simd notinbranch\n{c} {fn}({c}) noexcept;")
+    if not lines:
+        return "", ()
+    return 'extern "C" {\n' + "\n".join(lines) + "\n}\n", ("-lmvec",)
 
 
 def launcher_source(kernel: Kernel, j: int) -> str:
@@ -133,6 +162,9 @@ class HostDevice:
 
     def __init__(self, cache: KernelCache | None = None, threads: int | None = None):
         """``threads``: the most threads a launch uses (default: graphc's thread count, else every CPU)."""
+        # OpenMP's threads sleep between launches instead of spinning (read once, when the first kernel library
+        # loads libgomp): a spinning team steals the cores BLAS and other processes need (#15's "under load")
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         cxx = compiler()
         if cxx is None:
             raise KernelCompileError("the CPU backend compiles kernels with a C++ compiler (g++ or clang++), and "
@@ -191,8 +223,11 @@ class HostDevice:
         todo = list({k.source: k for k in kernels if k.source not in self._launchers}.values())
         if not todo:
             return
-        source = f"{SHIM}\n{combined_source(todo)}\n" + "".join(launcher_source(k, j) for j, k in enumerate(todo))
-        key = cache_key(source, "cpu", compiler_version(self.cxx), CXX_OPTIONS)
+        declarations, link = vector_math()
+        source = f"{SHIM}\n{declarations}\n{combined_source(todo)}\n" + \
+            "".join(launcher_source(k, j) for j, k in enumerate(todo))
+        options = CXX_OPTIONS + link
+        key = cache_key(source, "cpu", compiler_version(self.cxx), options)
         cxx = self.cxx
 
         def build(out: Path) -> None:
@@ -203,8 +238,8 @@ class HostDevice:
                     (inc / h).write_text("// graphc CPU target: the shim defines the half types\n")
             src = out.with_suffix(".cpp")
             src.write_text(source)
-            run = subprocess.run([cxx, *CXX_OPTIONS, f"-I{inc}", "-o", str(out), str(src)], capture_output=True,
-                                 text=True)
+            run = subprocess.run([cxx, *CXX_OPTIONS, f"-I{inc}", "-o", str(out), str(src), *link],
+                                 capture_output=True, text=True)
             src.unlink()
             if run.returncode != 0:
                 names = ", ".join(f"gc_k{j}={k.name}" for j, k in enumerate(todo))
