@@ -27,6 +27,10 @@ from graphc.ir import TensorType, Value
 
 from .feeds import check_value
 
+#: How many compiled plans (one per set of fetches and feed signature) a Session keeps; a Session fed ever new
+#: shapes on a backend that compiles per shape (cpu, cuda) would otherwise grow without bound.
+MAX_PLANS = 64
+
 
 def _is_tensor(x: Any) -> bool:
     return hasattr(x, "value") and hasattr(x, "graph") and isinstance(getattr(x, "value"), Value)
@@ -93,7 +97,7 @@ class Session:
         store = getattr(self._backend(), "variable_store", None)
         self._resident = store is not None
         self.state: dict[str, np.ndarray] = store(values) if store is not None else values
-        self._plans: dict[tuple, _Plan] = {}
+        self._plans: dict[tuple, _Plan] = {}  # by fetches and feed signature, least recently run first
         self._nodes_seen = -1
         self._producer_index: dict[int, int] = {}
         self._lock = threading.Lock()  # one run at a time (see the module docstring)
@@ -172,9 +176,12 @@ class Session:
                      for x in leaves),
                tuple(sorted((id(v), np.shape(x), str(getattr(x, "dtype", type(x).__name__)))
                             for v, x in feeds.items())))
-        plan = self._plans.get(key)
+        plan = self._plans.pop(key, None)
         if plan is None:
-            plan = self._plans[key] = self._compile(leaves, feeds)
+            plan = self._compile(leaves, feeds)
+            while len(self._plans) >= MAX_PLANS:  # the least recently run goes (it is compiled again if needed)
+                self._plans.pop(next(iter(self._plans)))
+        self._plans[key] = plan  # most recently run last
         fed_by_name = {v.name: x for v, x in feeds.items()}
         args = {}
         for name in plan.input_names:

@@ -63,6 +63,22 @@ def test_plan_is_cached_per_fetches_and_feed_signature():
     assert len(sess._plans) == 3
 
 
+def test_a_session_fed_ever_new_shapes_keeps_a_bounded_number_of_plans(monkeypatch):
+    """On a backend that compiles a plan per fed shape (cpu, cuda) the plans were kept without bound."""
+    import graphc.runtime.session as session
+
+    monkeypatch.setattr(session, "MAX_PLANS", 4)
+    g, x, y, w, pred, err = small_graph()
+    sess = gc.Session(g, backend="cpu")
+    for n in range(1, 9):
+        out = sess.run(pred, {x: np.ones((n, 3), np.float32)})
+        assert out.shape[0] == n
+    assert len(sess._plans) == 4
+    first = list(sess._plans.values())[0]
+    sess.run(pred, {x: np.ones((5, 3), np.float32)})  # kept: run again without compiling, now most recent
+    assert list(sess._plans.values())[-1] is first and len(sess._plans) == 4
+
+
 def test_missing_feeds_are_all_listed_with_the_fetch_that_needs_each():
     g, x, y, w, pred, err = small_graph()
     sess = gc.Session(g)
