@@ -82,17 +82,20 @@ class MPICommunicator:
 
 def _install_abort_on_error(comm: MPICommunicator) -> None:
     """An uncaught exception prints 'rank R of S failed' with its traceback, then aborts the job."""
-    previous = sys.excepthook
 
     def abort_job(etype, value, tb):
+        import traceback
+
         try:
-            sys.stderr.write(f"graphc.distributed: rank {comm.rank} of {comm.size} failed: "
-                             f"{etype.__name__}: {value}\n")
-            previous(etype, value, tb)
-            sys.stderr.write(f"graphc.distributed: aborting all {comm.size} ranks (MPI_Abort) because rank "
-                             f"{comm.rank} failed\n")
-            sys.stderr.flush()
+            # one write, then a moment for mpiexec to forward it: output a rank writes just before MPI_Abort
+            # may be dropped when the job is torn down (the abort line went missing under load)
             sys.stdout.flush()
+            sys.stderr.write(f"graphc.distributed: rank {comm.rank} of {comm.size} failed: "
+                             f"{etype.__name__}: {value}\n"
+                             f"graphc.distributed: aborting all {comm.size} ranks (MPI_Abort) because rank "
+                             f"{comm.rank} failed\n" + "".join(traceback.format_exception(etype, value, tb)))
+            sys.stderr.flush()
+            time.sleep(0.5)
         finally:
             comm.abort(1)
 
