@@ -17,19 +17,18 @@ import ctypes
 import functools
 import os
 import shutil
-import subprocess
-from pathlib import Path
 
 import numpy as np
 
 from graphc.errors import GraphcError
 from graphc.ir import DType
 
-from ..cuda.cache import KernelCache, KernelCompileError, cache_key, compiler_version
-from ..cuda.codegen import Kernel, ctype, numel, shape_of
+from ..cuda.cache import KernelCache, KernelCompileError
+from ..cuda.codegen import Kernel, numel, shape_of
 from ..cuda.emulator import combined_source
+from ..cuda.host import TYPES, HostMemory, argument_array, build_library, host_view, launch_arguments
 from ..cuda.launch import DeviceProps
-from ..cuda.libcall import Gemm, operand
+from ..cuda.libcall import Gemm, gemm_operands, gemm_reference
 from ..cuda.lowering import HostCall
 
 SHIM = r"""
@@ -60,30 +59,8 @@ typedef void (*gc_launcher)(void**, int);
 extern "C" void gc_run_list(gc_launcher* fns, void*** args, const int* threads, int count) {
     for (int k = 0; k < count; ++k) fns[k](args[k], threads[k]);
 }
-inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
-inline float __uint_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
-inline unsigned __float_as_uint(float f) { unsigned u; std::memcpy(&u, &f, 4); return u; }
-inline double __longlong_as_double(long long i) { double d; std::memcpy(&d, &i, 8); return d; }
-inline long long __double_as_longlong(double d) { long long i; std::memcpy(&i, &d, 8); return i; }
-template <class T> inline T atomicAdd(T* p, T v) { return std::atomic_ref<T>(*p).fetch_add(v); }
-template <class T> inline T atomicCAS(T* p, T expected, T v) {
-    std::atomic_ref<T>(*p).compare_exchange_strong(expected, v); return expected; }
-struct alignas(16) float4 { float x, y, z, w; };
-typedef _Float16 __half;
-inline float __half2float(__half h) { return (float)h; }
-inline __half __float2half(float f) { return (__half)f; }
-struct __nv_bfloat16 { uint16_t bits; };
-inline float __bfloat162float(__nv_bfloat16 b) { uint32_t u = (uint32_t)b.bits << 16; float f; std::memcpy(&f, &u, 4); return f; }
-inline __nv_bfloat16 __float2bfloat16(float f) {
-    uint32_t u; std::memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return __nv_bfloat16{(uint16_t)((u >> 16) | 0x40)};
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return __nv_bfloat16{(uint16_t)(u >> 16)};
-}
-"""
+""" + TYPES
 
-#: Headers the generated sources include, made empty: the shim defines what they would.
-_FAKE_HEADERS = ("cuda_fp16.h", "cuda_bf16.h")
 #: The C++ compiler and its options (``GRAPHC_CXX`` chooses another compiler).
 CXX_ENV = "GRAPHC_CXX"
 #: -mno-avx512f: GCC 12 at -O3 -march=native vectorizes a select between two loads whose indices are clamped into
@@ -142,9 +119,7 @@ def vector_math() -> tuple[str, tuple[str, ...]]:
 
 def launcher_source(kernel: Kernel, j: int) -> str:
     """``gc_launch_j(args, threads)``: kernel ``j`` run by each thread of an OpenMP team of ``threads``."""
-    args = ", ".join(f"*(const {ctype(p.dtype)}*)args[{i}]" if p.role == "scalar" else  # by value
-                     f"({'' if p.role == 'output' else 'const '}{ctype(p.dtype)}*)args[{i}]"
-                     for i, p in enumerate(kernel.params))
+    args = launch_arguments(kernel)
     return (f'extern "C" void gc_launch_{j}(void** args, int threads) {{\n'
             f"    if (threads <= 1) {{ gc_k{j}::{kernel.name}({args}); return; }}\n"
             f"    #pragma omp parallel num_threads(threads)\n"
@@ -157,7 +132,7 @@ def _work(kernel: Kernel) -> int:
     return max([kernel.n_elements] + [numel(shape_of(v)) for v in g.inputs + g.outputs])
 
 
-class HostDevice:
+class HostDevice(HostMemory):
     """The device interface of ``runtime/cuda/device.py`` for the C dialect on this machine's CPU."""
 
     def __init__(self, cache: KernelCache | None = None, threads: int | None = None):
@@ -169,11 +144,11 @@ class HostDevice:
         if cxx is None:
             raise KernelCompileError("the CPU backend compiles kernels with a C++ compiler (g++ or clang++), and "
                                      "none is on the PATH; set GRAPHC_CXX or use backend='numpy'")
+        super().__init__(align=64)
         self.cxx = cxx
         self._threads = threads
         self.props = host_props(self.threads)
         self.cache = cache or KernelCache()
-        self._buffers: dict[int, np.ndarray] = {}
         self._libs = []
         self._launchers = {}
         self.launches = 0
@@ -186,37 +161,6 @@ class HostDevice:
 
         return get_num_threads() or os.cpu_count() or 1
 
-    # ---- memory ---------------------------------------------------------------------------------------
-    def alloc(self, nbytes: int) -> int:
-        raw = np.empty(int(nbytes) + 64, dtype=np.uint8)
-        base = raw.ctypes.data
-        ptr = base + (-base) % 64
-        self._buffers[ptr] = raw
-        return ptr
-
-    def free(self, ptr: int) -> None:
-        self._buffers.pop(ptr, None)
-
-    @property
-    def live_allocations(self) -> int:
-        return len(self._buffers)
-
-    def htod(self, ptr: int, array: np.ndarray) -> None:
-        a = np.ascontiguousarray(array)
-        ctypes.memmove(ptr, a.ctypes.data, a.nbytes)
-
-    def dtoh(self, array: np.ndarray, ptr: int) -> None:
-        ctypes.memmove(array.ctypes.data, ptr, array.nbytes)
-
-    def memset(self, ptr: int, byte: int, nbytes: int) -> None:
-        ctypes.memset(ptr, byte, nbytes)
-
-    def dtod(self, dst: int, src: int, nbytes: int) -> None:
-        ctypes.memmove(dst, src, nbytes)
-
-    def synchronize(self) -> None:
-        pass
-
     # ---- kernels --------------------------------------------------------------------------------------
     def precompile(self, kernels: list[Kernel]) -> None:
         """Compile the kernels not loaded yet as one translation unit (one compiler run, cached on disk)."""
@@ -226,26 +170,7 @@ class HostDevice:
         declarations, link = vector_math()
         source = f"{SHIM}\n{declarations}\n{combined_source(todo)}\n" + \
             "".join(launcher_source(k, j) for j, k in enumerate(todo))
-        options = CXX_OPTIONS + link
-        key = cache_key(source, "cpu", compiler_version(self.cxx), options)
-        cxx = self.cxx
-
-        def build(out: Path) -> None:
-            inc = self.cache.root / "cpu" / "include"
-            inc.mkdir(parents=True, exist_ok=True)
-            for h in _FAKE_HEADERS:
-                if not (inc / h).exists():
-                    (inc / h).write_text("// graphc CPU target: the shim defines the half types\n")
-            src = out.with_suffix(".cpp")
-            src.write_text(source)
-            run = subprocess.run([cxx, *CXX_OPTIONS, f"-I{inc}", "-o", str(out), str(src), *link],
-                                 capture_output=True, text=True)
-            src.unlink()
-            if run.returncode != 0:
-                names = ", ".join(f"gc_k{j}={k.name}" for j, k in enumerate(todo))
-                raise KernelCompileError(f"{cxx} rejected the CPU kernels ({names}):\n{run.stderr.strip()[:4000]}")
-
-        lib = ctypes.CDLL(str(self.cache.get_or_build("cpu", key, ".so", build)))
+        lib = build_library(self.cache, "cpu", self.cxx, CXX_OPTIONS, source, todo, link)
         self._libs.append(lib)
         for j, k in enumerate(todo):
             fn = getattr(lib, f"gc_launch_{j}")
@@ -262,11 +187,9 @@ class HostDevice:
         def converted(ptrs: list) -> tuple:
             got = built.get(id(ptrs))
             if got is None or got[0] is not ptrs:
-                boxed = [np.array(a) if isinstance(a, np.generic) else a for a in ptrs]  # scalars by address
-                addresses = [b.ctypes.data if isinstance(b, np.ndarray) else b for b in boxed]
                 if len(built) > 64:
                     built.clear()
-                got = built[id(ptrs)] = (ptrs, (ctypes.c_void_p * max(n, 1))(*addresses), boxed)
+                got = built[id(ptrs)] = (ptrs, *argument_array(ptrs, n))
             return got
 
         def threads_for(threads: int) -> int:
@@ -349,12 +272,6 @@ class HostDevice:
         raise GraphcError(f"the CPU backend cannot run library call {call!r}")
 
 
-def _host_view(ptr: int, n: int, dt: np.dtype) -> np.ndarray:
-    if not n:
-        return np.empty(0, dt)
-    return np.ctypeslib.as_array((ctypes.c_char * (n * dt.itemsize)).from_address(ptr)).view(dt)
-
-
 def _host_call_launcher(call: HostCall, device: HostDevice):
     from graphc.ops.interpret import eval_node, node_captures
     from graphc.ops.registry import get_opdef
@@ -369,7 +286,7 @@ def _host_call_launcher(call: HostCall, device: HostDevice):
 
     def launch(grid: int, block: int, ptrs: list) -> None:
         device.launches += 1
-        arrays = {id(v): _host_view(p, int(np.prod(shape, dtype=np.int64)), dt).reshape(shape)
+        arrays = {id(v): host_view(p, int(np.prod(shape, dtype=np.int64)), dt).reshape(shape)
                   for v, p, (dt, shape) in zip(args, ptrs, metas)}
         inputs = [None if v is None else v.data if v.data is not None else arrays[id(v)] for v in node.inputs]
         outer = {v: arrays[id(v)] for v in captures} if captures else None
@@ -382,49 +299,34 @@ def _host_call_launcher(call: HostCall, device: HostDevice):
 
 
 def _gemm_launcher(g: Gemm, device: HostDevice):
-    """C = alpha * op(A) @ op(B) + beta * C as NumPy matmul into C's bytes (``out=`` where C is a plain
-    row-major block and nothing scales; through a temporary otherwise)."""
+    """C = alpha * op(A) @ op(B) + beta * C as NumPy matmul into C's bytes (``out=`` when nothing scales; the
+    emulator's ``gemm_reference`` otherwise)."""
     dt = g.dtype.np
     # NumPy's own product in the type itself, as the NumPy interpreter computes it (float16 included); the
     # types NumPy has no matmul loop for (bfloat16, the float8s) through float32
     native = g.dtype in (DType.float16, DType.float32, DType.float64) or not g.dtype.is_float
     views: dict[tuple, tuple] = {}
 
-    def operands(a: int, b: int, c: int):
-        key = (a, b, c)
-        got = views.get(key)
+    def operands(a: int, b: int, c: int) -> tuple:
+        """(the flat buffers, the views of op(A), op(B) and C) at these pointers, made once."""
+        got = views.get((a, b, c))
         if got is None:
-            A = operand(_host_view(a, g.extent("a"), dt), *((g.k, g.m) if g.trans_a else (g.m, g.k)), g.lda,
-                        g.stride_a, g.offset_a, g.batch)
-            B = operand(_host_view(b, g.extent("b"), dt), *((g.n, g.k) if g.trans_b else (g.k, g.n)), g.ldb,
-                        g.stride_b, g.offset_b, g.batch)
-            C = operand(_host_view(c, g.extent("c"), dt), g.m, g.n, g.ldc, g.stride_c, g.offset_c, g.batch)
-            if g.trans_a:
-                A = A.transpose(0, 2, 1)
-            if g.trans_b:
-                B = B.transpose(0, 2, 1)
+            flat = [host_view(ptr, g.extent(which), dt) for ptr, which in zip((a, b, c), "abc")]
+            A, B, C = gemm_operands(g, *flat)
             if g.batch == 1:
                 A, B, C = A[0], B[0], C[0]
-            got = views[key] = (A, B, C)
+            got = views[(a, b, c)] = (flat, (A, B, C))
         return got
 
     def launch(grid: int, block: int, ptrs: list) -> None:
         device.launches += 1
-        A, B, C = operands(*ptrs)
-        if native and g.alpha == 1.0:
-            if g.beta == 0.0:
-                np.matmul(A, B, out=C)
-                return
-            if g.beta == 1.0:  # C holds what the product adds to (a bias, a residual): one more pass over C
-                np.add(C, np.matmul(A, B), out=C)
-                return
-        acc = np.float64 if g.dtype == DType.float64 else np.float32
-        prod = np.matmul(A.astype(acc, copy=False), B.astype(acc, copy=False))
-        if g.alpha != 1.0:
-            prod *= g.alpha
-        if g.beta != 0.0:
-            prod += g.beta * C.astype(acc)
-        C[...] = prod.astype(dt, copy=False)
+        flat, (A, B, C) = operands(*ptrs)
+        if native and g.alpha == 1.0 and g.beta == 0.0:
+            np.matmul(A, B, out=C)
+        elif native and g.alpha == 1.0 and g.beta == 1.0:  # C holds what the product adds to (a bias, a residual)
+            np.add(C, np.matmul(A, B), out=C)
+        else:
+            gemm_reference(g, *flat)
 
     return launch
 

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import ctypes
 import shutil
-import subprocess
-from pathlib import Path
 
 import numpy as np
 
-from .cache import KernelCache, KernelCompileError, cache_key, compiler_version, registers_of
-from .codegen import Kernel, ctype
+from .cache import KernelCache, KernelCompileError, registers_of
+from .codegen import Kernel
+from .host import TYPES, HostMemory, argument_array, build_library, host_view, launch_arguments
 from .launch import DeviceProps, max_block_for_registers
 from .libcall import Gemm, gemm_reference
 
@@ -48,27 +47,7 @@ static std::barrier<>* gc_block_barrier;
 #define __shared__ static
 #define __restrict__ __restrict
 inline void __syncthreads() { gc_block_barrier->arrive_and_wait(); }
-inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
-inline float __uint_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
-inline unsigned __float_as_uint(float f) { unsigned u; std::memcpy(&u, &f, 4); return u; }
-inline double __longlong_as_double(long long i) { double d; std::memcpy(&d, &i, 8); return d; }
-inline long long __double_as_longlong(double d) { long long i; std::memcpy(&i, &d, 8); return i; }
-template <class T> inline T atomicAdd(T* p, T v) { return std::atomic_ref<T>(*p).fetch_add(v); }
-template <class T> inline T atomicCAS(T* p, T expected, T v) {
-    std::atomic_ref<T>(*p).compare_exchange_strong(expected, v); return expected; }
-struct alignas(16) float4 { float x, y, z, w; };
-typedef _Float16 __half;
-inline float __half2float(__half h) { return (float)h; }
-inline __half __float2half(float f) { return (__half)f; }
-struct __nv_bfloat16 { uint16_t bits; };
-inline float __bfloat162float(__nv_bfloat16 b) { uint32_t u = (uint32_t)b.bits << 16; float f; std::memcpy(&f, &u, 4); return f; }
-inline __nv_bfloat16 __float2bfloat16(float f) {
-    uint32_t u; std::memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return __nv_bfloat16{(uint16_t)((u >> 16) | 0x40)};
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return __nv_bfloat16{(uint16_t)(u >> 16)};
-}
-static void gc_run_grid(unsigned grid, unsigned block, const std::function<void()>& body) {
+""" + TYPES + r"""static void gc_run_grid(unsigned grid, unsigned block, const std::function<void()>& body) {
     gridDim = uint3{grid, 1, 1};
     blockDim = uint3{block, 1, 1};
     for (unsigned b = 0; b < grid; ++b) {
@@ -93,8 +72,8 @@ static void gc_run_grid_serial(unsigned grid, unsigned block, const std::functio
 }
 """
 
-#: Headers the generated sources include, made empty: the shim defines what they would.
-_FAKE_HEADERS = ("cuda_fp16.h", "cuda_bf16.h")
+#: g++'s options for the emulated kernels (-O1: they are checked for semantics, not speed).
+OPTIONS = ("-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", "-w")
 
 EMULATOR_PROPS = DeviceProps(name="CPU emulator", compute_capability=(0, 0), multiprocessors=2,
                              max_threads_per_block=8, max_threads_per_multiprocessor=16, warp_size=4)
@@ -127,15 +106,13 @@ def combined_source(kernels: list[Kernel]) -> str:
 def launcher_source(kernel: Kernel, j: int) -> str:
     """An ``extern "C"`` entry point that runs kernel ``j`` over a grid with its pointers from an array: the
     threads of a block as OS threads when the kernel synchronizes them (``__syncthreads``), else in a loop."""
-    args = ", ".join(f"*(const {ctype(p.dtype)}*)args[{i}]" if p.role == "scalar" else  # by value
-                     f"({'' if p.role == 'output' else 'const '}{ctype(p.dtype)}*)args[{i}]"
-                     for i, p in enumerate(kernel.params))
+    args = launch_arguments(kernel)
     run = "gc_run_grid" if "__syncthreads" in kernel.source else "gc_run_grid_serial"
     return (f'extern "C" void gc_launch_{j}(void** args, unsigned grid, unsigned block) {{\n'
             f"    {run}(grid, block, [&] {{ gc_k{j}::{kernel.name}({args}); }});\n}}\n")
 
 
-class EmulatedDevice:
+class EmulatedDevice(HostMemory):
     """The device interface of ``runtime/cuda/device.py`` on the CPU (see the module docstring)."""
 
     def __init__(self, cache: KernelCache | None = None, props: DeviceProps = EMULATOR_PROPS,
@@ -145,43 +122,15 @@ class EmulatedDevice:
         ``PyCudaDevice.load``'s does (the executor then shrinks or refuses a block that would not launch)."""
         if not available():
             raise KernelCompileError("the CUDA emulator compiles kernels with g++, which is not on the PATH")
+        # memory not cleared, as cuMemAlloc's; cudaMalloc returns 256-byte aligned pointers
+        super().__init__(align=256, fill=FILL_BYTE)
         self.props = props
         self.check_registers = check_registers
         self._gpu = {}  # kernel source -> cache.CompiledKernel for check_registers's architecture
         self.cache = cache or KernelCache()
-        self._buffers: dict[int, np.ndarray] = {}  # pointer -> the array holding its bytes (live allocations)
         self._libs = []
         self._launchers = {}
         self.launches = 0
-
-    def alloc(self, nbytes: int) -> int:
-        raw = np.full(int(nbytes) + 256, FILL_BYTE, dtype=np.uint8)  # not cleared, as cuMemAlloc's memory
-        base = raw.ctypes.data
-        ptr = base + (-base) % 256  # cudaMalloc returns 256-byte aligned pointers
-        self._buffers[ptr] = raw
-        return ptr
-
-    def free(self, ptr: int) -> None:
-        """Give back an allocation (``alloc``'s pointer)."""
-        self._buffers.pop(ptr, None)
-
-    @property
-    def live_allocations(self) -> int:
-        """How many allocations are not freed yet (leak tests count them)."""
-        return len(self._buffers)
-
-    def htod(self, ptr: int, array: np.ndarray) -> None:
-        a = np.ascontiguousarray(array)
-        ctypes.memmove(ptr, a.ctypes.data, a.nbytes)
-
-    def dtoh(self, array: np.ndarray, ptr: int) -> None:
-        ctypes.memmove(array.ctypes.data, ptr, array.nbytes)
-
-    def memset(self, ptr: int, byte: int, nbytes: int) -> None:
-        ctypes.memset(ptr, byte, nbytes)
-
-    def dtod(self, dst: int, src: int, nbytes: int) -> None:
-        ctypes.memmove(dst, src, nbytes)
 
     def precompile(self, kernels: list[Kernel]) -> None:
         """Compile kernels not loaded yet, all in one g++ run (the C++ headers dominate its time)."""
@@ -192,25 +141,7 @@ class EmulatedDevice:
         if not todo:
             return
         source = f"{SHIM}\n{combined_source(todo)}\n" + "".join(launcher_source(k, j) for j, k in enumerate(todo))
-        options = ("-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", "-w")
-        key = cache_key(source, "emulator", compiler_version("g++"), options)
-
-        def build(out: Path) -> None:
-            inc = self.cache.root / "emulator" / "include"
-            inc.mkdir(parents=True, exist_ok=True)
-            for h in _FAKE_HEADERS:
-                if not (inc / h).exists():
-                    (inc / h).write_text("// graphc CUDA emulator: the shim defines the half types\n")
-            src = out.with_suffix(".cpp")
-            src.write_text(source)
-            run = subprocess.run(["g++", *options, f"-I{inc}", "-o", str(out), str(src)], capture_output=True,
-                                 text=True)
-            src.unlink()
-            if run.returncode != 0:
-                names = ", ".join(f"gc_k{j}={k.name}" for j, k in enumerate(todo))
-                raise KernelCompileError(f"g++ rejected emulated kernels ({names}):\n{run.stderr.strip()[:4000]}")
-
-        lib = ctypes.CDLL(str(self.cache.get_or_build("emulator", key, ".so", build)))
+        lib = build_library(self.cache, "emulator", "g++", OPTIONS, source, todo)
         self._libs.append(lib)
         for j, k in enumerate(todo):
             fn = getattr(lib, f"gc_launch_{j}")
@@ -220,10 +151,7 @@ class EmulatedDevice:
     def _launcher(self, fn, n: int):
         def launch(grid: int, block: int, ptrs: list[int]) -> None:
             self.launches += 1
-            # a scalar parameter (a NumPy scalar among the pointers) is passed as the address of a copy
-            boxed = [np.array(a) if isinstance(a, np.generic) else a for a in ptrs]
-            fn((ctypes.c_void_p * max(n, 1))(*[b.ctypes.data if isinstance(b, np.ndarray) else b for b in boxed]),
-               grid, block)
+            fn(argument_array(ptrs, n)[0], grid, block)
 
         return launch
 
@@ -249,9 +177,7 @@ class EmulatedDevice:
         dt = call.dtype.np
 
         def view(ptr: int, which: str) -> np.ndarray:
-            n = call.extent(which)
-            return np.ctypeslib.as_array((ctypes.c_char * (n * dt.itemsize)).from_address(ptr)).view(dt) if n else \
-                np.empty(0, dt)
+            return host_view(ptr, call.extent(which), dt)
 
         def launch(grid: int, block: int, ptrs: list[int]) -> None:
             self.launches += 1
@@ -259,9 +185,6 @@ class EmulatedDevice:
             gemm_reference(call, view(a, "a"), view(b, "b"), view(c, "c"))
 
         return launch
-
-    def synchronize(self) -> None:
-        pass
 
 
 __all__ = ["EMULATOR_PROPS", "FILL_BYTE", "H100_PROPS", "EmulatedDevice", "available", "launcher_source"]

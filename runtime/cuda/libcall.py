@@ -79,8 +79,9 @@ def operand(buf: np.ndarray, rows: int, cols: int, ld: int, stride: int, offset:
     return np.lib.stride_tricks.as_strided(buf[offset:], (batch, rows, cols), (stride * s, ld * s, s))
 
 
-def gemm_reference(g: Gemm, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> None:
-    """Run ``g`` on flat host buffers (1-D arrays of ``g.dtype``), writing into ``c``."""
+def gemm_operands(g: Gemm, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``op(A)``, ``op(B)`` and ``C`` of ``g`` as ``batch x rows x cols`` views of flat host buffers (1-D arrays
+    of ``g.dtype``; no copy): ``C = alpha * op(A) @ op(B) + beta * C``."""
     A = operand(a, *((g.k, g.m) if g.trans_a else (g.m, g.k)), g.lda, g.stride_a, g.offset_a, g.batch)
     B = operand(b, *((g.n, g.k) if g.trans_b else (g.k, g.n)), g.ldb, g.stride_b, g.offset_b, g.batch)
     C = operand(c, g.m, g.n, g.ldc, g.stride_c, g.offset_c, g.batch)
@@ -88,6 +89,12 @@ def gemm_reference(g: Gemm, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> None
         A = A.transpose(0, 2, 1)
     if g.trans_b:
         B = B.transpose(0, 2, 1)
+    return A, B, C
+
+
+def gemm_reference(g: Gemm, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> None:
+    """Run ``g`` on flat host buffers (1-D arrays of ``g.dtype``), writing into ``c``."""
+    A, B, C = gemm_operands(g, a, b, c)
     acc = np.float64 if g.dtype == DType.float64 else np.float32
     prod = np.matmul(A.astype(acc), B.astype(acc))
     if g.alpha != 1.0:
@@ -97,4 +104,4 @@ def gemm_reference(g: Gemm, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> None
     C[...] = prod.astype(c.dtype)
 
 
-__all__ = ["Gemm", "gemm_reference", "operand"]
+__all__ = ["Gemm", "gemm_operands", "gemm_reference", "operand"]
