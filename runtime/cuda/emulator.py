@@ -151,7 +151,8 @@ class EmulatedDevice(HostMemory):
     def _launcher(self, fn, n: int):
         def launch(grid: int, block: int, ptrs: list[int]) -> None:
             self.launches += 1
-            fn(argument_array(ptrs, n)[0], grid, block)
+            args, _alive = argument_array(ptrs, n)  # _alive: the scalars' copies, held until the call returns
+            fn(args, grid, block)
 
         return launch
 
