@@ -29,7 +29,7 @@ import graphc as gc  # noqa: E402
 from graphc.compiler import compile as compile_graph  # noqa: E402
 from graphc.runtime.cuda import CudaBackend  # noqa: E402
 from graphc.runtime.cuda.cache import KernelCache  # noqa: E402
-from graphc.runtime.cuda.launch import DeviceProps  # noqa: E402
+from graphc.runtime.codegen.launch import DeviceProps  # noqa: E402
 
 
 class CollectingDevice:

@@ -40,9 +40,9 @@ MAX_LINES = 1100
 
 #: (file, module-level name): why that collection of op names is a registration.
 ALLOWED = {
-    ("runtime/cuda/codegen_reduce.py", "REDUCE_OPS"): "the ops generate_reduction implements (its registration)",
-    ("runtime/cuda/codegen_reduce.py", "ROW_OPS"): "the ops generate_row_op implements (its registration)",
-    ("runtime/cuda/lowering.py", "PART_2_OPS"): "the ops the CUDA backend's next part will lower (an error hint)",
+    ("runtime/codegen/rows.py", "REDUCE_OPS"): "the ops generate_reduction implements (its registration)",
+    ("runtime/codegen/rows.py", "ROW_OPS"): "the ops generate_row_op implements (its registration)",
+    ("runtime/codegen/lowering.py", "PART_2_OPS"): "the ops the CUDA backend's next part will lower (an error hint)",
 }
 
 OP_NAMES = {name for (_, name) in REGISTRY}

@@ -1,7 +1,8 @@
-"""The host as a device for generated kernels: the kernels the CUDA lowering makes, rendered in the C dialect
-(``DeviceProps.target == "c"``), compiled by the system's C++ compiler at -O3 with OpenMP, run on host memory.
+"""The host as a device for generated kernels: the code generator's kernels (runtime/codegen), rendered in the C
+dialect (``DeviceProps.target == "c"``), compiled by the system's C++ compiler at -O3 with OpenMP, run on host
+memory.
 
-The C dialect differs from CUDA C in two places the generator knows about (``codegen.TARGET``): a kernel's
+The C dialect differs from CUDA C where ``runtime/codegen/dialect.py`` says (``dialect.C``): a kernel's
 loop over its work takes this OpenMP thread's contiguous share (``gc_share``) instead of striding by the
 grid, and no float4 vectors (the compiler vectorizes the scalar loop). Everything else is the same source
 under a small header (``SHIM``): a "block" is one thread (``blockIdx`` is the OpenMP thread, ``threadIdx``
@@ -24,12 +25,12 @@ from graphc.errors import GraphcError
 from graphc.ir import DType
 
 from ..cuda.cache import KernelCache, KernelCompileError
-from ..cuda.codegen import Kernel, numel, shape_of
+from ..codegen.kernel import Kernel, numel, shape_of
 from ..cuda.emulator import combined_source
 from ..cuda.host import TYPES, HostMemory, argument_array, build_library, host_view, launch_arguments
-from ..cuda.launch import DeviceProps
-from ..cuda.libcall import Gemm, gemm_operands, gemm_reference
-from ..cuda.lowering import HostCall
+from ..codegen.launch import DeviceProps
+from ..codegen.libcall import Gemm, gemm_operands, gemm_reference
+from ..codegen.lowering import HostCall
 
 SHIM = r"""
 #include <omp.h>

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from graphc.errors import CudaUnavailableError, GraphcError
 from graphc.ir import DType
 
-from .libcall import Gemm
+from ..codegen.libcall import Gemm
 
 #: What a user reads when no libcublas can be found: one sentence, the fix included.
 NO_CUBLAS = ("matrix products on the CUDA backend run through cuBLAS, and no libcublas was found: pip install "

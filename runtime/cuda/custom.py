@@ -23,9 +23,9 @@ from graphc.custom import CustomOp, CustomOpError, custom_op_of
 from graphc.ir import DType, Node
 
 from .cache import KernelCache, KernelCompileError
-from .codegen import CodegenUnsupported, Kernel, KernelGroup, Param, dtype_of, numel, shape_of
-from .launch import DeviceProps, elementwise_launch
-from .lowering import LowerContext, Step, register_fallback
+from ..codegen.kernel import CodegenUnsupported, Kernel, KernelGroup, Param, dtype_of, numel, shape_of
+from ..codegen.launch import DeviceProps, elementwise_launch
+from ..codegen.lowering import LowerContext, Step, register_fallback
 
 
 def kernel_source(op: CustomOp) -> str:

@@ -16,8 +16,8 @@ import numpy as np
 from graphc.errors import CudaUnavailableError
 
 from .cache import KernelCache
-from .codegen import Kernel
-from .launch import DeviceProps
+from ..codegen.kernel import Kernel
+from ..codegen.launch import DeviceProps
 
 #: What a user reads when the CUDA backend cannot start: one sentence, the fix included.
 NO_PYCUDA = ("the CUDA backend needs PyCUDA with an NVIDIA driver and the CUDA toolkit: install them and run "
@@ -144,7 +144,7 @@ class PyCudaDevice:
 
     def call(self, call) -> Launcher:
         """A launcher for a library call (``libcall.Gemm``: cuBLAS, its handle in this device's context)."""
-        from .libcall import Gemm
+        from ..codegen.libcall import Gemm
 
         if not isinstance(call, Gemm):
             raise TypeError(f"the CUDA device has no library routine for {call!r}")

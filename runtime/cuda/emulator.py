@@ -23,10 +23,10 @@ import shutil
 import numpy as np
 
 from .cache import KernelCache, KernelCompileError, registers_of
-from .codegen import Kernel
+from ..codegen.kernel import Kernel
 from .host import TYPES, HostMemory, argument_array, build_library, host_view, launch_arguments
-from .launch import DeviceProps, max_block_for_registers
-from .libcall import Gemm, gemm_reference
+from ..codegen.launch import DeviceProps, max_block_for_registers
+from ..codegen.libcall import Gemm, gemm_reference
 
 SHIM = r"""
 #include <atomic>

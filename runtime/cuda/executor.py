@@ -30,8 +30,8 @@ from graphc.limits import input_bindings
 
 from ..feeds import normalize_feeds
 from .arena import frees_after, layout_arena
-from .launch import fit_block
-from .lowering import lower
+from ..codegen.launch import fit_block
+from ..codegen.lowering import lower
 from .state import DeviceState, default_device
 
 DEBUG_ENV = "GRAPHC_CUDA_DEBUG"

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .cache import KernelCache, KernelCompileError, cache_key, compiler_version
-from .codegen import Kernel, ctype
+from ..codegen.kernel import Kernel, ctype
 
 #: CUDA's bit casts, atomics, float4 and half types in C++ (C++20: std::atomic_ref), for a shim's header.
 TYPES = r"""inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }

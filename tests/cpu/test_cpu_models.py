@@ -15,7 +15,7 @@ from graphc.frontends.onnx import import_model
 from graphc.models.light import NAMES, path, with_random_weights
 from graphc.runtime import get_backend
 from graphc.runtime.cpu import available
-from graphc.runtime.cuda.lowering import HostCall
+from graphc.runtime.codegen.lowering import HostCall
 
 pytestmark = pytest.mark.skipif(not available(), reason="the CPU backend needs a C++ compiler")
 
@@ -165,7 +165,7 @@ import graphc as gc
 from graphc.compiler import compile as compile_graph
 from graphc.runtime.cpu import HostDevice, host_props
 from graphc.runtime.cuda.cache import KernelCache
-from graphc.runtime.cuda.lowering import lower
+from graphc.runtime.codegen.lowering import lower
 
 g = oh.make_graph([oh.make_node("Concat", ["a", "b"], ["y"], axis=1)], "c",
                   [oh.make_tensor_value_info("a", TP.FLOAT, [1, 128, 28, 28]),

@@ -15,7 +15,7 @@ from graphc.compiler import compile as compile_graph
 from graphc.errors import GraphcWarning
 from graphc.runtime.cpu import CpuBackend, HostDevice, available
 from graphc.runtime.cuda.cache import KernelCache
-from graphc.runtime.cuda.lowering import HostCall, lower
+from graphc.runtime.codegen.lowering import HostCall, lower
 from graphc.tools.conformance import _normalize, assert_similar, is_random_op, node_cases
 
 pytestmark = pytest.mark.skipif(not available(), reason="the CPU backend needs a C++ compiler")

@@ -543,7 +543,7 @@ MISSING = Case("missing_ops", [oh.make_node("MatMul", ["a", "b"], ["m"]),
 
 
 def attention_cases():
-    """Attention (runtime/cuda/codegen_attention.py): two batched GEMMs around one generated softmax row kernel;
+    """Attention (runtime/codegen/ops/nn.py): two batched GEMMs around one generated softmax row kernel;
     the ONNX op in its forms (4-D/3-D, GQA, masks, causal, softcap, KV cache, half) and the pattern the compiler
     rewrites into it (mingpt's MatMul + Softmax + MatMul with a constant causal bias)."""
     out = []

@@ -8,7 +8,7 @@ import functools
 import graphc as gc
 from graphc.compiler import compile as compile_graph
 from graphc.tools.conformance import is_random_op, node_cases
-from graphc.runtime.cuda.lowering import MissingKernelError, lower
+from graphc.runtime.codegen.lowering import MissingKernelError, lower
 
 
 @functools.lru_cache(maxsize=2)

@@ -1,4 +1,4 @@
-"""The Attention op on the CUDA backend (runtime/cuda/codegen_attention.py) agrees with the NumPy backend: over a
+"""The Attention op on the CUDA backend (runtime/codegen/ops/nn.py) agrees with the NumPy backend: over a
 grid of forms (3-D/4-D, GQA, masks, causal, softcap, KV cache, one query) on the CPU emulator, in mingpt's
 sampling graph (which the compiler rewrites into an Attention node) on backend="cuda", and, marked ``cuda``,
 on a GPU. The ONNX node test cases of Attention run in test_cuda_emulator.py (every lowered node case)."""
@@ -17,8 +17,8 @@ from graphc.compiler import compile as compile_graph
 from graphc.runtime.cuda import CudaBackend
 from graphc.runtime.cuda.cache import KernelCache
 from graphc.runtime.cuda.emulator import EMULATOR_PROPS
-from graphc.runtime.cuda.libcall import Gemm
-from graphc.runtime.cuda.lowering import MissingKernelError, lower
+from graphc.runtime.codegen.libcall import Gemm
+from graphc.runtime.codegen.lowering import MissingKernelError, lower
 
 needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="the CUDA emulator needs g++")
 _DT = {TP.FLOAT: np.float32, TP.FLOAT16: np.float16, TP.DOUBLE: np.float64, TP.BOOL: np.bool_, TP.INT64: np.int64}

@@ -12,8 +12,8 @@ from cuda_cases import MISSING, all_cases
 from graphc.compiler import compile as compile_graph
 from graphc.runtime.cuda.arena import REGION_ALIGNMENT, frees_after, layout_arena
 from graphc.runtime.cuda.cache import KernelCache, cache_key, cache_root
-from graphc.runtime.cuda.launch import DeviceProps, elementwise_launch, reduction_launch
-from graphc.runtime.cuda.lowering import MissingKernelError, lower
+from graphc.runtime.codegen.launch import DeviceProps, elementwise_launch, reduction_launch
+from graphc.runtime.codegen.lowering import MissingKernelError, lower
 
 H100 = DeviceProps()
 CASES = {c.name: c for c in all_cases()}

@@ -13,8 +13,8 @@ import graphc as gc
 from graphc.compiler import compile as compile_graph
 from graphc.models.light import path
 from graphc.runtime.cuda.cache import NAME_PLACEHOLDER, KernelCache, KernelCompileError, kernel_body
-from graphc.runtime.cuda.launch import DeviceProps
-from graphc.runtime.cuda.lowering import lower
+from graphc.runtime.codegen.launch import DeviceProps
+from graphc.runtime.codegen.lowering import lower
 
 ARCH = "sm_90"
 needs_nvcc = pytest.mark.nvcc

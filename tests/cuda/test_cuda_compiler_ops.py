@@ -1,6 +1,6 @@
 """Every op the compiler can put into a plan has a CUDA lowering: the ops its rewrite passes create, and the ops of
 the models' graphs (the nine light CNNs, and the DSL models' training and sampling/eval graphs as their Session
-compiles them) at -O0, -O1 and -O2, checked with ``runtime.cuda.lowering.lower`` for the emulator's device.
+compiles them) at -O0, -O1 and -O2, checked with ``runtime.codegen.lowering.lower`` for the emulator's device.
 
 An op without a lowering fails its test, listing each op and why. Known gaps are xfails with their reason
 (``KNOWN_GAPS``, matched by op and reason, so that another cause of the same op still fails); a known gap that no
@@ -21,7 +21,7 @@ import graphc as gc
 from graphc.compiler import compile as compile_graph
 from graphc.limits import input_bindings
 from graphc.runtime.cuda.emulator import EMULATOR_PROPS
-from graphc.runtime.cuda.lowering import SUPPORTED_OPS, MissingKernelError, lower
+from graphc.runtime.codegen.lowering import SUPPORTED_OPS, MissingKernelError, lower
 
 LEVELS = (0, 1, 2)
 #: op -> (text in the lowering's reason, why it is a known gap)

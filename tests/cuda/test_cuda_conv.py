@@ -21,8 +21,8 @@ from cuda_cases import Case, _x, conv_case
 from graphc.compiler import compile as compile_graph
 from graphc.runtime.cuda import CudaBackend, MissingKernelError
 from graphc.runtime.cuda.cache import KernelCache
-from graphc.runtime.cuda.launch import DeviceProps
-from graphc.runtime.cuda.lowering import lower
+from graphc.runtime.codegen.launch import DeviceProps
+from graphc.runtime.codegen.lowering import lower
 
 needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="the CUDA emulator needs g++")
 
@@ -164,7 +164,7 @@ def test_im2col_is_chunked_over_the_batch_and_shares_the_workspace(device, monke
     """With a workspace limit of two items' columns, a batch of 5 takes three im2col+GEMM rounds through one
     workspace, which the next conv reuses; the debug mode (dead inputs filled with NaN after the node's last
     launch) still gives NumPy's result."""
-    import graphc.runtime.cuda.codegen_conv as cc
+    import graphc.runtime.codegen.ops.conv as cc
 
     per_item = 4 * 9 * 5 * 5 * 4  # C * K * P * 4 bytes of the first conv
     monkeypatch.setattr(cc, "WORKSPACE_LIMIT", 2 * per_item)

@@ -10,8 +10,8 @@ import pytest
 
 import graphc as gc
 from graphc.compiler import compile as compile_graph
-from graphc.runtime.cuda.launch import DeviceProps, elementwise_launch
-from graphc.runtime.cuda.lowering import lower
+from graphc.runtime.codegen.launch import DeviceProps, elementwise_launch
+from graphc.runtime.codegen.lowering import lower
 
 needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="the CUDA emulator needs g++")
 
@@ -127,7 +127,7 @@ def test_float_attributes_are_float_scalars():
 
 
 def test_a_custom_op_without_cuda_source_is_reported_missing():
-    from graphc.runtime.cuda.lowering import MissingKernelError
+    from graphc.runtime.codegen.lowering import MissingKernelError
 
     op = gc.custom_op("NumpyOnly", numpy_impl=lambda x: x + 1, infer_shape="same")
     g = gc.Graph()
@@ -138,7 +138,7 @@ def test_a_custom_op_without_cuda_source_is_reported_missing():
 
 
 def test_a_bad_user_launch_is_reported():
-    from graphc.runtime.cuda.lowering import MissingKernelError
+    from graphc.runtime.codegen.lowering import MissingKernelError
 
     op = row_sum_op(block=4096)
     g = gc.Graph()

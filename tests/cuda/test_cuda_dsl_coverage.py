@@ -25,7 +25,7 @@ from graphc.compiler import compile as compile_graph
 from graphc.runtime.cuda import CudaBackend
 from graphc.runtime.cuda.cache import KernelCache
 from graphc.runtime.cuda.emulator import EMULATOR_PROPS
-from graphc.runtime.cuda.lowering import MissingKernelError, lower
+from graphc.runtime.codegen.lowering import MissingKernelError, lower
 
 needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="the CUDA emulator needs g++")
 
@@ -315,7 +315,7 @@ def test_dropout_keeps_one_mask_per_step_on_the_emulator(monkeypatch):
 # ---- nvcc: the new generators' kernels compile -------------------------------------------------------
 def _new_kernels():
     """Kernels of the random, scan and index (Shape/Size/Range/Trilu) generators, lowered for an H100."""
-    from graphc.runtime.cuda.launch import DeviceProps
+    from graphc.runtime.codegen.launch import DeviceProps
 
     graphs = [compile_graph(_random_model(k)[0], level=lv) for k in RANDOM_KINDS for lv in (0, 2)]
     graphs.append(compile_graph(_shape_model(), level=0, sets={"N": 2}))

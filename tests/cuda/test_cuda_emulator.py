@@ -16,7 +16,7 @@ from cuda_cases import all_cases
 from graphc.compiler import compile as compile_graph
 from graphc.runtime.cuda import CudaBackend
 from graphc.runtime.cuda.cache import KernelCache
-from graphc.runtime.cuda.lowering import lower
+from graphc.runtime.codegen.lowering import lower
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="the CUDA emulator needs g++")
 
@@ -86,21 +86,36 @@ def test_arena_follows_the_memory_plan(device):
     assert not np.allclose(y, y_ref, equal_nan=False)
 
 
-NODE_CASE_CHUNKS = 6
+#: What only a GPU (and so the emulator) runs: block barriers, shared memory, atomics, float4 vectors. The other
+#: generated kernels are plain loops that the CPU backend runs in the C dialect on every node case
+#: (tests/cpu/test_cpu_node_cases.py), so the emulator runs the node cases with one of these.
+CUDA_ONLY = ("__syncthreads", "__shared__", "atomic", "float4")
+NODE_CASE_CHUNKS = 3
 
 
-@pytest.mark.parametrize("chunk", range(NODE_CASE_CHUNKS))
-def test_onnx_node_cases_with_kernels_agree_on_the_emulator(chunk, tmp_path):
-    """Every ONNX node test case whose compiled plan has CUDA kernels (1,267 of 1,884; random ops aside)
-    matches onnx's expected outputs (in chunks, so that parallel workers share them)."""
+def cuda_only_cases(props):
+    """The lowered node cases (for ``props``) with a kernel using a construct of ``CUDA_ONLY``."""
     from cuda_node_cases import lowered_node_cases
-    from graphc.tools.conformance import _normalize, assert_similar
-    from graphc.runtime.cuda.emulator import EMULATOR_PROPS, EmulatedDevice
 
-    cases = lowered_node_cases(EMULATOR_PROPS)
-    assert len(cases) >= 1260
+    return [c for c in lowered_node_cases(props)
+            if any(s.kernel is not None and any(w in s.kernel.source for w in CUDA_ONLY) for s in c[2])]
+
+
+@pytest.mark.parametrize("geometry", ["small", "h100"])
+@pytest.mark.parametrize("chunk", range(NODE_CASE_CHUNKS))
+def test_onnx_node_cases_with_cuda_only_kernels_agree_on_the_emulator(chunk, geometry, tmp_path):
+    """Every ONNX node test case whose plan has a kernel with a CUDA-only construct (CUDA_ONLY) matches
+    onnx's expected outputs on the emulator, with its small launch geometry (8 threads a block: grid-stride
+    loops wrap, rows split across few blocks) and with an H100's (blocks of 256 and more, as the GPU runs
+    them); in chunks, so that parallel workers share them."""
+    from graphc.tools.conformance import _normalize, assert_similar
+    from graphc.runtime.cuda.emulator import EMULATOR_PROPS, H100_PROPS, EmulatedDevice
+
+    props = EMULATOR_PROPS if geometry == "small" else H100_PROPS
+    cases = cuda_only_cases(props)
+    assert len(cases) >= 300, len(cases)
     cases = cases[chunk::NODE_CASE_CHUNKS]
-    dev = EmulatedDevice(KernelCache(tmp_path))
+    dev = EmulatedDevice(KernelCache(tmp_path), props=props)
     dev.precompile([s.kernel for _, _, steps in cases for s in steps if s.kernel is not None])
     failures = []
     for case, plan, _ in cases:
@@ -115,12 +130,27 @@ def test_onnx_node_cases_with_kernels_agree_on_the_emulator(chunk, tmp_path):
     assert not failures, "\n".join(failures)
 
 
+def test_the_emulator_subset_is_what_the_gpu_alone_runs():
+    """The node cases left to the emulator are those with a CUDA-only construct, and every one of them also
+    lowers for the CPU target (so no case is left untested by both)."""
+    from cuda_node_cases import lowered_node_cases
+    from graphc.runtime.cuda.emulator import EMULATOR_PROPS
+
+    everything = lowered_node_cases(EMULATOR_PROPS)
+    subset = cuda_only_cases(EMULATOR_PROPS)
+    assert 0 < len(subset) < len(everything)
+    names = {c[0].name for c in subset}
+    assert "test_argmax_keepdims_example" in names  # a row kernel: barriers and shared memory
+    assert "test_relu" in names  # float4 loads
+    assert "test_add_bcast" not in names  # a plain broadcast loop: the CPU target's
+
+
 @pytest.mark.parametrize("name", ["per_channel_bias_relu", "chain20_vectorized", "ReduceMax_prologue_broadcast"])
 def test_group_lowered_op_by_op_when_no_generator_takes_it(name, device, monkeypatch):
     """The fallback for a fused group no generator handles: its ops run one kernel each, the values inside
     the group in scratch memory."""
-    import graphc.runtime.cuda.lowering as lowering
-    from graphc.runtime.cuda.codegen import CodegenUnsupported
+    import graphc.runtime.codegen.lowering as lowering
+    from graphc.runtime.codegen.kernel import CodegenUnsupported
 
     real = lowering.generate
 

@@ -1,4 +1,4 @@
-"""Lowerings of runtime/cuda/codegen_extra.py that the ONNX node cases do not reach: Col2Im with its
+"""Lowerings of runtime/codegen/ops (conv.py, linalg.py, shape.py, training.py) that the ONNX node cases do not reach: Col2Im with its
 block and image shapes constant (the node cases feed them at run time, which a static kernel cannot
 take), on the CPU emulator against the NumPy backend and onnxruntime."""
 from __future__ import annotations

@@ -20,8 +20,8 @@ from cuda_cases import all_cases
 from graphc.compiler import compile as compile_graph
 from graphc.errors import GraphcError
 from graphc.runtime.cuda.cache import NVCC_OPTIONS, KernelCache, KernelCompileWarning
-from graphc.runtime.cuda.launch import DeviceProps, fit_block, max_block_for_registers
-from graphc.runtime.cuda.lowering import lower
+from graphc.runtime.codegen.launch import DeviceProps, fit_block, max_block_for_registers
+from graphc.runtime.codegen.lowering import lower
 
 needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="the CUDA emulator needs g++")
 needs_nvcc = pytest.mark.nvcc

@@ -19,11 +19,11 @@ from cuda_cases import gemm_cases
 from graphc.compiler import compile as compile_graph
 from graphc.ir import DType
 from graphc.runtime.cuda.cache import KernelCache
-from graphc.runtime.cuda.codegen_gemm import matmul_calls
+from graphc.runtime.codegen.ops.linalg import matmul_calls
 from graphc.runtime.cuda.cublas import CUBLAS_OP_N, CUBLAS_OP_T, column_major
-from graphc.runtime.cuda.launch import DeviceProps
-from graphc.runtime.cuda.libcall import Gemm, gemm_reference
-from graphc.runtime.cuda.lowering import lower
+from graphc.runtime.codegen.launch import DeviceProps
+from graphc.runtime.codegen.libcall import Gemm, gemm_reference
+from graphc.runtime.codegen.lowering import lower
 
 CASES = {c.name: c for c in gemm_cases()}
 needs_gpp = pytest.mark.skipif(shutil.which("g++") is None, reason="the CUDA emulator needs g++")
@@ -194,7 +194,7 @@ def test_tf32_option_reaches_every_float32_gemm():
 
 def test_integer_matmul_is_reported_missing():
     from cuda_cases import MISSING
-    from graphc.runtime.cuda.lowering import MissingKernelError
+    from graphc.runtime.codegen.lowering import MissingKernelError
 
     with pytest.raises(MissingKernelError, match="integer matrix products have no CUDA kernel yet"):
         lower(compile_graph(gc.import_onnx(MISSING.model)).graph, DeviceProps())

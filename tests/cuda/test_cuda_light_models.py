@@ -75,8 +75,8 @@ def test_every_light_model_kernel_compiles_to_ptx(tmp_path):
     from graphc.compiler import compile as compile_graph
     from graphc.runtime.cuda.cache import find_nvcc
     from graphc.runtime.cuda.emulator import combined_source
-    from graphc.runtime.cuda.launch import DeviceProps
-    from graphc.runtime.cuda.lowering import lower
+    from graphc.runtime.codegen.launch import DeviceProps
+    from graphc.runtime.codegen.lowering import lower
 
     kernels = {}
     for name in NAMES:

@@ -1,4 +1,4 @@
-"""The ops of codegen_losses.py where the ONNX node cases do not reach: half and double types, NaN and ties in
+"""The ops of runtime/codegen/ops/reduce.py and index.py where the ONNX node cases do not reach: half and double types, NaN and ties in
 Hardmax and TopK, unsigned TopK, negative GatherND indices with batch dims, a broadcast RMSNormalization scale,
 a zero LpNormalization line, the row kernels' two strategies (a block per long row, a thread per short one) for
 RMSNormalization and LpNormalization; on the CPU emulator against the NumPy backend.
@@ -22,8 +22,8 @@ from graphc.compiler import compile as compile_graph
 from graphc.runtime.cuda import CudaBackend
 from graphc.runtime.cuda.cache import KernelCache
 from graphc.runtime.cuda.emulator import EMULATOR_PROPS, EmulatedDevice, combined_source
-from graphc.runtime.cuda.launch import BLOCK_ROW_MIN, DeviceProps
-from graphc.runtime.cuda.lowering import lower
+from graphc.runtime.codegen.launch import BLOCK_ROW_MIN, DeviceProps
+from graphc.runtime.codegen.lowering import lower
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="the CUDA emulator needs g++")
 

@@ -1,7 +1,7 @@
-"""Resize and the quantizers of codegen_misc.py with their parameters constant (the ONNX node cases feed them at
+"""Resize and the quantizers of runtime/codegen/ops (resize.py, quantize.py) with their parameters constant (the ONNX node cases feed them at
 run time), on the CPU emulator against the NumPy backend: integer outputs round half to even and saturate.
 
-The node cases of every op of codegen_misc.py run in test_cuda_emulator.py and test_cuda_nvcc.py.
+The node cases of every op of runtime/codegen/ops (resize.py, quantize.py) run in test_cuda_emulator.py and test_cuda_nvcc.py.
 """
 from __future__ import annotations
 

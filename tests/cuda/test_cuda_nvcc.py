@@ -13,8 +13,8 @@ from cuda_cases import all_cases
 from graphc.compiler import compile as compile_graph
 from graphc.runtime.cuda.cache import KernelCache, find_nvcc
 from graphc.runtime.cuda.emulator import combined_source
-from graphc.runtime.cuda.launch import DeviceProps
-from graphc.runtime.cuda.lowering import lower
+from graphc.runtime.codegen.launch import DeviceProps
+from graphc.runtime.codegen.lowering import lower
 
 pytestmark = pytest.mark.nvcc
 ARCH = "sm_90"

@@ -1,4 +1,4 @@
-"""RNN, GRU and LSTM (codegen_rnn.py) where the ONNX node cases do not reach: both directions with initial states,
+"""RNN, GRU and LSTM (runtime/codegen/ops/rnn.py) where the ONNX node cases do not reach: both directions with initial states,
 peepholes, sequence_lens given at run time or constant, layout 1, clip, per-direction activations with alpha/beta,
 input_forget, GRU's linear_before_reset both ways, float16 and float64; on the CPU emulator against the NumPy
 backend, and the step kernels through nvcc.
@@ -20,8 +20,8 @@ from graphc.compiler import compile as compile_graph
 from graphc.runtime.cuda import CudaBackend
 from graphc.runtime.cuda.cache import KernelCache
 from graphc.runtime.cuda.emulator import EmulatedDevice, combined_source
-from graphc.runtime.cuda.launch import DeviceProps
-from graphc.runtime.cuda.lowering import MissingKernelError, lower
+from graphc.runtime.codegen.launch import DeviceProps
+from graphc.runtime.codegen.lowering import MissingKernelError, lower
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="the CUDA emulator needs g++")
 

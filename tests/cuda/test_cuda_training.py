@@ -238,8 +238,8 @@ def test_gradient_ops_agree_with_numpy(emulated):
 def test_training_plan_kernels_compile_with_nvcc(emulated, tmp_path):
     from graphc.runtime.cuda.cache import find_nvcc
     from graphc.runtime.cuda.emulator import combined_source
-    from graphc.runtime.cuda.launch import DeviceProps
-    from graphc.runtime.cuda.lowering import lower
+    from graphc.runtime.codegen.launch import DeviceProps
+    from graphc.runtime.codegen.lowering import lower
 
     kernels = {}
     for make in (mlp_digits, lenet_digits, mingpt):

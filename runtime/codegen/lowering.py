@@ -17,11 +17,12 @@ from graphc.errors import GraphcError
 from graphc.ir import DType, Graph, Node, TensorType, Value
 from graphc.ops import has_fact
 
-from .codegen import CodegenUnsupported, Kernel, KernelGroup, c_identifier, dtype_of, rendering, shape_of
-from .codegen_elementwise import generate_loop
-from .codegen_injective import INJECTIVE_OPS
-from .codegen_ops import ELEMENTWISE_OPS
-from .codegen_reduce import (REDUCE_OPS, ROW_OPS, generate_reduction, generate_row_op, generate_split_final,
+from .dialect import dialect, rendering
+from .kernel import CodegenUnsupported, Kernel, KernelGroup, c_identifier, dtype_of, shape_of
+from .elementwise import generate_loop
+from .injective import INJECTIVE_OPS
+from .expressions import ELEMENTWISE_OPS
+from .rows import (REDUCE_OPS, ROW_OPS, generate_reduction, generate_row_op, generate_split_final,
                              split_partials)
 from .launch import DeviceProps
 from .libcall import Gemm
@@ -91,7 +92,7 @@ class LowerContext:
         else:  # the caller named it (unique_name) when it wrote the kernel's source
             group.name = kernel.name
             kernel.group = group
-        return Step(kernel, _args(kernel, group.inputs, group.outputs, group.constants), node)
+        return Step(kernel, step_args(kernel, group.inputs, group.outputs, group.constants), node)
 
     def unique_name(self, name: str) -> str:
         """A kernel name (C identifier) made from ``name``, unique within the plan."""
@@ -300,7 +301,7 @@ def _lower(graph: Graph, props: DeviceProps, tf32: bool, inplace: dict[str, str]
     def unsupported(key: str, node: Node, why: str, into: list[Step], rename: dict | None) -> None:
         """No kernel for ``node``: on the CPU a step running it through the reference interpreter (``HostCall``)
         takes its place; on a GPU it is reported missing."""
-        if props.target != "c" or not _host_callable(node):
+        if not dialect(props.target).host_calls or not _host_callable(node):
             missing.setdefault(key, []).append((node.name, why))
             return
         call = HostCall(node, why)
@@ -340,7 +341,7 @@ def _lower(graph: Graph, props: DeviceProps, tf32: bool, inplace: dict[str, str]
         except CodegenUnsupported as e:
             unsupported(node.op_type, node, e.why, into, rename)
             return
-        args = _args(kernel, group.inputs, group.outputs, group.constants)
+        args = step_args(kernel, group.inputs, group.outputs, group.constants)
         # a view of a value in the arena (a one-element constant is a literal in the kernel: it has no bytes)
         view = (node.inputs[0], node.outputs[0]) if has_fact(node, "view") and \
             any(a is node.inputs[0] for a in args) else None
@@ -372,7 +373,7 @@ def _lower(graph: Graph, props: DeviceProps, tf32: bool, inplace: dict[str, str]
                 continue
             ins = [outer[id(v)] for v in group.inputs]
             outs = [outer[id(v)] for v in group.outputs]
-            out.steps.append(Step(kernel, _args(kernel, ins, outs, group.constants), node))
+            out.steps.append(Step(kernel, step_args(kernel, ins, outs, group.constants), node))
         else:
             lone(node, out.steps)
     if missing:
@@ -427,11 +428,11 @@ def _split_steps(group: KernelGroup, node: Node, ctx: LowerContext) -> list[Step
     partial = ctx.scratch(ctx.unique_name(f"{group.name}_partials"), acc_dt, (rows, parts))
     first = generate_reduction(group, ctx.props, partial)
     second = generate_split_final(group, ctx.props, partial, ctx.unique_name(f"{group.name}_combine"))
-    return [Step(first, _args(first, group.inputs, [partial], group.constants), node),
-            Step(second, _args(second, [partial], group.outputs, []), node)]
+    return [Step(first, step_args(first, group.inputs, [partial], group.constants), node),
+            Step(second, step_args(second, [partial], group.outputs, []), node)]
 
 
-def _args(kernel: Kernel, ins: list[Value], outs: list[Value], consts: list[Value]) -> list:
+def step_args(kernel: Kernel, ins: list[Value], outs: list[Value], consts: list[Value]) -> list:
     args = []
     for p in kernel.params:
         if p.role == "input":
@@ -459,5 +460,5 @@ def _split_group(node: Node, group: KernelGroup, lone, out: Lowered) -> None:
         lone(n, out.steps, outer)
 
 
-__all__ = ["FALLBACKS", "HostCall", "LOWERINGS", "LowerContext", "MissingKernelError", "SPLITS", "SUPPORTED_OPS", "Step", "Lowered", "generate",
+__all__ = ["FALLBACKS", "HostCall", "LOWERINGS", "LowerContext", "MissingKernelError", "SPLITS", "SUPPORTED_OPS", "Step", "Lowered", "generate", "step_args",
            "lower", "lower_with_epilogue", "register_fallback", "register_lowering"]

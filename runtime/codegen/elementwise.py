@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from graphc.ir import DType
 
-from . import codegen_injective, codegen_ops  # noqa: F401  (fill OP_EMITTERS)
-from .codegen import (Coords, Emitter, Kernel, KernelGroup, NameSource, Param, c_identifier, ctype, dtype_of,
-                      grid_stride_loop, index_type, literal, numel, prelude, shape_of, store_expr)
-from .codegen import HELPERS, TARGET
-from .codegen_ops import ELEMENTWISE_OPS
+from . import expressions, injective  # noqa: F401  (fill OP_EMITTERS)
+from .dialect import current, grid_stride_loop
+from .kernel import (Coords, Emitter, Kernel, KernelGroup, NameSource, Param, c_identifier, ctype, dtype_of,
+                      index_type, literal, numel, prelude, shape_of, store_expr)
+from .kernel import HELPERS
+from .expressions import ELEMENTWISE_OPS
 from .launch import DeviceProps, elementwise_launch
 
 VECTOR = 4
@@ -86,7 +87,7 @@ def _row_loop(group, shape, outs, loads, literals, names, it):
 
 
 def _vectorizable(group: KernelGroup, shape: tuple) -> bool:
-    if TARGET.get() != "cuda":  # float4 is CUDA's; a C compiler vectorizes the scalar loop itself
+    if not current().vector_loads:  # float4 is CUDA's; a C compiler vectorizes the scalar loop itself
         return False
     n = numel(shape)
     if n < VECTOR or n % VECTOR or any(node.op_type not in ELEMENTWISE_OPS or node.op_type == "Identity"
@@ -147,7 +148,7 @@ def loop_index_type(group: KernelGroup, n: int) -> str:
 def _scalar_loop(group, shape, outs, loads, literals, names):
     n = numel(shape)
     it = loop_index_type(group, n)
-    if TARGET.get() == "c" and len(shape) >= 2 and shape[-1] >= ROW_LOOP_MIN:
+    if current().row_loops and len(shape) >= 2 and shape[-1] >= ROW_LOOP_MIN:
         return _row_loop(group, shape, outs, loads, literals, names, it)
     em = Emitter(loads, literals, it, indent="        ", names=names)
     coords = Coords(shape, linear="i")

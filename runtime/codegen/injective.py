@@ -14,7 +14,7 @@ import numpy as np
 from graphc.ir import Node, Value
 from graphc.ops.shape import pad_axes, slice_args, slice_bounds
 
-from .codegen import OP_EMITTERS, CodegenUnsupported, Coords, Emitter, cctype, dtype_of, literal, shape_of
+from .kernel import OP_EMITTERS, CodegenUnsupported, Coords, Emitter, cctype, dtype_of, literal, shape_of
 
 
 def _const(node: Node, i: int, what: str):
@@ -172,8 +172,9 @@ def _tile(em, node, coords):
     return _mapped(em, node, x, Coords(shape, dims=dims, guarded=coords.guarded), f"Tile '{node.name}'")
 
 
+# Identity is an elementwise op (expressions.py): its element is its input's at the same coordinates
 _EMITTERS = {"Reshape": _reshape, "Flatten": _reshape, "Squeeze": _reshape, "Unsqueeze": _reshape,
-             "Identity": _reshape, "Transpose": _transpose, "Expand": _expand, "Slice": _slice, "Pad": _pad,
+             "Transpose": _transpose, "Expand": _expand, "Slice": _slice, "Pad": _pad,
              "Concat": _concat, "Gather": _gather, "GatherElements": _gather_elements, "Tile": _tile}
 OP_EMITTERS.update(_EMITTERS)
 

@@ -1,4 +1,4 @@
-"""CUDA C for the random ops (RandomUniform, RandomNormal, their ``Like`` forms, Bernoulli): a counter-based
+"""Kernels for the random ops (RandomUniform, RandomNormal, their ``Like`` forms, Bernoulli): a counter-based
 generator, Philox-4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC 2011).
 
 Each element's draw is a pure function of (key, run, element index): thread ``j`` runs the ten Philox
@@ -22,9 +22,20 @@ import numpy as np
 
 from graphc.ir import DType, Node
 
-from .codegen import CodegenUnsupported, KernelGroup, Param, cctype, dtype_of, literal, load_expr, numel, shape_of, store_expr
-from .codegen_copy import kernel_from
-from .lowering import LowerContext, Step, register_lowering
+from ..kernel import (
+    CodegenUnsupported,
+    KernelGroup,
+    Param,
+    cctype,
+    dtype_of,
+    literal,
+    load_expr,
+    numel,
+    shape_of,
+    store_expr,
+)
+from ..lowering import LowerContext, Step, register_lowering
+from ..steps import kernel_from
 
 #: Philox-4x32-10: multipliers and Weyl key increments (the published constants), then the generator.
 PHILOX = """\
@@ -43,6 +54,7 @@ __device__ __forceinline__ void gc_philox(unsigned int c[4], unsigned int k0, un
 }
 // A word as a uniform float in (0, 1): its top 24 bits, centred in their interval (never 0, never 1).
 __device__ __forceinline__ float gc_uniform01(unsigned int w) { return ((w >> 8) + 0.5f) * 5.9604644775390625e-8f; }"""
+
 
 def generator_state(node: Node) -> np.ndarray:
     """[key, run counter] of a node: the key from its ``seed`` attribute (float bits), else OS entropy."""
@@ -110,11 +122,15 @@ def _random(node: Node, ctx: LowerContext) -> list[Step]:
                        f"{node.op_type}: {what} into {dt}{list(shape)}, Philox-4x32-10, 4 per thread", PHILOX)
     return [Step(bump, [state], node), Step(draw, args + [out], node)]
 
-
 register_lowering("RandomUniform", _random)
+
 register_lowering("RandomUniformLike", _random)
+
 register_lowering("RandomNormal", _random)
+
 register_lowering("RandomNormalLike", _random)
+
 register_lowering("Bernoulli", _random)
 
-__all__ = ["PHILOX", "generator_state"]
+
+__all__ = ['PHILOX', 'generator_state']

@@ -1,33 +1,84 @@
-"""CUDA lowerings of the loss and selection ops: NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss, TopK and
-GatherND (RMSNormalization, LpNormalization, Hardmax and SoftmaxCrossEntropyLoss's log-softmax are row kernels of
-codegen_reduce.py: a block per long row, a thread per short one).
+"""Lowerings of the reduce family's scans, losses and TopK (the Reduce* ops are row kernels: rows.py).
 
-Each is one or two generated kernels with plain grid-stride loops, deterministic by construction:
-
-- a loss with reduction "none" computes one output element per thread; with "sum" or "mean" ONE block sums
-  the per-element losses (and, for "mean", their weights) with each thread striding over the elements and a
-  tree in shared memory, so that the order of the additions depends only on the block size;
+- CumSum and CumProd: one thread per line along the axis, combining its elements in order (the NumPy
+  reference's sequential order, so float sums round the same way), ``exclusive`` writing the running result
+  before each element is combined, ``reverse`` walking the line from its end. Lines are independent, so many
+  short lines fill the device; one very long line runs on one thread;
+- NegativeLogLikelihoodLoss and SoftmaxCrossEntropyLoss: with reduction "none" one output element per
+  thread; with "sum" or "mean" ONE block sums the per-element losses (and, for "mean", their weights), each
+  thread striding over the elements, then a tree in shared memory, so the order of the additions depends only
+  on the block size. A target out of range gives a NaN loss (a kernel cannot raise). SoftmaxCrossEntropyLoss
+  writes its log-probabilities (a row kernel) to its second output, or to scratch memory when the graph does
+  not use it, then runs the NegativeLogLikelihoodLoss kernel on it;
 - TopK gives a thread each input element, which counts the elements of its line that come before it (greater,
   or equal at a lower index, as NumPy's stable sort orders them; NaN counts as the largest value): an element
-  of rank r < k is written to output position r. That is O(length^2) work per line, cheap for the short axes
-  TopK usually sees;
-- GatherND gives a thread each output element, which reads its index tuple and copies one data element.
-
-Indices out of range (a loss target, a GatherND index) cannot raise inside a kernel: a target gives a NaN loss,
-a GatherND index is clamped into its dim. SoftmaxCrossEntropyLoss writes its log-probabilities to its second
-output, or to scratch memory when the graph does not use it, then runs the NegativeLogLikelihoodLoss kernel on it.
+  of rank r < k is written to output position r. O(length^2) work per line, cheap for the short axes TopK
+  usually sees.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from graphc.ir import DType, Node, Value
 
-from .codegen import (CodegenUnsupported, Kernel, KernelGroup, Param, cctype, dtype_of,
-                      index_type, literal, load_expr, numel, prelude, round_to, shape_of, store_expr)
-from .codegen_conv import decode, float_type, loop_step
-from .codegen_elementwise import param_list
-from .lowering import LowerContext, Step, register_lowering
+from ..elementwise import param_list
+from ..kernel import (
+    CodegenUnsupported,
+    Kernel,
+    KernelGroup,
+    Param,
+    cctype,
+    dtype_of,
+    index_type,
+    literal,
+    load_expr,
+    numel,
+    prelude,
+    round_to,
+    shape_of,
+    store_expr,
+)
+from ..lowering import LowerContext, Step, register_lowering
+from ..steps import FLOAT_TYPES, decode, float_type, kernel_from, loop_step
 
-FLOAT_TYPES = (DType.float16, DType.bfloat16, DType.float32, DType.float64)
+
+def _scan(node: Node, ctx: LowerContext) -> list[Step]:
+    x, axis_v = node.inputs[:2]
+    out = node.outputs[0]
+    if axis_v.data is None:
+        raise CodegenUnsupported(node, f"its axis (input 1, '{axis_v.name}') is computed at run time; the CUDA "
+                                       f"backend needs it constant")
+    shape, dt = shape_of(out), dtype_of(out)
+    rank = max(len(shape), 1)
+    axis = int(np.asarray(axis_v.data).reshape(-1)[0]) % rank
+    full = shape if shape else (1,)
+    length, inner = full[axis], numel(full[axis + 1:])
+    lines = numel(full) // max(length, 1) if length else 0
+    ct = cctype(dt)
+    prod = node.op_type == "CumProd"
+    combine = "acc * v" if prod else "acc + v"
+    exclusive, reverse = bool(node.attrs.get("exclusive", 0)), bool(node.attrs.get("reverse", 0))
+    k = f"({length - 1} - s)" if reverse else "s"
+    body = [f"const long long base = (i / {inner}) * {length * inner} + i % {inner};" if inner > 1 else
+            f"const long long base = (long long)i * {length};",
+            f"{ct} acc = {literal(1 if prod else 0, dt)};",
+            f"for (int s = 0; s < {length}; ++s) {{",
+            f"    const long long at = base + (long long){k} * {inner};",
+            f"    const {ct} v = {load_expr('in0[at]', dt)};"]
+    if exclusive:
+        body += [f"    out0[at] = {store_expr('acc', dt)};", f"    acc = {round_to(combine, dt)};"]
+    else:
+        body += [f"    acc = {round_to(combine, dt)};", f"    out0[at] = {store_expr('acc', dt)};"]
+    body.append("}")
+    group = KernelGroup(node.name, [node], [x], [out])
+    params = [Param("input", 0, "in0", dtype_of(x)), Param("output", 0, "out0", dt)]
+    what = (f"{node.op_type} axis={axis}{' exclusive' if exclusive else ''}{' reverse' if reverse else ''} of "
+            f"{dt}{list(shape)}: {lines} lines of {length}, one thread each")
+    return [Step(kernel_from(ctx, group, params, body, lines, what), [x, out], node)]
+
+for _op in ("CumSum", "CumProd"):
+    register_lowering(_op, _scan)
+
 #: Threads of the one block that sums a loss (a power of two; fewer where the device allows fewer).
 LOSS_BLOCK = 256
 
@@ -48,7 +99,6 @@ def _lines(shape, axis: int) -> tuple[int, int, int]:
 
 def _at(k: str, inner: int) -> str:
     return f"base + {k}" if inner == 1 else f"base + {k} * {inner}"
-
 
 # ---- NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss -----------------------------------------------
 def _loss_terms(node: Node, dt: DType, classes: int, inner: int, weighted: bool) -> list[str]:
@@ -160,7 +210,6 @@ def _softmax_cross_entropy(node: Node, ctx: LowerContext) -> list[Step]:
     first = ctx.kernel_step(KernelGroup(log_softmax.name, [log_softmax], [scores], [logp]), node)
     return [first] + _nll_steps(node, ctx, logp, labels, weight, node.outputs[0], "SoftmaxCrossEntropyLoss")
 
-
 # ---- TopK -------------------------------------------------------------------------------------------
 def _topk(node: Node, ctx: LowerContext) -> list[Step]:
     x, values = node.inputs[0], node.outputs[0]
@@ -203,43 +252,11 @@ def _topk(node: Node, ctx: LowerContext) -> list[Step]:
             f"per element, its rank among the {length} of its line")
     return [loop_step(ctx, node, "topk", [("x", x, dt)], outs, n if k else 0, body, what, it)]
 
-
-# ---- GatherND ---------------------------------------------------------------------------------------
-def _gather_nd(node: Node, ctx: LowerContext) -> list[Step]:
-    data, idx, out = node.inputs[0], node.inputs[1], node.outputs[0]
-    dt, xt = dtype_of(data), dtype_of(idx)
-    ds, qs = shape_of(data), shape_of(idx)
-    b = int(node.attrs.get("batch_dims", 0))
-    if not qs or b >= min(len(ds), len(qs)):
-        raise CodegenUnsupported(node, f"indices of shape {list(qs)} with batch_dims {b}")
-    k = qs[-1]
-    if b + k > len(ds):
-        raise CodegenUnsupported(node, f"indices of depth {k} into data of rank {len(ds)} after {b} batch dims")
-    tuples = numel(qs[:-1])  # index tuples
-    batches = numel(ds[:b])
-    per_batch = tuples // batches if batches else 0
-    slice_len = numel(ds[b + k:])
-    n = numel(shape_of(out))
-    it = "long long"
-    body = [f"        const {it} q = i / {slice_len};  // the index tuple",
-            f"        const {it} batch = q / {max(per_batch, 1)};",
-            f"        {it} at = batch * {numel(ds[b:])} + i % {slice_len};  // + the indexed dims below"]
-    for j in range(k):
-        dim = ds[b + j]
-        body += [f"        {it} c{j} = (long long)idx[q * {k} + {j}];",
-                 f"        c{j} = c{j} < 0 ? c{j} + {dim} : c{j};  // negative: from the end",
-                 f"        c{j} = c{j} < 0 ? 0 : (c{j} >= {dim} ? {dim - 1} : c{j});  // out of range: clamped",
-                 f"        at += c{j} * {numel(ds[b + j + 1:])};"]
-    body.append("        out[i] = data[at];")
-    what = (f"GatherND batch_dims={b} of {dt}{list(ds)} by indices {list(qs)}: one thread per output element, "
-            f"slices of {slice_len}")
-    return [loop_step(ctx, node, "gathernd", [("data", data, dt), ("idx", idx, xt)], [("out", out, dt)], n, body,
-                      what, it)]
-
-
 register_lowering("NegativeLogLikelihoodLoss", _nll)
-register_lowering("SoftmaxCrossEntropyLoss", _softmax_cross_entropy)
-register_lowering("TopK", _topk)
-register_lowering("GatherND", _gather_nd)
 
-__all__: list[str] = []
+register_lowering("SoftmaxCrossEntropyLoss", _softmax_cross_entropy)
+
+register_lowering("TopK", _topk)
+
+
+__all__ = ['LOSS_BLOCK']

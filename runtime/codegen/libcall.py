@@ -16,6 +16,10 @@ import numpy as np
 from graphc.ir import DType
 
 
+#: The element types a GEMM call multiplies (float16 and bfloat16 accumulate in float32).
+GEMM_DTYPES = (DType.float16, DType.bfloat16, DType.float32, DType.float64)
+
+
 @dataclass(frozen=True)
 class Gemm:
     """``C[b] = alpha * op(A[b]) @ op(B[b]) + beta * C[b]`` for ``b`` in ``range(batch)``, all row-major.
@@ -104,4 +108,4 @@ def gemm_reference(g: Gemm, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> None
     C[...] = prod.astype(c.dtype)
 
 
-__all__ = ["Gemm", "gemm_operands", "gemm_reference", "operand"]
+__all__ = ["GEMM_DTYPES", "Gemm", "gemm_operands", "gemm_reference", "operand"]

@@ -1,19 +1,23 @@
-"""CUDA C for the scatter ops (ScatterElements, its alias Scatter, ScatterND): a copy of the data into the
-output, then one thread per update element combining it into the output at the place its index names.
+"""Lowerings of the index family's scatters and GatherND.
 
-Reductions: ``none`` stores (with duplicate indices some write wins, which one is unspecified, as ONNX
-says), ``add`` uses ``atomicAdd``, ``mul``/``max``/``min`` a compare-and-swap loop. Float atomics make a sum
-over duplicate indices depend on the order the threads arrive in: results agree with NumPy's ``add.at``
-to rounding, not bit for bit, and may differ between two runs. An index outside the data (after wrapping
-a negative one once) is an error for NumPy; a kernel cannot raise, so such an update is skipped.
+ScatterElements, its alias Scatter, and ScatterND: a copy of the data into the output, then one thread per
+update element combining it into the output at the place its index names. Reductions: ``none`` stores (with
+duplicate indices some write wins, which one is unspecified, as ONNX says), ``add`` uses ``atomicAdd``,
+``mul``/``max``/``min`` a compare-and-swap loop. Float atomics make a sum over duplicate indices depend on the
+order the threads arrive in: results agree with NumPy's ``add.at`` to rounding, not bit for bit, and may
+differ between two runs. An index outside the data (after wrapping a negative one once) is an error for
+NumPy; a kernel cannot raise, so such an update is skipped.
+
+GatherND gives a thread each output element, which reads its index tuple and copies one data element; an
+index out of range is clamped into its dim. Gather and GatherElements are injective (injective.py).
 """
 from __future__ import annotations
 
 from graphc.ir import DType, Node
 
-from .codegen import CodegenUnsupported, KernelGroup, Param, contiguous_strides, ctype, dtype_of, numel, shape_of
-from .codegen_copy import copy_step, kernel_from
-from .lowering import LowerContext, Step, register_lowering
+from ..kernel import CodegenUnsupported, KernelGroup, Param, contiguous_strides, ctype, dtype_of, numel, shape_of
+from ..lowering import LowerContext, Step, register_lowering
+from ..steps import copy_step, kernel_from, loop_step
 
 #: The bit-pattern type each element type is compare-and-swapped as, with the casts to and from it.
 _CAS = {
@@ -116,8 +120,42 @@ def _scatter(node: Node, ctx: LowerContext) -> list[Step]:
     kernel = kernel_from(ctx, group, params, body, n, f"{what}: {n} updates into {dt}{list(shape)}", helper_src)
     return [copy_step(ctx, node, data, out, "data"), Step(kernel, [idx, upd, out], node)]
 
-
 for _op in ("ScatterElements", "Scatter", "ScatterND"):
     register_lowering(_op, _scatter)
 
-__all__ = ["combine_helper"]
+# ---- GatherND ---------------------------------------------------------------------------------------
+def _gather_nd(node: Node, ctx: LowerContext) -> list[Step]:
+    data, idx, out = node.inputs[0], node.inputs[1], node.outputs[0]
+    dt, xt = dtype_of(data), dtype_of(idx)
+    ds, qs = shape_of(data), shape_of(idx)
+    b = int(node.attrs.get("batch_dims", 0))
+    if not qs or b >= min(len(ds), len(qs)):
+        raise CodegenUnsupported(node, f"indices of shape {list(qs)} with batch_dims {b}")
+    k = qs[-1]
+    if b + k > len(ds):
+        raise CodegenUnsupported(node, f"indices of depth {k} into data of rank {len(ds)} after {b} batch dims")
+    tuples = numel(qs[:-1])  # index tuples
+    batches = numel(ds[:b])
+    per_batch = tuples // batches if batches else 0
+    slice_len = numel(ds[b + k:])
+    n = numel(shape_of(out))
+    it = "long long"
+    body = [f"        const {it} q = i / {slice_len};  // the index tuple",
+            f"        const {it} batch = q / {max(per_batch, 1)};",
+            f"        {it} at = batch * {numel(ds[b:])} + i % {slice_len};  // + the indexed dims below"]
+    for j in range(k):
+        dim = ds[b + j]
+        body += [f"        {it} c{j} = (long long)idx[q * {k} + {j}];",
+                 f"        c{j} = c{j} < 0 ? c{j} + {dim} : c{j};  // negative: from the end",
+                 f"        c{j} = c{j} < 0 ? 0 : (c{j} >= {dim} ? {dim - 1} : c{j});  // out of range: clamped",
+                 f"        at += c{j} * {numel(ds[b + j + 1:])};"]
+    body.append("        out[i] = data[at];")
+    what = (f"GatherND batch_dims={b} of {dt}{list(ds)} by indices {list(qs)}: one thread per output element, "
+            f"slices of {slice_len}")
+    return [loop_step(ctx, node, "gathernd", [("data", data, dt), ("idx", idx, xt)], [("out", out, dt)], n, body,
+                      what, it)]
+
+register_lowering("GatherND", _gather_nd)
+
+
+__all__ = ['combine_helper']

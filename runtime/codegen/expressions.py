@@ -14,7 +14,7 @@ import numpy as np
 from graphc.ir import DType, Node
 from graphc.ops import has_fact
 
-from .codegen import (HELPERS, OP_EMITTERS, CodegenUnsupported, Coords, Emitter, cctype, compute_dtype, convert,
+from .kernel import (HELPERS, OP_EMITTERS, CodegenUnsupported, Coords, Emitter, cctype, compute_dtype, convert,
                       dtype_of, literal, round_to, shape_of)
 
 # ---- helpers the expressions call -------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""CUDA lowerings of Conv and ConvTranspose: generated index kernels around cuBLAS GEMMs (``libcall.Gemm``).
+"""Lowerings of the conv family's Conv, ConvTranspose and Col2Im: generated index kernels around GEMM calls.
 
 Conv of X (N, C, *S) with W (M, C/G, *K), G groups, into Y (N, M, *O), P = prod(O) output positions:
 
@@ -11,106 +11,27 @@ Conv of X (N, C, *S) with W (M, C/G, *K), G groups, into Y (N, M, *O), P = prod(
 
 A constant bias is split off (``split_conv``) into the generated epilogue kernel that also runs a following Relu
 or residual Add; a bias computed at run time is written into Y first (a broadcast kernel) and the GEMMs
-accumulate onto it (beta = 1); the depthwise kernel adds its own. ConvTranspose is the adjoint: a GEMM per group makes
-col[n][m, k][i] = W_g^T X[n] (the contribution of input position ``i`` through tap ``k``), then a col2im
+accumulate onto it (beta = 1); the depthwise kernel adds its own. ConvTranspose is the adjoint: a GEMM per group
+makes col[n][m, k][i] = W_g^T X[n] (the contribution of input position ``i`` through tap ``k``), then a col2im
 kernel gathers, for each output element, the contributions that land on it (no atomics, deterministic) and
-adds the bias. Any number of spatial dims; the GEMM's element types (float16, bfloat16, float32, float64).
+adds the bias. Col2Im is that gathering kernel alone, reading the columns as given (block_shape must be
+constant; the static output shape gives image_shape). Any number of spatial dims; the GEMM's element types
+(float16, bfloat16, float32, float64).
 """
 from __future__ import annotations
 
-import re
+import numpy as np
 
 from graphc.ir import DType, Node, TensorType, Value
 from graphc.ops.conv import convtranspose_pads, geometry
 
-from .codegen import (TARGET, CodegenUnsupported, Kernel, KernelGroup, Param, cctype, dtype_of, grid_stride_loop, index_type,
-                      literal, load_expr, numel, prelude, shape_of, store_expr)
-from .codegen_elementwise import param_list
-from .codegen_gemm import GEMM_DTYPES
-from .launch import elementwise_launch
-from .libcall import Gemm
-from .lowering import LowerContext, Step, register_lowering
+from ..kernel import CodegenUnsupported, cctype, dtype_of, index_type, literal, load_expr, numel, shape_of, store_expr
+from ..libcall import Gemm
+from ..lowering import LowerContext, Step, register_lowering
+from ..steps import decode, float_type, loop_step, spatial_offset
 
 #: Most bytes of im2col/col2im columns made at once; a larger batch is processed in chunks (one item at least).
 WORKSPACE_LIMIT = 128 << 20
-
-
-# ---- hand-written grid-stride kernels (shared with codegen_pool) ------------------------------------
-def decode(index: str, dims: list[tuple[str, int]], it: str, indent: str = "        ") -> list[str]:
-    """Lines naming the coordinates ``dims`` [(name, size)...] (row-major, last fastest) of linear ``index``.
-
-    C dialect, decoding the loop's ``i`` with a last dim of 4 or more: the coordinates come from ``gc_r`` (the
-    row) and ``gc_j`` (the place along it), which ``_work_loop`` defines, so no division is left per element."""
-    L = dims[-1][1] if dims else 0
-    if TARGET.get() == "c" and index == "i" and L >= ROW_MIN:
-        lines = decode("gc_r", dims[:-1], it, indent) if len(dims) > 1 else []
-        return lines + [f"{indent}const {it} {dims[-1][0]} = gc_j;  // gc_row {L}"]
-    lines, stride = [], 1
-    for k in range(len(dims) - 1, -1, -1):
-        name, size = dims[k]
-        expr = index if stride == 1 else f"{index} / {stride}"
-        if k > 0 and size != 1:
-            expr = f"({expr}) % {size}" if stride != 1 else f"{expr} % {size}"
-        elif k > 0:
-            expr = "0"
-        lines.append(f"{indent}const {it} {name} = {expr};")
-        stride *= size
-    return lines[::-1]
-
-
-def loop_step(ctx: LowerContext, node: Node, what: str, ins: list[tuple[str, Value, DType]],
-              outs: list[tuple[str, Value, DType]], n: int, body: list[str], comment: str, it: str,
-              helpers: set[str] | frozenset = frozenset(), scalars: list[Param] = ()) -> Step:
-    """A step launching a generated kernel named after ``node`` + ``what``: a grid-stride loop over ``n``
-    items (index ``i``) running ``body``. ``ins``/``outs``: (parameter name, value, element type);
-    ``scalars``: parameters passed by value after them (role "scalar")."""
-    name = ctx.unique_name(f"{node.name or node.op_type}_{what}")
-    params = [Param("input", k, p, dt) for k, (p, _, dt) in enumerate(ins)]
-    params += [Param("output", k, p, dt) for k, (p, _, dt) in enumerate(outs)]
-    params += list(scalars)
-    dtypes = {dt for _, _, dt in ins + outs}
-    src = [f"// graphc kernel '{name}': {node.op_type} '{node.name}'", f"// {comment}", prelude(set(helpers), dtypes),
-           "", f'extern "C" __global__ void {name}({param_list(params)})', "{",
-           *_work_loop(it, n, body), "}", ""]
-    grid, block = elementwise_launch(n, ctx.props)
-    group = KernelGroup(name, [node], [v for _, v, _ in ins], [v for _, v, _ in outs])
-    return ctx.kernel_step(group, node, Kernel(name, "\n".join(src), params, grid, block, group, n))
-
-
-def _work_loop(it: str, n: int, body: list[str]) -> list[str]:
-    """The loop over ``n`` items (index ``i``) around ``body``. When the body decoded ``i`` by rows of ``L``
-    (``decode`` in the C dialect), the loop runs over this thread's rows and along each (``gc_r``, ``gc_j``,
-    ``i = gc_r * L + gc_j``); where ``n`` is no whole number of rows, ``gc_r`` and ``gc_j`` come from ``i``."""
-    L = next((int(m.group(1)) for line in body for m in [_ROW_MARK.search(line)] if m), None)
-    if L is None:
-        return [grid_stride_loop(it, n), *body, "    }"]
-    if n % L:
-        return [grid_stride_loop(it, n), f"        const {it} gc_r = i / {L}, gc_j = i % {L};", *body, "    }"]
-    return [grid_stride_loop(it, n // L, "gc_r"), f"        for ({it} gc_j = 0; gc_j < {L}; ++gc_j) {{",
-            f"        const {it} i = gc_r * {L} + gc_j;", *body, "        }", "    }"]
-
-
-#: ``decode``'s mark on the last coordinate of ``i`` decoded by rows (C dialect).
-_ROW_MARK = re.compile(r"// gc_row (\d+)$")
-#: The C dialect decodes ``i`` by rows when the last dim has at least this many elements.
-ROW_MIN = 4
-
-
-def float_type(node: Node, v: Value, allowed=GEMM_DTYPES) -> DType:
-    dt = dtype_of(v)
-    if dt not in allowed:
-        raise CodegenUnsupported(node, f"{node.op_type} on {dt} (the CUDA backend runs it on "
-                                       f"{', '.join(str(d) for d in allowed)})")
-    return dt
-
-
-def _spatial_offset(coords: list[str], shape: list[int]) -> str:
-    """Row-major linear offset of per-dim C expressions in ``shape``."""
-    terms, stride = [], 1
-    for c, s in zip(reversed(coords), reversed(shape)):
-        terms.append(c if stride == 1 else f"{c} * {stride}")
-        stride *= s
-    return " + ".join(reversed(terms)) if terms else "0"
 
 
 def _bias_step(ctx, node, b: Value, y: Value, dt: DType) -> Step:
@@ -146,7 +67,6 @@ def _chunks(n: int, per_item_bytes: int) -> list[tuple[int, int]]:
     """(first item, items) chunks of a batch of ``n`` whose columns fit the workspace limit."""
     size = max(1, min(n, WORKSPACE_LIMIT // max(per_item_bytes, 1)))
     return [(s, min(size, n - s)) for s in range(0, n, size)]
-
 
 # ---- Conv ----------------------------------------------------------------------------------------
 def _conv_operands(node: Node):
@@ -209,7 +129,7 @@ def _im2col(ctx, node, x, col, dt, n0, nb, C, spatial, kernel, outs, strides, di
     body = decode("i", dims, it)
     win, inside = _window_lines(outs, strides, dils, pb, spatial, it)
     body += win
-    src = f"x[({n0 if n0 else ''}{' + ' if n0 else ''}b) * {C * S} + c * {S} + {_spatial_offset([f's{d}' for d in range(nd)], spatial)}]"
+    src = f"x[({n0 if n0 else ''}{' + ' if n0 else ''}b) * {C * S} + c * {S} + {spatial_offset([f's{d}' for d in range(nd)], spatial)}]"
     body.append(f"        col[i] = {inside} ? {src} : {store_expr(literal(0, dt), dt)};  // copied as stored")
     what = f"items {n0}..{n0 + nb - 1}" if (n0, nb) != (0, shape_of(x)[0]) else "the whole batch"
     return loop_step(ctx, node, "im2col", [("x", x, dt)], [("col", col, dt)], total, body,
@@ -235,8 +155,8 @@ def _depthwise(ctx, node, x, w, b, y, dt, spatial, kernel, outs, strides, dils, 
         ind += "    "
         body.append(f"{ind}const {it} s{d} = o{d} * {strides[d]} - {pb[d]} + k{d} * {dils[d]};")
         body.append(f"{ind}if (s{d} < 0 || s{d} >= {spatial[d]}) continue;")
-    xi = f"x[base + {_spatial_offset([f's{d}' for d in range(nd)], spatial)}]"
-    wi = f"w[m * {K} + {_spatial_offset([f'k{d}' for d in range(nd)], kernel)}]"
+    xi = f"x[base + {spatial_offset([f's{d}' for d in range(nd)], spatial)}]"
+    wi = f"w[m * {K} + {spatial_offset([f'k{d}' for d in range(nd)], kernel)}]"
     body.append(f"{ind}acc += {load_expr(xi, dt)} * {load_expr(wi, dt)};")
     for d in range(nd):
         ind = ind[:-4]
@@ -246,7 +166,6 @@ def _depthwise(ctx, node, x, w, b, y, dt, spatial, kernel, outs, strides, dils, 
     return loop_step(ctx, node, "depthwise", ins, [("y", y, dt)], numel(shape_of(y)), body,
                      f"depthwise convolution (multiplier {mult}), kernel {kernel}, strides {strides}, dilations "
                      f"{dils}, pads {pb}: one thread per output element", it)
-
 
 # ---- ConvTranspose -------------------------------------------------------------------------------
 def lower_conv_transpose(node: Node, ctx: LowerContext) -> list[Step]:
@@ -292,8 +211,8 @@ def _col2im(ctx, node, col, b, y, dt, n0, nb, M, ins, kernel, outs, begins, stri
         if strides[d] > 1:
             cond += f" || t{d} % {strides[d]} != 0"
         body.append(f"{ind}if ({cond}) continue;")
-    ks = _spatial_offset([f"k{d}" for d in range(nd)], kernel)
-    ii = _spatial_offset([f"t{d}" if strides[d] == 1 else f"(t{d} / {strides[d]})" for d in range(nd)], ins)
+    ks = spatial_offset([f"k{d}" for d in range(nd)], kernel)
+    ii = spatial_offset([f"t{d}" if strides[d] == 1 else f"(t{d} / {strides[d]})" for d in range(nd)], ins)
     body.append(f"{ind}acc += {load_expr(f'col[((b * {M} + m) * {K} + {ks}) * {P} + {ii}]', dt)};")
     for d in range(nd):
         ind = ind[:-4]
@@ -322,9 +241,44 @@ def split_conv(node: Node) -> tuple[Node, list[Node], Value] | None:
     out = Value(y.name, y.type)
     return core, [Node("Add", [t, bias], [out], name=f"{node.name}_bias")], out
 
-
 register_lowering("Conv", lower_conv, split=split_conv)
+
 register_lowering("ConvTranspose", lower_conv_transpose)
 
-__all__ = ["WORKSPACE_LIMIT", "decode", "float_type", "loop_step", "lower_conv", "lower_conv_transpose",
-           "split_conv"]
+# ---- optimizers ---------------------------------------------------------------------------------
+def _const(node: Node, i: int, what: str) -> np.ndarray:
+    v = node.inputs[i] if i < len(node.inputs) else None
+    if v is None or v.data is None:
+        raise CodegenUnsupported(node, f"its {what} (input {i}{', ' + repr(v.name) if v is not None else ''}) is "
+                                       f"computed at run time; the CUDA backend needs it constant")
+    return np.asarray(v.data).reshape(-1)
+
+
+def _col2im_op(node: Node, ctx: LowerContext) -> list[Step]:
+    """Col2Im(X (N, C*K, L), image_shape, block_shape): the columns of an im2col, summed back into the image."""
+    x, y = node.inputs[0], node.outputs[0]
+    dt = float_type(node, y)
+    xs, ys = shape_of(x), shape_of(y)
+    image = list(ys[2:])  # the static output shape fixes image_shape; block_shape must be known
+    block = [int(v) for v in _const(node, 2, "block_shape")]
+    nd = len(image)
+    if len(block) != nd:
+        raise CodegenUnsupported(node, f"block_shape {block} has {len(block)} dims, the image {nd}")
+    strides = list(node.attrs.get("strides") or [1] * nd)
+    dils = list(node.attrs.get("dilations") or [1] * nd)
+    pads = list(node.attrs.get("pads") or [0] * (2 * nd))
+    K = numel(block)
+    blocks = [(i + pads[d] + pads[nd + d] - (k - 1) * dl - 1) // s + 1
+              for d, (i, k, dl, s) in enumerate(zip(image, block, dils, strides))]
+    if len(xs) != 3 or xs[1] % K or numel(blocks) != xs[2] or list(ys) != [xs[0], xs[1] // K] + image:
+        raise CodegenUnsupported(node, f"input {list(xs)} and output {list(ys)} do not match image {image}, "
+                                       f"block {block} ({blocks} blocks)")
+    if numel(ys) == 0:
+        return []
+    return [_col2im(ctx, node, x, None, y, dt, 0, xs[0], xs[1] // K, blocks, block, image, pads[:nd], strides,
+                    dils)]
+
+register_lowering("Col2Im", _col2im_op)
+
+
+__all__ = ['WORKSPACE_LIMIT', 'lower_conv', 'lower_conv_transpose', 'split_conv']

@@ -17,12 +17,13 @@ import numpy as np
 from graphc.ir import DType, Node, Value
 from graphc.ops.reduce import LEGACY_COERCE_2D
 
-from . import codegen_injective, codegen_ops  # noqa: F401  (fill OP_EMITTERS)
-from .codegen_ops import ELEMENTWISE_OPS
-from .codegen import (CodegenUnsupported, Coords, Emitter, Kernel, KernelGroup, NameSource, c_identifier, cctype,
-                      compute_dtype, convert, dtype_of, grid_stride_loop, index_type, literal, numel, prelude,
+from . import expressions, injective  # noqa: F401  (fill OP_EMITTERS)
+from .expressions import ELEMENTWISE_OPS
+from .kernel import (CodegenUnsupported, Coords, Emitter, Kernel, KernelGroup, NameSource, c_identifier, cctype,
+                      compute_dtype, convert, dtype_of, index_type, literal, numel, prelude,
                       round_to, shape_of, store_expr)
-from .codegen_elementwise import header, kernel_params, param_list
+from .dialect import grid_stride_loop
+from .elementwise import header, kernel_params, param_list
 from .launch import DeviceProps, _resident_blocks, reduction_launch, reduction_split
 
 #: Reduce op -> (initial value kind, contribution of x, combine, finalize); see _reducer.
@@ -37,13 +38,13 @@ def _fn(name: str, dt: DType) -> str:
     return name + "f" if compute_dtype(dt) == DType.float32 else name
 
 
-def _lowest(dt: DType) -> str:
+def lowest(dt: DType) -> str:
     if dt.is_float:
         return literal(float("-inf"), dt)
     return literal(np.iinfo(dt.np).min, dt)
 
 
-def _highest(dt: DType) -> str:
+def highest(dt: DType) -> str:
     if dt.is_float:
         return literal(float("inf"), dt)
     return literal(np.iinfo(dt.np).max, dt)
@@ -239,9 +240,9 @@ def _reducer(op: str, acc: str, acc_dt: DType, K: int) -> tuple[_Pass, str]:
         return _Pass("r", acc, literal(0, acc_dt), contrib, lambda a, b: f"{a} + {b}")
 
     if op in ("ReduceMax", "GlobalMaxPool"):
-        p = _Pass("r", acc, _lowest(acc_dt), lambda v: v, lambda a, b: f"gc_max({a}, {b})", {"max"})
+        p = _Pass("r", acc, lowest(acc_dt), lambda v: v, lambda a, b: f"gc_max({a}, {b})", {"max"})
     elif op == "ReduceMin":
-        p = _Pass("r", acc, _highest(acc_dt), lambda v: v, lambda a, b: f"gc_min({a}, {b})", {"min"})
+        p = _Pass("r", acc, highest(acc_dt), lambda v: v, lambda a, b: f"gc_min({a}, {b})", {"min"})
     elif op == "ReduceProd":
         p = _Pass("r", acc, literal(1, acc_dt), lambda v: v, lambda a, b: f"{a} * {b}")
     elif op == "ReduceL1":
@@ -282,8 +283,8 @@ def generate_reduction(group: KernelGroup, props: DeviceProps, partial: Value | 
             rk.add_row_store(0, root.outputs[0], "(bj < 0 ? 0 : bj)", DType.int64)
             return
         if op == "ReduceLogSumExp":
-            rk.add_pass(_Pass("m", acc, _lowest(acc_dt), lambda v: v, lambda a, b: f"gc_max({a}, {b})", {"max"}), x)
-            rk.lines.append(f"        const {acc} shift = (m == {_lowest(acc_dt)} || m == {_highest(acc_dt)}) ? "
+            rk.add_pass(_Pass("m", acc, lowest(acc_dt), lambda v: v, lambda a, b: f"gc_max({a}, {b})", {"max"}), x)
+            rk.lines.append(f"        const {acc} shift = (m == {lowest(acc_dt)} || m == {highest(acc_dt)}) ? "
                             f"{literal(0, acc_dt)} : m;")
             rk.add_pass(_Pass("s", acc, literal(0, acc_dt), lambda v: f"{_fn('exp', acc_dt)}({v} - shift)",
                               lambda a, b: f"{a} + {b}"), x)
@@ -338,7 +339,7 @@ def _arg_pass(rk: _RowKernel, x: Value, acc: str, acc_dt: DType, better: str, la
     take = f"bj < 0 || {beats(xv, 'bv')}" + (f" || {ties(xv, 'bv')}" if last else "")
     em.line(f"if ({take}) {{ bv = {xv}; bj = k; }}")
     rk.helpers |= em.helpers
-    rk.lines += [f"{ind}{acc} bv = {_lowest(acc_dt)}; long long bj = -1;", f"{ind}{rk._k_loop(ind)}"] + em.lines + [f"{ind}}}"]
+    rk.lines += [f"{ind}{acc} bv = {lowest(acc_dt)}; long long bj = -1;", f"{ind}{rk._k_loop(ind)}"] + em.lines + [f"{ind}}}"]
     if rk.strategy == "block":
         a, b = "threadIdx.x", "threadIdx.x + half"
         va, vb, ja, jb = f"gc_v[{a}]", f"gc_v[{b}]", f"gc_j[{a}]", f"gc_j[{b}]"
@@ -390,7 +391,7 @@ def generate_row_op(group: KernelGroup, props: DeviceProps) -> Kernel:
         log = node.op_type == "LogSoftmax"
 
         def body(rk):
-            rk.add_pass(_Pass("m", acc, _lowest(acc_dt), lambda v: convert(v, dt, acc_dt),
+            rk.add_pass(_Pass("m", acc, lowest(acc_dt), lambda v: convert(v, dt, acc_dt),
                               lambda a, b: f"gc_max({a}, {b})", {"max"}), x)
             rk.add_pass(_Pass("s", acc, literal(0, acc_dt),
                               lambda v: f"{_fn('exp', acc_dt)}({convert(v, dt, acc_dt)} - m)", lambda a, b: f"{a} + {b}"), x)
@@ -546,5 +547,5 @@ def _hardmax(group: KernelGroup, node: Node, props: DeviceProps) -> Kernel:
     return rk.build(f"Hardmax over axes {reduced} of {dt}{list(shape)}", body)
 
 
-__all__ = ["REDUCE_OPS", "ROW_OPS", "generate_reduction", "generate_row_op", "generate_split_final",
+__all__ = ["REDUCE_OPS", "ROW_OPS", "highest", "lowest", "generate_reduction", "generate_row_op", "generate_split_final",
            "split_partials"]

@@ -1,4 +1,4 @@
-"""Matrix products lowered to library GEMM calls: MatMul (NumPy's batch broadcasting) and Gemm (ONNX's).
+"""Lowerings of the linalg family: MatMul and Gemm as library GEMM calls, and Einsum.
 
 A MatMul becomes one strided-batched GEMM where the operands' batch dims allow it (a broadcast operand
 gets stride 0), else a few calls at offsets (``matmul_calls``); a batch over an operand that stays the
@@ -6,7 +6,13 @@ same (x @ W) is folded into the rows of one plain GEMM. A Gemm becomes one GEMM 
 transposes; its ``beta * C`` term is split off (``split_gemm``) into the generated epilogue kernel that
 also runs the activation or residual add fused after it, so C is never copied into the output first.
 Matrices are float16, bfloat16 (accumulated in float32), float32 or float64; integer products have no
-cuBLAS routine and are reported missing.
+library routine and are reported missing. The device runs the call (cuBLAS on a GPU, the BLAS NumPy
+loaded on the host).
+
+Einsum: a (batched) matrix product whose operands are laid out as a GEMM reads them (batch labels first,
+then the row/column/summed groups in either order) is one strided-batched GEMM call; any other equation
+(a transpose, a trace, a diagonal, a sum, three operands) is a generated direct-sum kernel, one thread per
+output element looping over the summed labels in order (deterministic).
 """
 from __future__ import annotations
 
@@ -15,13 +21,24 @@ import itertools
 import numpy as np
 
 from graphc.ir import DType, Node, TensorType, Value
+from graphc.ops.linalg import parse_einsum
 
-from .codegen import CodegenUnsupported, contiguous_strides, dtype_of, numel, shape_of
-from .libcall import Gemm
-from .lowering import LowerContext, Step, register_lowering
+from ..kernel import (
+    CodegenUnsupported,
+    cctype,
+    contiguous_strides,
+    dtype_of,
+    index_type,
+    literal,
+    load_expr,
+    numel,
+    shape_of,
+    store_expr,
+)
+from ..libcall import GEMM_DTYPES, Gemm
+from ..lowering import LowerContext, Step, register_lowering
+from ..steps import decode, loop_step, spatial_offset
 
-#: Element types cuBLAS multiplies.
-GEMM_DTYPES = (DType.float16, DType.bfloat16, DType.float32, DType.float64)
 #: The most calls one MatMul may issue for a batch broadcast no single strided call expresses.
 MAX_CALLS = 1024
 
@@ -143,8 +160,97 @@ def split_gemm(node: Node) -> tuple[Node, list[Node], Value] | None:
     nodes.append(Node("Add", [t, c], [out], name=f"{node.name}_plus_C"))
     return core, nodes, out
 
-
 register_lowering("MatMul", lower_matmul)
+
 register_lowering("Gemm", lower_gemm, split=split_gemm)
 
-__all__ = ["GEMM_DTYPES", "gemm_call", "lower_gemm", "lower_matmul", "matmul_calls", "split_gemm"]
+# ---- Einsum -------------------------------------------------------------------------------------
+def _einsum_gemm(node: Node, terms: list[list[str]], out: list[str], size: dict) -> Gemm | None:
+    """The one GEMM computing a two-operand Einsum whose operands a GEMM reads as they are, or None."""
+    if len(terms) != 2 or any(len(set(t)) != len(t) for t in terms + [out]):
+        return None
+    a, b = terms
+    batch = [ch for ch in out if ch in a and ch in b]
+    ms = [ch for ch in out if ch in a and ch not in b]
+    ns = [ch for ch in out if ch in b and ch not in a]
+    ks = [ch for ch in a if ch in b and ch not in out]
+    if set(a) | set(b) != set(batch + ms + ns + ks) or out != batch + ms + ns:
+        return None  # a label summed within one operand
+    kb = [ch for ch in b if ch in ks]
+    if a == batch + ms + ks:
+        trans_a = False
+    elif a == batch + ks + ms:
+        trans_a = True
+    else:
+        return None
+    if b == batch + kb + ns and kb == ks:
+        trans_b = False
+    elif b == batch + ns + ks:
+        trans_b = True
+    else:
+        return None
+    nb, m, n, k = (int(np.prod([size[ch] for ch in g], dtype=np.int64)) for g in (batch, ms, ns, ks))
+    if m * n * k * nb == 0:
+        return None
+    many = nb > 1
+    return Gemm(m, n, k, dtype_of(node.outputs[0]), trans_a=trans_a, trans_b=trans_b, batch=nb,
+                stride_a=m * k if many else 0, stride_b=k * n if many else 0, stride_c=m * n if many else 0)
+
+
+def _einsum(node: Node, ctx: LowerContext) -> list[Step]:
+    xs = [v for v in node.inputs if v is not None]
+    y = node.outputs[0]
+    dt = dtype_of(y)
+    if dt == DType.bool or any(dtype_of(v) != dt for v in xs):
+        raise CodegenUnsupported(node, f"Einsum of {[str(dtype_of(v)) for v in xs]} into {dt}")
+    shapes = [shape_of(v) for v in xs]
+    try:
+        terms, out = parse_einsum(node.attrs["equation"], [len(s) for s in shapes])
+    except ValueError as e:
+        raise CodegenUnsupported(node, str(e)) from None
+    size: dict[str, int] = {}
+    for t, s in zip(terms, shapes):
+        for ch, d in zip(t, s):
+            size[ch] = max(size.get(ch, 1), d)  # dims of 1 broadcast (ellipsis dims)
+    broadcast = any(d != size[ch] for t, s in zip(terms, shapes) for ch, d in zip(t, s))
+    if numel(shape_of(y)) == 0:
+        return []
+    if dt in GEMM_DTYPES and not broadcast:
+        g = _einsum_gemm(node, terms, out, size)
+        if g is not None:
+            return [ctx.call_step(g, [xs[0], xs[1], y], node)]
+    var = {ch: f"l_{ch}" for ch in size}  # C names: ellipsis labels are digits
+    summed = [ch for ch in dict.fromkeys(ch for t in terms for ch in t) if ch not in out]
+    n = numel(shape_of(y))
+    inner = numel([size[ch] for ch in summed])
+    it = index_type(max(n, max(numel(s) for s in shapes), 1) * 2)
+    c = cctype(dt)
+    body = decode("i", [(var[ch], size[ch]) for ch in out], it)
+    body.append(f"        {c} acc = {literal(0, dt)};")
+    ind = "        "
+    for ch in summed:
+        body.append(f"{ind}for ({it} {var[ch]} = 0; {var[ch]} < {size[ch]}; ++{var[ch]}) {{")
+        ind += "    "
+    factors = []
+    for j, (t, s) in enumerate(zip(terms, shapes)):
+        at = spatial_offset([var[ch] if d != 1 else "0" for ch, d in zip(t, s)], list(s))
+        factors.append(load_expr(f"in{j}[{at}]", dt))
+    body.append(f"{ind}acc += {' * '.join(factors)};")
+    for _ in summed:
+        ind = ind[:-4]
+        body.append(f"{ind}}}")
+    body.append(f"        y[i] = {store_expr(_acc_round('acc', dt), dt)};")
+    ins = [(f"in{j}", v, dt) for j, v in enumerate(xs)]
+    return [loop_step(ctx, node, "einsum", ins, [("y", y, dt)], n, body,
+                      f"Einsum '{node.attrs['equation']}' of {[list(s) for s in shapes]}: each of the {n} outputs "
+                      f"sums {inner} products over {''.join(summed) or 'nothing'} in order", it)]
+
+
+def _acc_round(expr: str, dt: DType) -> str:
+    """Integer sums narrower than int promote in C: cast the accumulator back (NumPy wraps)."""
+    return f"(({cctype(dt)})({expr}))" if dt in (DType.int8, DType.int16, DType.uint8, DType.uint16) else expr
+
+register_lowering("Einsum", _einsum)
+
+
+__all__ = ['MAX_CALLS', 'gemm_call', 'lower_gemm', 'lower_matmul', 'matmul_calls', 'split_gemm']

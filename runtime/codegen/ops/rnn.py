@@ -1,4 +1,4 @@
-"""CUDA lowerings of the recurrent layers RNN, GRU and LSTM: cuBLAS GEMMs (``libcall.Gemm``) and generated gate kernels.
+"""Lowerings of the recurrent layers RNN, GRU and LSTM: library GEMM calls (``libcall.Gemm``) and generated gate kernels.
 
 X (seq, batch, input) (layout 0; (batch, seq, input) with layout 1), W (dirs, gates*H, input), R (dirs, gates*H, H):
 
@@ -23,11 +23,21 @@ import numpy as np
 from graphc.ir import DType, Node, Value
 from graphc.ops.nn import activation_specs
 
-from .codegen import (CodegenUnsupported, Param, cctype, compute_dtype, dtype_of, index_type, literal, load_expr,
-                      shape_of, store_expr)
-from .codegen_conv import decode, float_type, loop_step
-from .libcall import Gemm
-from .lowering import LowerContext, Step, register_lowering
+from ..kernel import (
+    CodegenUnsupported,
+    Param,
+    cctype,
+    compute_dtype,
+    dtype_of,
+    index_type,
+    literal,
+    load_expr,
+    shape_of,
+    store_expr,
+)
+from ..libcall import Gemm
+from ..lowering import LowerContext, Step, register_lowering
+from ..steps import decode, float_type, loop_step
 
 #: gates per cell and activations per direction
 CELLS = {"RNN": (1, 1), "GRU": (3, 2), "LSTM": (4, 3)}
@@ -291,7 +301,7 @@ def lower_recurrent(node: Node, ctx: LowerContext) -> list[Step]:
             body += cell.finish("h", f"({literal(1.0, dt)} - zg) * ng + zg * h_prev")
             second = _step_kernel(ctx, cell, "gru_step", [("xw", xw, dt), ("hr", hr, dt)] +
                                   cell.inputs("bias", "lens", "h0"), outs, body,
-                                  f"GRU update: n = f(x Wh + (r * h) Rh + b), h = (1 - z) n + z h")
+                                  "GRU update: n = f(x Wh + (r * h) Rh + b), h = (1 - z) n + z h")
             kernels = [first, second]
             plan = [("gemm", 2 * H, 0, None), ("kernel", 0), ("gemm", H, 2 * H, rh), ("kernel", 1)]
     for s in range(T):
@@ -303,8 +313,8 @@ def lower_recurrent(node: Node, ctx: LowerContext) -> list[Step]:
                 steps.append(_recurrent_gemm(cell, ctx, s, h, hr, cols=cols, col0=col0, a=a))
     return steps
 
-
 for _op in CELLS:
     register_lowering(_op, lower_recurrent)
 
-__all__ = ["CELLS", "lower_recurrent"]
+
+__all__ = ['CELLS', 'lower_recurrent']

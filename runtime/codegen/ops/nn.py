@@ -1,4 +1,6 @@
-"""CUDA lowering of the Attention op (ONNX opset 23/24): two batched GEMMs around one generated row kernel.
+"""Lowerings of the nn family's Attention (ONNX opset 23/24) and RotaryEmbedding.
+
+Attention: two batched GEMMs around one generated row kernel.
 
 For query heads ``h`` of ``Hq`` and key/value heads ``h // g`` (``g = Hq / Hkv``, grouped-query attention):
 
@@ -19,18 +21,37 @@ by a copy kernel, and the GEMMs read the present buffers. Element types: the GEM
 float32, float64); softmax arithmetic in float32 (float64 for float64 inputs or ``softmax_precision``). For
 the half types each step rounds to the input type as the NumPy reference does: Q and K are each multiplied by
 sqrt(scale) and rounded (two elementwise copies; the GEMM's alpha is then 1), and the softmax rounds its steps.
+
+RotaryEmbedding: one thread per output element, rotating its pair of the rotary dims by the cached
+cos/sin of its position (interleaved or split halves), the other dims copied.
 """
 from __future__ import annotations
 
 from graphc.ir import DType, Node, Value
 
-from .codegen import (CodegenUnsupported, Kernel, KernelGroup, Param, cctype, compute_dtype, dtype_of,
-                      grid_stride_loop, index_type, literal, load_expr, numel, prelude, round_to, shape_of, store_expr)
-from .codegen_conv import decode, float_type, loop_step
-from .codegen_elementwise import param_list
-from .launch import reduction_launch
-from .libcall import Gemm
-from .lowering import LowerContext, Step, register_lowering
+from ..dialect import grid_stride_loop
+from ..elementwise import param_list
+from ..kernel import (
+    CodegenUnsupported,
+    Kernel,
+    KernelGroup,
+    Param,
+    cctype,
+    compute_dtype,
+    dtype_of,
+    index_type,
+    literal,
+    load_expr,
+    numel,
+    prelude,
+    round_to,
+    shape_of,
+    store_expr,
+)
+from ..launch import reduction_launch
+from ..libcall import Gemm
+from ..lowering import LowerContext, Step, register_lowering
+from ..steps import FLOAT_TYPES, decode, float_type, loop_step
 
 
 class _Layout:
@@ -361,7 +382,59 @@ def _softmax_step(ctx, node, scores, mask, nonpad, qk_out, dt, acc_dt, B, Hq, Sq
     group = KernelGroup(name, [node], group_ins, group_outs)
     return ctx.kernel_step(group, node, Kernel(name, "\n".join(src), params, grid, block, group, rows))
 
-
 register_lowering("Attention", lower_attention)
 
-__all__ = ["lower_attention"]
+# ---- RotaryEmbedding -----------------------------------------------------------------------------
+def lower_rotary(node: Node, ctx: LowerContext) -> list[Step]:
+    x, cos, sin = node.inputs[:3]
+    pos = node.inputs[3] if len(node.inputs) > 3 else None
+    y = node.outputs[0]
+    xs, dt = shape_of(x), dtype_of(x)
+    if dt not in FLOAT_TYPES or dtype_of(cos) != dt or dtype_of(sin) != dt:
+        raise CodegenUnsupported(node, f"RotaryEmbedding of {dt} with {dtype_of(cos)} caches")
+    if len(xs) == 4:  # (batch, heads, seq, head size), in memory order
+        batch, heads, seq, d = xs
+        dims = [("b", batch), ("h", heads), ("s", seq), ("j", d)]
+    else:  # (batch, seq, heads * head size)
+        heads = int(node.attrs.get("num_heads") or 0)
+        if len(xs) != 3 or not heads:
+            raise CodegenUnsupported(node, f"input of shape {list(xs)} (num_heads {heads})")
+        batch, seq, d = xs[0], xs[1], xs[2] // heads
+        dims = [("b", batch), ("s", seq), ("h", heads), ("j", d)]
+    rd = int(node.attrs.get("rotary_embedding_dim") or 0) or d
+    half = rd // 2
+    if shape_of(cos)[-1] != half or shape_of(sin)[-1] != half:
+        raise CodegenUnsupported(node, f"cos/sin caches must have last dim {half}")
+    it = index_type(numel(xs))
+    c = cctype(dt)
+    body = decode("i", dims, it)
+    if rd < d:
+        body.append(f"        if (j >= {rd}) {{ y[i] = x[i]; continue; }}  // past the rotated part")
+    if node.attrs.get("interleaved", 0):
+        body += ["        const int p = j / 2;  // pairs (x[2p], x[2p + 1])",
+                 "        const bool first = j % 2 == 0;",
+                 "        const long long i1 = first ? (long long)i : (long long)i - 1;",
+                 "        const long long i2 = i1 + 1;"]
+    else:
+        body += [f"        const int p = j % {half};  // pairs (x[p], x[p + {half}])",
+                 f"        const bool first = j < {half};",
+                 f"        const long long i1 = first ? (long long)i : (long long)i - {half};",
+                 f"        const long long i2 = i1 + {half};"]
+    row = f"(long long)pos[b * {seq} + s]" if pos is not None else f"((long long)b * {seq} + s)"
+    body += [f"        const long long at = {row} * {half} + p;",
+             f"        const {c} co = {load_expr('cos_cache[at]', dt)}, si = {load_expr('sin_cache[at]', dt)};",
+             f"        const {c} x1 = {load_expr('x[i1]', dt)}, x2 = {load_expr('x[i2]', dt)};",
+             f"        const {c} u = {round_to('(first ? co : si) * x1', dt)};",
+             f"        const {c} v = {round_to('(first ? si : co) * x2', dt)};",
+             f"        y[i] = {store_expr('first ? u - v : u + v', dt)};"]
+    ins = [("x", x, dt), ("cos_cache", cos, dt), ("sin_cache", sin, dt)]
+    if pos is not None:
+        ins.append(("pos", pos, dtype_of(pos)))
+    return [loop_step(ctx, node, "rotary", ins, [("y", y, dt)], numel(xs), body,
+                      f"RotaryEmbedding {'interleaved' if node.attrs.get('interleaved', 0) else 'halves'} over "
+                      f"{rd} of {d} of {dt}{list(xs)}", it)]
+
+register_lowering("RotaryEmbedding", lower_rotary)
+
+
+__all__ = ['lower_attention', 'lower_rotary']

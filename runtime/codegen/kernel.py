@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import math
 import re
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -420,36 +418,10 @@ def prelude(helpers: set[str], dtypes: set[DType]) -> str:
     return "\n".join(lines)
 
 
-#: The dialect kernels are being rendered in ("cuda" or "c", ``DeviceProps.target``): set by ``rendering``
-#: around a plan's lowering, read where the two dialects differ (the loop over a kernel's work, vectors).
-TARGET: ContextVar[str] = ContextVar("graphc_codegen_target", default="cuda")
-
-
-@contextmanager
-def rendering(target: str):
-    """Render the kernels generated inside the block in ``target``'s dialect."""
-    token = TARGET.set(target)
-    try:
-        yield
-    finally:
-        TARGET.reset(token)
-
-
-def grid_stride_loop(it: str, n, var: str = "i") -> str:
-    """The opening line of the loop every generated kernel runs over its work. CUDA: ``var`` (of C type ``it``)
-    from this thread's global index up to ``n``, stepping by all the grid's threads. C: this OpenMP thread's
-    contiguous share of ``[0, n)`` (``gc_share``), one element after another (what the compiler vectorizes)."""
-    if TARGET.get() == "c":
-        return (f"    for ({it} {var} = gc_share({n}, 0), gc_end_{var} = gc_share({n}, 1); {var} < gc_end_{var}; "
-                f"++{var}) {{")
-    return (f"    for ({it} {var} = blockIdx.x * ({it})blockDim.x + threadIdx.x; {var} < {n}; "
-            f"{var} += ({it})blockDim.x * gridDim.x) {{")
-
-
 def index_type(n: int) -> str:
     """``int`` indexes up to 2^30 elements (the grid-stride step cannot overflow it), else ``long long``."""
     return "int" if n < 2**30 else "long long"
 
 
-__all__ = ["TARGET", "rendering", "C_TYPES", "CodegenUnsupported", "Coords", "Emitter", "Kernel", "KernelGroup", "OP_EMITTERS", "Param",
-           "cctype", "compute_dtype", "convert", "ctype", "grid_stride_loop", "literal", "prelude", "shape_of", "dtype_of"]
+__all__ = ["C_TYPES", "CodegenUnsupported", "Coords", "Emitter", "Kernel", "KernelGroup", "OP_EMITTERS", "Param",
+           "cctype", "compute_dtype", "convert", "ctype", "index_type", "literal", "prelude", "shape_of", "dtype_of"]
