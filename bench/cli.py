@@ -13,7 +13,7 @@ from dataclasses import asdict
 from typing import Sequence
 
 from .engines import ENGINES
-from .runner import Policy, machine_description, run_matrix
+from .runner import Policy, busy_load, machine_description, run_matrix
 from .workloads import QUICK, catalog, custom_model
 
 
@@ -31,6 +31,11 @@ def build_parser(prog: str = "python -m graphc.bench") -> argparse.ArgumentParse
     p.add_argument("--budget", type=float, help="seconds of timed runs per engine (default 3; --quick: 0.2)")
     p.add_argument("--max-repeats", type=int, help="most timed runs per engine (default 30; --quick: 5)")
     p.add_argument("--gap", type=float, help="seconds of idle before each timed run (default 0.15; --quick: 0.05)")
+    p.add_argument("--load", type=int, default=0, metavar="N",
+                   help="run under load: N busy processes (each a spinning loop, one core's worth) run beside every "
+                   "measurement, started before the first and killed after the last (default 0)")
+    p.add_argument("--load-pin", action="store_true",
+                   help="with --load: pin busy process k to CPU k (default: the scheduler places them)")
     p.add_argument("--markdown", metavar="PATH", help="write the report as Markdown (e.g. bench/RESULTS.md)")
     p.add_argument("--json", metavar="PATH", help="write every raw result as JSON")
     p.add_argument("--workdir", help="where the workload models go (default: a temporary folder, removed after)")
@@ -68,6 +73,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m graphc.bench"
               f"engines: {', '.join(ENGINES)}", file=sys.stderr)
         return 2
     threads = [int(t) for t in (args.threads or ("1" if args.quick else "1,2")).split(",")]
+    if args.load < 0:
+        print(f"{prog}: --load takes a number of busy processes (0 or more), got {args.load}", file=sys.stderr)
+        return 2
     policy = _policy(args)
     folder = args.workdir or tempfile.mkdtemp(prefix="graphc-bench-")
     os.makedirs(folder, exist_ok=True)
@@ -79,7 +87,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m graphc.bench"
             print(f"building workload {n}", file=sys.stderr)
             workloads.append(table[n](folder))
         workloads += [custom_model(folder, m) for m in args.models]
-        results = run_matrix(workloads, engines, threads, policy, folder, log=lambda s: print(s, flush=True))
+        log = lambda s: print(s, flush=True)  # noqa: E731
+        with busy_load(args.load, pin=args.load_pin, log=log) as load:
+            machine["load"] = load
+            results = run_matrix(workloads, engines, threads, policy, folder, log=log)
     finally:
         if not args.workdir:
             shutil.rmtree(folder, ignore_errors=True)

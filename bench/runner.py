@@ -6,6 +6,7 @@ ever share the two cores.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -61,6 +62,43 @@ def worker_env(threads: int) -> dict[str, str]:
         env[k] = str(threads)
     env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
+
+
+#: One busy process of ``--load``: a Python loop that never sleeps (one core's worth of work), checking every
+#: million turns that the benchmark that started it still runs, so it ends with it even when killed hard.
+BUSY_LOOP = ("import os, sys\nparent = int(sys.argv[1])\n"
+             "while os.getppid() == parent:\n    for _ in range(1000000):\n        pass\n")
+
+
+@contextlib.contextmanager
+def busy_load(n: int, pin: bool = False, log=None):
+    """Run ``n`` busy processes (each a spinning loop: one core's worth of work) while the block runs; with
+    ``pin``, busy process k is pinned to CPU k (mod the CPUs this process may use). They are killed when the
+    block ends, also on errors and Ctrl-C; yields what ran, for the report."""
+    procs = []
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    where = []
+    try:
+        for k in range(n):
+            p = subprocess.Popen([sys.executable, "-c", BUSY_LOOP, str(os.getpid())], stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            procs.append(p)
+            if pin and hasattr(os, "sched_setaffinity"):
+                os.sched_setaffinity(p.pid, {cpus[k % len(cpus)]})
+                where.append(cpus[k % len(cpus)])
+        if n:
+            time.sleep(0.3)  # running (past Python's start) before the first measurement
+        if n and log:
+            log(f"load: {n} busy process(es) {'pinned to CPU ' + ', '.join(map(str, where)) if pin else 'unpinned'}"
+                f" (pids {', '.join(str(p.pid) for p in procs)})")
+        yield {"processes": n, "pinned_cpus": where if pin else None}
+    finally:
+        for p in procs:
+            with contextlib.suppress(OSError):
+                p.kill()
+        for p in procs:
+            with contextlib.suppress(Exception):
+                p.wait(timeout=10)
 
 
 def run_worker(w: Workload, spec: EngineSpec, threads: int, policy: Policy, folder: str,

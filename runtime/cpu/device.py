@@ -137,10 +137,15 @@ class HostDevice(HostMemory):
     """The device interface of ``runtime/cuda/device.py`` for the C dialect on this machine's CPU."""
 
     def __init__(self, cache: KernelCache | None = None, threads: int | None = None):
-        """``threads``: the most threads a launch uses (default: graphc's thread count, else every CPU)."""
+        """``threads``: the most threads a launch uses (default: graphc's thread count, ``gc.set_num_threads`` or
+        GRAPHC_NUM_THREADS, read at every launch; the BLAS of the GEMMs uses the same count)."""
         # OpenMP's threads sleep between launches instead of spinning (read once, when the first kernel library
         # loads libgomp): a spinning team steals the cores BLAS and other processes need (#15's "under load")
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        from ..numpy import threads as thread_count
+
+        thread_count.apply_env()  # GRAPHC_NUM_THREADS, as the NumPy backend applies it when it first prepares
+        self._thread_count = thread_count
         cxx = compiler()
         if cxx is None:
             raise KernelCompileError("the CPU backend compiles kernels with a C++ compiler (g++ or clang++), and "
@@ -156,11 +161,11 @@ class HostDevice(HostMemory):
 
     @property
     def threads(self) -> int:
+        """The most OpenMP threads a launch uses now: the ``threads`` given, else graphc's one thread count
+        (``runtime/numpy/threads.py``), which the BLAS and OpenMP's own default follow too."""
         if self._threads:
             return self._threads
-        from ..numpy.threads import get_num_threads
-
-        return get_num_threads() or os.cpu_count() or 1
+        return self._thread_count.get_num_threads()
 
     # ---- kernels --------------------------------------------------------------------------------------
     def precompile(self, kernels: list[Kernel]) -> None:
@@ -172,6 +177,8 @@ class HostDevice(HostMemory):
         source = f"{SHIM}\n{declarations}\n{combined_source(todo)}\n" + \
             "".join(launcher_source(k, j) for j, k in enumerate(todo))
         lib = build_library(self.cache, "cpu", self.cxx, CXX_OPTIONS, source, todo, link)
+        if not self._libs:  # the first library brings libgomp in: it gets graphc's thread count like the BLAS
+            self._thread_count.sync()
         self._libs.append(lib)
         for j, k in enumerate(todo):
             fn = getattr(lib, f"gc_launch_{j}")

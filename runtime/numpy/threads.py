@@ -1,104 +1,118 @@
-"""Thread count of the NumPy backend: OpenBLAS (the BLAS bundled with NumPy) via its own C entry points.
+"""graphc's thread count: one process-wide number that every thread pool graphc uses follows.
 
-``set_num_threads(n)`` sets how many threads matrix products use; ``get_num_threads()`` reads it back.
-``GRAPHC_NUM_THREADS`` in the environment sets it when the backend first prepares a graph. The library
-is found among the shared objects this process has loaded (NumPy wheels bundle ``scipy_openblas``;
-older ones ``openblas``), so no extra package is needed. Big fused elementwise groups read the same
-count to split their chunks over threads (``kernels/fused.py``).
+``set_num_threads(n)`` sets it; ``get_num_threads()`` reads it back; ``GRAPHC_NUM_THREADS`` in the
+environment sets it when a backend first prepares a graph (``apply_env``). The pools that follow it:
+
+- the BLAS's (NumPy's OpenBLAS, or whichever BLAS NumPy carries): matrix products of both CPU backends;
+- OpenMP's (libgomp, loaded with the CPU backend's kernel libraries): the CPU backend reads the count at
+  every launch and passes it to ``num_threads``; OpenMP's own default (``omp_get_max_threads``) is set
+  to it too, in the thread that sets it;
+- graphc's own chunk threads for big fused elementwise groups (``kernels/fused.py``, read each step).
+
+The BLAS and OpenMP libraries are found and driven through threadpoolctl (a dependency), which
+knows OpenBLAS, MKL, BLIS, FlexiBLAS and the OpenMP runtimes. A library loaded after the count was
+set gets it when graphc next looks (``sync``: the CPU backend calls it after loading each kernel
+library, which is when libgomp arrives).
+
+Until the count is set it is the BLAS's own count (OpenBLAS starts with ``OPENBLAS_NUM_THREADS`` or
+``OMP_NUM_THREADS``, else every CPU), or every CPU where NumPy carries no BLAS threadpoolctl knows;
+OpenMP is given the same number when the CPU backend loads it, so the two pools agree.
 """
 from __future__ import annotations
 
-import ctypes
+import numbers
 import os
+import threading
+
+import numpy as np  # (loads NumPy's BLAS into this process before threadpoolctl looks for it)
+from threadpoolctl import ThreadpoolController
 
 from graphc.errors import GraphcError
 
 ENV_VAR = "GRAPHC_NUM_THREADS"
 
-#: (setter, getter) symbol pairs, newest naming first (64-bit-integer builds carry a ``64_`` suffix).
-_SYMBOLS = (("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
-            ("scipy_openblas_set_num_threads", "scipy_openblas_get_num_threads"),
-            ("openblas_set_num_threads64_", "openblas_get_num_threads64_"),
-            ("openblas_set_num_threads", "openblas_get_num_threads"))
+#: The thread pools graphc's count drives (threadpoolctl's ``user_api`` names).
+APIS = ("blas", "openmp")
 
-_api: tuple | None = None
+_lock = threading.RLock()
+_count: int | None = None  # set by set_num_threads / GRAPHC_NUM_THREADS; None: follow the BLAS
+_blas: list | None = None  # threadpoolctl's controllers of the BLAS libraries loaded (read for the default)
 _env_applied = False
 
 
-def _loaded_blas_paths() -> list[str]:
-    import numpy  # noqa: F401  (loads the BLAS into this process)
-
-    paths = []
-    try:
-        with open("/proc/self/maps") as f:
-            for line in f:
-                p = line.rsplit(" ", 1)[-1].strip()
-                if "openblas" in os.path.basename(p).lower() and p not in paths:
-                    paths.append(p)
-    except OSError:  # not Linux: look beside numpy's own libraries
-        import glob
-
-        import numpy as np
-
-        root = os.path.dirname(os.path.dirname(np.__file__))
-        paths = glob.glob(os.path.join(root, "*openblas*", "**", "*openblas*"), recursive=True)
-        paths += glob.glob(os.path.join(root, "numpy.libs", "*openblas*"))
-    return paths
+def _check(n) -> int:
+    if not isinstance(n, numbers.Integral) or isinstance(n, (bool, np.bool_)) or n < 1:  # NumPy integers pass
+        raise GraphcError(f"the thread count must be a positive integer (1 or more), got {n!r}")
+    return int(n)
 
 
-def _blas_api() -> tuple | None:
-    """(set, get) ctypes functions of the loaded OpenBLAS, or None when none is found."""
-    global _api
-    if _api is None:
-        _api = ()
-        for path in _loaded_blas_paths():
-            try:
-                lib = ctypes.CDLL(path)
-            except OSError:
-                continue
-            for set_name, get_name in _SYMBOLS:
-                if hasattr(lib, set_name) and hasattr(lib, get_name):
-                    setter, getter = getattr(lib, set_name), getattr(lib, get_name)
-                    setter.argtypes, setter.restype = [ctypes.c_int], None
-                    getter.argtypes, getter.restype = [], ctypes.c_int
-                    _api = (setter, getter)
-                    break
-            if _api:
-                break
-    return _api or None
+def _blas_controllers() -> list:
+    global _blas
+    if _blas is None:
+        with _lock:
+            if _blas is None:
+                _blas = list(ThreadpoolController().select(user_api="blas").lib_controllers)
+    return _blas
+
+
+def _default() -> int:
+    """The count before anyone set one: the (first) BLAS's own, else every CPU."""
+    for lib in _blas_controllers():
+        n = lib.num_threads
+        if isinstance(n, int) and n >= 1:
+            return n
+    return os.cpu_count() or 1
 
 
 def set_num_threads(n: int) -> None:
-    """Use ``n`` threads for the backend's matrix products (n >= 1)."""
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise GraphcError(f"the thread count must be a positive integer, got {n!r}")
-    api = _blas_api()
-    if api is None:
-        raise GraphcError("cannot set the thread count: no OpenBLAS library is loaded in this process "
-                          "(NumPy is built against another BLAS)")
-    api[0](n)
+    """Use ``n`` threads (n >= 1) in graphc's thread pools: the BLAS's matrix products, the CPU backend's
+    OpenMP kernels and the chunk threads of big fused elementwise groups."""
+    global _count, _blas
+    n = _check(n)
+    with _lock:
+        _count = n
+        controller = ThreadpoolController()  # a fresh look at the libraries loaded now
+        controller.limit(limits={api: n for api in APIS})  # a call, not a context: the limits stay
+        _blas = list(controller.select(user_api="blas").lib_controllers)
 
 
-def get_num_threads() -> int | None:
-    """The thread count matrix products use now (None when the BLAS is not OpenBLAS)."""
-    api = _blas_api()
-    return None if api is None else int(api[1]())
+def get_num_threads() -> int:
+    """The thread count graphc's pools use now (see the module's docstring for the default)."""
+    n = _count
+    return n if n is not None else _default()
+
+
+def sync() -> None:
+    """Give the count to every BLAS and OpenMP library loaded since it was set (one that a kernel library
+    just brought in, say), so all pools agree; the ones that have it already are left alone."""
+    global _blas
+    with _lock:
+        controller = ThreadpoolController()
+        _blas = list(controller.select(user_api="blas").lib_controllers)
+        n = get_num_threads()
+        for lib in controller.select(user_api=list(APIS)).lib_controllers:
+            if lib.num_threads != n:
+                lib.set_num_threads(n)
 
 
 def apply_env() -> None:
-    """Apply ``GRAPHC_NUM_THREADS`` once per process (called when the backend prepares a graph)."""
+    """Apply ``GRAPHC_NUM_THREADS`` once per process (called when a backend prepares a graph)."""
     global _env_applied
     if _env_applied:
         return
-    _env_applied = True
-    raw = os.environ.get(ENV_VAR, "").strip()
-    if not raw:
-        return
-    try:
-        n = int(raw)
-    except ValueError:
-        raise GraphcError(f"{ENV_VAR} must be a positive integer, got '{raw}'") from None
-    set_num_threads(n)
+    with _lock:
+        if _env_applied:
+            return
+        raw = os.environ.get(ENV_VAR, "").strip()
+        if raw:
+            try:
+                n = int(raw)
+            except ValueError:
+                n = None
+            if n is None or n < 1:  # refused at every prepare until it is fixed
+                raise GraphcError(f"{ENV_VAR} must be a positive integer (1 or more), got {ENV_VAR}='{raw}'")
+            set_num_threads(n)
+        _env_applied = True
 
 
-__all__ = ["ENV_VAR", "apply_env", "get_num_threads", "set_num_threads"]
+__all__ = ["APIS", "ENV_VAR", "apply_env", "get_num_threads", "set_num_threads", "sync"]
