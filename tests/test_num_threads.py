@@ -1,6 +1,7 @@
 """graphc's one thread count (runtime/numpy/threads.py): ``gc.set_num_threads`` and GRAPHC_NUM_THREADS set the
 BLAS's pool and OpenMP's (as threadpoolctl reports them), the CPU backend's launches read it, a library loaded
-after the count was set gets it too, and bad values are refused with a clear error."""
+after the count was set gets it too, and bad values are refused with a clear error. Once the CPU backend runs its
+matrix products (split over its OpenMP team, each piece a one-thread BLAS call), the BLAS stays at one thread."""
 from __future__ import annotations
 
 import json
@@ -29,11 +30,12 @@ def _counts(api: str) -> list[int]:
 @pytest.fixture(autouse=True)
 def restore_thread_count(monkeypatch):
     """Each test leaves graphc's count, every pool's count and the env flag as it found them."""
-    count = threads._count
+    count, single = threads._count, threads._blas_single
     pools = {lib.filepath: lib.num_threads for lib in ThreadpoolController().lib_controllers}
     monkeypatch.setattr(threads, "_env_applied", threads._env_applied)
+    threads._blas_single = False  # each test starts as a process that has not run a CPU-backend GEMM yet
     yield
-    threads._count = count
+    threads._count, threads._blas_single = count, single
     threads._blas = None
     for lib in ThreadpoolController().lib_controllers:
         if lib.filepath in pools and lib.num_threads != pools[lib.filepath]:
@@ -105,9 +107,27 @@ def test_the_cpu_backend_and_openmp_follow_set_num_threads():
         gc.set_num_threads(n)
         assert dev.threads == n  # what every launch passes to num_threads
         assert set(_counts("openmp")) == {n}
-        if _counts("blas"):
-            assert set(_counts("blas")) == {n}
+        if _counts("blas"):  # the GEMM splits over the team: each piece a one-thread BLAS call
+            assert set(_counts("blas")) == {1}
         np.testing.assert_allclose(exe.run([x])[0], _want(x), rtol=1e-4, atol=1e-4)
+
+
+@cpu
+def test_the_cpu_backend_keeps_the_blas_at_one_thread_and_the_count_where_it_was():
+    """The first CPU-backend GEMM sets the BLAS to one thread for good; graphc's count, when nobody set it, keeps
+    the BLAS's former count (the team then has that many threads); the NumPy backend's products stay right."""
+    if not _counts("blas"):
+        pytest.skip("NumPy carries no BLAS threadpoolctl knows")
+    threads._count, threads._blas_single = None, False
+    for lib in ThreadpoolController().select(user_api="blas").lib_controllers:
+        lib.set_num_threads(2)
+    x = np.random.default_rng(1).standard_normal((256, 256)).astype(np.float32) / 16
+    gc.prepare(_graph(), backend="cpu").run([x])
+    assert threads._blas_single and set(_counts("blas")) == {1}
+    assert gc.get_num_threads() == 2
+    gc.set_num_threads(3)  # later counts drive OpenMP, not the BLAS
+    assert set(_counts("blas")) == {1} and set(_counts("openmp")) == {3}
+    np.testing.assert_allclose(gc.prepare(_graph(), backend="numpy").run([x])[0], _want(x), rtol=1e-4, atol=1e-4)
 
 
 _CHILD = textwrap.dedent("""
@@ -163,7 +183,7 @@ def test_graphc_num_threads_sets_blas_and_openmp_in_a_fresh_process():
     if "cpu" in got:
         c = got["cpu"]
         assert (c["count"], c["launch"], c["openmp"]) == (3, 3, [3]), c
-        assert c["blas"] in ([], [3]) and c["wait"] == "PASSIVE"
+        assert c["blas"] in ([], [1]) and c["wait"] == "PASSIVE"  # the CPU backend's GEMMs: one-thread BLAS
 
 
 def test_a_library_loaded_after_set_num_threads_gets_the_count():

@@ -1,6 +1,6 @@
 """The compiled CPU backend: the generated kernels of the CUDA lowering rendered as C++ with OpenMP
 (``device.py``), compiled by the host's compiler, run by the same executor as the CUDA backend over one host
-arena. Matrix products go to NumPy's BLAS; an op without a kernel runs through the reference interpreter on
+arena. Matrix products call the BLAS NumPy carries from C (one-thread calls on pieces the OpenMP team shares); an op without a kernel runs through the reference interpreter on
 the arena's bytes (``lowering.HostCall``), so every graph of static tensor shapes runs.
 
 ``CpuBackend.prepare`` falls back to the NumPy interpreter, with one warning naming why, when no C++ compiler

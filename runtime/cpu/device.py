@@ -8,7 +8,10 @@ grid, and no float4 vectors (the compiler vectorizes the scalar loop). Everythin
 under a small header (``SHIM``): a "block" is one thread (``blockIdx`` is the OpenMP thread, ``threadIdx``
 0, ``__syncthreads`` nothing, ``__shared__`` arrays the thread's own), so the row kernels and the split
 reductions run unchanged. A launch calls the kernel once in each thread of an OpenMP team, one thread for
-small work. Matrix products (the lowering's GEMM calls) run in NumPy's BLAS, writing into the arena.
+small work. Matrix products (the lowering's GEMM calls) run from C too (``gc_gemm``): the cblas of the BLAS NumPy
+carries, single-threaded, on pieces of the output that the OpenMP team takes one at a time, so that one pool of
+threads (which sleeps between launches) runs everything and a thread the OS delays leaves its pieces to the
+others; float16 and the other types go through NumPy.
 
 Memory is host memory: a pointer is an address inside a NumPy array (64-byte aligned, left uninitialised).
 """
@@ -59,6 +62,51 @@ static inline long long gc_share(long long n, int next) {
 typedef void (*gc_launcher)(void**, int);
 extern "C" void gc_run_list(gc_launcher* fns, void*** args, const int* threads, int count) {
     for (int k = 0; k < count; ++k) fns[k](args[k], threads[k]);
+}
+// a GEMM step (libcall.Gemm; HostDevice.call): the BLAS's cblas_?gemm, single-threaded, on pieces of C that the
+// OpenMP team takes one at a time (dynamic: a thread the OS delays leaves its pieces to the others)
+struct gc_gemm_desc {
+    void* fn;  // cblas_sgemm or cblas_dgemm of the BLAS NumPy loaded
+    int f64, int64, trans_a, trans_b;  // double elements; 64-bit BLAS integers
+    long long m, n, k, lda, ldb, ldc, stride_a, stride_b, stride_c, offset_a, offset_b, offset_c, batch;
+    long long pieces_m, pieces_n;  // C split into pieces_m x pieces_n blocks per batch item
+    double alpha, beta;
+};
+template <class T, class I>
+static void gc_gemm_call(const gc_gemm_desc& d, const T* a, const T* b, T* c, long long m, long long n) {
+    typedef void (*fn_t)(int, int, int, I, I, I, T, const T*, I, const T*, I, T, T*, I);
+    ((fn_t)d.fn)(101, d.trans_a ? 112 : 111, d.trans_b ? 112 : 111, (I)m, (I)n, (I)d.k, (T)d.alpha, a, (I)d.lda,
+                 b, (I)d.ldb, (T)d.beta, c, (I)d.ldc);  // CblasRowMajor, CblasNoTrans / CblasTrans
+}
+template <class T>
+static void gc_gemm_block(const gc_gemm_desc& d, void** args, long long bi, long long m0, long long m1, long long n0,
+                          long long n1) {
+    const T* a = (const T*)args[0] + d.offset_a + bi * d.stride_a + (d.trans_a ? m0 : m0 * d.lda);
+    const T* b = (const T*)args[1] + d.offset_b + bi * d.stride_b + (d.trans_b ? n0 * d.ldb : n0);
+    T* c = (T*)args[2] + d.offset_c + bi * d.stride_c + m0 * d.ldc + n0;
+    if (m1 > m0 && n1 > n0) {
+        if (d.int64) gc_gemm_call<T, long long>(d, a, b, c, m1 - m0, n1 - n0);
+        else gc_gemm_call<T, int>(d, a, b, c, m1 - m0, n1 - n0);
+    }
+}
+template <class T>
+static void gc_gemm_run(const gc_gemm_desc& d, void** args, int threads) {
+    if (threads <= 1) {  // whole products, one batch item after another
+        for (long long bi = 0; bi < d.batch; ++bi) gc_gemm_block<T>(d, args, bi, 0, d.m, 0, d.n);
+        return;
+    }
+    const long long per = d.pieces_m * d.pieces_n, total = d.batch * per;
+    #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (long long t = 0; t < total; ++t) {
+        const long long bi = t / per, i = (t % per) / d.pieces_n, j = t % d.pieces_n;
+        gc_gemm_block<T>(d, args, bi, d.m * i / d.pieces_m, d.m * (i + 1) / d.pieces_m, d.n * j / d.pieces_n,
+                         d.n * (j + 1) / d.pieces_n);
+    }
+}
+extern "C" void gc_gemm(void** args, int threads) {
+    const gc_gemm_desc& d = *(const gc_gemm_desc*)args[3];
+    if (d.f64) gc_gemm_run<double>(d, args, threads);
+    else gc_gemm_run<float>(d, args, threads);
 }
 """ + TYPES
 
@@ -138,7 +186,7 @@ class HostDevice(HostMemory):
 
     def __init__(self, cache: KernelCache | None = None, threads: int | None = None):
         """``threads``: the most threads a launch uses (default: graphc's thread count, ``gc.set_num_threads`` or
-        GRAPHC_NUM_THREADS, read at every launch; the BLAS of the GEMMs uses the same count)."""
+        GRAPHC_NUM_THREADS, read at every launch; the GEMMs split over the same team, the BLAS at one thread)."""
         # OpenMP's threads sleep between launches instead of spinning (read once, when the first kernel library
         # loads libgomp): a spinning team steals the cores BLAS and other processes need (#15's "under load")
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -156,13 +204,14 @@ class HostDevice(HostMemory):
         self.props = host_props(self.threads)
         self.cache = cache or KernelCache()
         self._libs = []
+        self._shim = None  # the shim compiled alone (shim_entry), when no kernel library is loaded yet
         self._launchers = {}
         self.launches = 0
 
     @property
     def threads(self) -> int:
         """The most OpenMP threads a launch uses now: the ``threads`` given, else graphc's one thread count
-        (``runtime/numpy/threads.py``), which the BLAS and OpenMP's own default follow too."""
+        (``runtime/numpy/threads.py``), which OpenMP's own default follows too."""
         if self._threads:
             return self._threads
         return self._thread_count.get_num_threads()
@@ -218,7 +267,8 @@ class HostDevice(HostMemory):
     def batch_launches(self, launches: list[tuple]) -> list[tuple]:
         """The executor's launch list with each run of two or more consecutive kernel launches replaced by one
         launch that calls them all from C (``gc_run_list``): a plan of many small ops then pays one Python
-        call per run, not one per kernel. Library calls (GEMMs, HostCall) stay as they are."""
+        call per run, not one per kernel. GEMMs run from C too (``gc_gemm``) and join the runs;
+        HostCall steps stay as they are."""
         out, run = [], []
 
         def flush():
@@ -260,11 +310,29 @@ class HostDevice(HostMemory):
         return launch
 
     def _runner(self):
-        """``gc_run_list(fns, args, threads, count)`` (every translation unit defines it; the first one's)."""
-        fn = self._libs[0].gc_run_list
+        """``gc_run_list(fns, args, threads, count)`` (the shim's: every translation unit has it)."""
+        fn = self.shim_entry("gc_run_list")
         fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
         fn.restype = None
         return fn
+
+    def shim_entry(self, name: str):
+        """An entry point of the shim (``gc_run_list``, ``gc_gemm``): from the first kernel library, or from the
+        shim compiled alone when the plans so far had no kernel."""
+        lib = self._libs[0] if self._libs else self._shim_library()
+        fn = getattr(lib, name)
+        if name == "gc_gemm":
+            fn.argtypes = [ctypes.c_void_p, ctypes.c_int]
+            fn.restype = None
+        return fn
+
+    def _shim_library(self):
+        if self._shim is None:
+            declarations, link = vector_math()
+            self._shim = build_library(self.cache, "cpu", self.cxx, CXX_OPTIONS, f"{SHIM}\n{declarations}\n", [],
+                                       link)
+            self._thread_count.sync()  # libgomp arrived
+        return self._shim
 
     def load(self, kernel: Kernel):
         self.precompile([kernel])
@@ -306,9 +374,99 @@ def _host_call_launcher(call: HostCall, device: HostDevice):
     return launch
 
 
+class _GemmDesc(ctypes.Structure):
+    """``gc_gemm_desc`` of the shim: one GEMM step, everything but its three pointers."""
+
+    _fields_ = ([("fn", ctypes.c_void_p)] + [(f, ctypes.c_int) for f in ("f64", "int64", "trans_a", "trans_b")]
+                + [(f, ctypes.c_longlong) for f in ("m", "n", "k", "lda", "ldb", "ldc", "stride_a", "stride_b",
+                                                    "stride_c", "offset_a", "offset_b", "offset_c", "batch",
+                                                    "pieces_m", "pieces_n")]
+                + [("alpha", ctypes.c_double), ("beta", ctypes.c_double)])
+
+
+#: cblas entry points of the BLAS NumPy carries, by naming (NumPy's wheels: scipy-openblas, 64-bit integers).
+_CBLAS_NAMES = (("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", True), ("cblas_sgemm64_", "cblas_dgemm64_", True),
+                ("scipy_cblas_sgemm", "scipy_cblas_dgemm", False), ("cblas_sgemm", "cblas_dgemm", False))
+#: A GEMM of fewer multiply-adds than this runs in one call on the launching thread.
+GEMM_SPLIT_MIN = 1 << 18
+#: Pieces a larger GEMM's output is cut into (per batch item; the team takes them one at a time).
+GEMM_PIECES = 8
+
+
+@functools.lru_cache(maxsize=1)
+def cblas() -> tuple[int, int, bool] | None:
+    """(sgemm, dgemm, 64-bit integers) of the BLAS NumPy loaded, as addresses; None when none is found."""
+    import numpy  # noqa: F401  (loads its BLAS)
+    from threadpoolctl import ThreadpoolController
+
+    for lib in ThreadpoolController().select(user_api="blas").lib_controllers:
+        try:
+            handle = ctypes.CDLL(lib.filepath)
+        except OSError:
+            continue
+        for s_name, d_name, wide in _CBLAS_NAMES:
+            if hasattr(handle, s_name) and hasattr(handle, d_name):
+                return (ctypes.cast(getattr(handle, s_name), ctypes.c_void_p).value,
+                        ctypes.cast(getattr(handle, d_name), ctypes.c_void_p).value, wide)
+    return None
+
+
+def _pieces(g: Gemm) -> tuple[int, int]:
+    """How a GEMM's output (per batch item) is cut for the team: along its longer side, GEMM_PIECES pieces in
+    all over the batch, none thinner than 16 rows or 64 columns."""
+    if g.m * g.n * g.k * g.batch < GEMM_SPLIT_MIN or g.batch >= GEMM_PIECES:
+        return 1, 1
+    need = -(-GEMM_PIECES // g.batch)
+    if g.n >= g.m:
+        return 1, max(1, min(need, g.n // 64))
+    return max(1, min(need, g.m // 16)), 1
+
+
+def _c_gemm_launcher(g: Gemm, device: HostDevice, blas: tuple[int, int, bool]):
+    """A GEMM step run from C (``gc_gemm``): no Python per call, batchable with the kernel launches."""
+    from ..numpy import threads as thread_count
+
+    thread_count.single_threaded_blas()  # one pool: the team's; each piece is a one-thread BLAS call
+    pm, pn = _pieces(g)
+    desc = _GemmDesc(fn=blas[1] if g.dtype == DType.float64 else blas[0], f64=int(g.dtype == DType.float64),
+                     int64=int(blas[2]), trans_a=int(g.trans_a), trans_b=int(g.trans_b), m=g.m, n=g.n, k=g.k,
+                     lda=g.lda, ldb=g.ldb, ldc=g.ldc, stride_a=g.stride_a, stride_b=g.stride_b, stride_c=g.stride_c,
+                     offset_a=g.offset_a, offset_b=g.offset_b, offset_c=g.offset_c, batch=g.batch, pieces_m=pm,
+                     pieces_n=pn, alpha=g.alpha, beta=g.beta)
+    entry = device.shim_entry("gc_gemm")
+    split = pm * pn > 1 or g.batch > 1
+    built: dict[tuple, tuple] = {}
+
+    def converted(ptrs: list) -> tuple:
+        key = tuple(ptrs)
+        got = built.get(key)
+        if got is None:
+            if len(built) > 64:
+                built.clear()
+            got = built[key] = ((ctypes.c_void_p * 4)(*ptrs, ctypes.addressof(desc)), desc)
+        return got
+
+    def threads_for(threads: int) -> int:
+        return threads if split else 1
+
+    def launch(grid: int, block: int, ptrs: list) -> None:
+        device.launches += 1
+        entry(converted(ptrs)[0], threads_for(device.threads))
+
+    def c_call(ptrs: list, threads: int) -> tuple:
+        got = converted(ptrs)
+        return ctypes.cast(entry, ctypes.c_void_p).value, got[0], threads_for(threads), got
+
+    launch.c_call = c_call
+    return launch
+
+
 def _gemm_launcher(g: Gemm, device: HostDevice):
-    """C = alpha * op(A) @ op(B) + beta * C as NumPy matmul into C's bytes (``out=`` when nothing scales; the
-    emulator's ``gemm_reference`` otherwise)."""
+    """C = alpha * op(A) @ op(B) + beta * C: float32 and float64 from C through the BLAS's cblas (``gc_gemm``);
+    other types as NumPy matmul into C's bytes (``out=`` when nothing scales; ``gemm_reference`` otherwise)."""
+    blas = cblas() if g.dtype in (DType.float32, DType.float64) else None
+    if blas is not None and g.m and g.n and g.batch:
+        return _c_gemm_launcher(g, device, blas)
     dt = g.dtype.np
     # NumPy's own product in the type itself, as the NumPy interpreter computes it (float16 included); the
     # types NumPy has no matmul loop for (bfloat16, the float8s) through float32

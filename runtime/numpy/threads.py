@@ -14,6 +14,10 @@ knows OpenBLAS, MKL, BLIS, FlexiBLAS and the OpenMP runtimes. A library loaded a
 set gets it when graphc next looks (``sync``: the CPU backend calls it after loading each kernel
 library, which is when libgomp arrives).
 
+Once the compiled CPU backend runs a matrix product (``single_threaded_blas``), the BLAS stays at one thread in
+this process: the backend cuts products into pieces its OpenMP team shares, each a one-thread BLAS call, so one
+pool of threads runs everything (OpenBLAS's own pool stalls beside any other runnable thread).
+
 Until the count is set it is the BLAS's own count (OpenBLAS starts with ``OPENBLAS_NUM_THREADS`` or
 ``OMP_NUM_THREADS``, else every CPU), or every CPU where NumPy carries no BLAS threadpoolctl knows;
 OpenMP is given the same number when the CPU backend loads it, so the two pools agree.
@@ -38,6 +42,9 @@ _lock = threading.RLock()
 _count: int | None = None  # set by set_num_threads / GRAPHC_NUM_THREADS; None: follow the BLAS
 _blas: list | None = None  # threadpoolctl's controllers of the BLAS libraries loaded (read for the default)
 _env_applied = False
+#: True once the compiled CPU backend runs its matrix products itself (split over its own OpenMP team, each
+#: piece a one-thread BLAS call): the BLAS is then kept at one thread, so that two pools never run at once.
+_blas_single = False
 
 
 def _check(n) -> int:
@@ -72,7 +79,7 @@ def set_num_threads(n: int) -> None:
     with _lock:
         _count = n
         controller = ThreadpoolController()  # a fresh look at the libraries loaded now
-        controller.limit(limits={api: n for api in APIS})  # a call, not a context: the limits stay
+        controller.limit(limits={api: _pool_count(api, n) for api in APIS})  # a call, not a context: they stay
         _blas = list(controller.select(user_api="blas").lib_controllers)
 
 
@@ -90,9 +97,33 @@ def sync() -> None:
         controller = ThreadpoolController()
         _blas = list(controller.select(user_api="blas").lib_controllers)
         n = get_num_threads()
-        for lib in controller.select(user_api=list(APIS)).lib_controllers:
-            if lib.num_threads != n:
-                lib.set_num_threads(n)
+        for api in APIS:
+            want = _pool_count(api, n)
+            for lib in controller.select(user_api=api).lib_controllers:
+                if lib.num_threads != want:
+                    lib.set_num_threads(want)
+
+
+def _pool_count(api: str, n: int) -> int:
+    return 1 if api == "blas" and _blas_single else n
+
+
+def single_threaded_blas() -> None:
+    """Keep the BLAS at one thread from now on in this process, graphc's count still driving OpenMP and the
+    chunk threads: called by the compiled CPU backend, whose matrix products split over its own OpenMP team
+    (each piece one BLAS call). One pool of threads, which sleeps between launches: two pools spinning against
+    each other, or OpenBLAS's own pool, stall whenever another process wants a core (#15's "under load")."""
+    global _blas_single, _blas, _count
+    with _lock:
+        if _blas_single:
+            return
+        before = get_num_threads()  # the BLAS's own count when none was set: graphc's count keeps it
+        _blas_single = True
+        if _count is None:
+            _count = before
+        controller = ThreadpoolController()
+        controller.limit(limits=1, user_api="blas")
+        _blas = list(controller.select(user_api="blas").lib_controllers)
 
 
 def apply_env() -> None:
@@ -115,4 +146,4 @@ def apply_env() -> None:
         _env_applied = True
 
 
-__all__ = ["APIS", "ENV_VAR", "apply_env", "get_num_threads", "set_num_threads", "sync"]
+__all__ = ["APIS", "ENV_VAR", "apply_env", "get_num_threads", "set_num_threads", "single_threaded_blas", "sync"]
