@@ -5,6 +5,10 @@
   ``MatMul(x, W)`` (which gains an Add of the shift).
 - ``Mul(BN(x), c)`` and ``Add(BN(x), c)`` with a per-channel constant ``c`` fold into the BN's scale and bias;
   ``Mul(Conv(..), c)`` and ``Add(Conv(..), c)`` fold into the Conv's weight and bias.
+- A BN left over (after a concatenation, say, as in a pre-activation block: BN -> Relu -> Conv) becomes
+  ``Add(Mul(x, a), shift)`` with per-channel constants: two elementwise ops that fuse with what follows (the
+  Relu), where the BN itself was a node of its own. Only for float32 and float64 inputs (a half type would
+  round between the two ops).
 Only when the BN parameters (and weights) are constants, the BN is in inference mode, and the inner node's
 output has no other reader (the rewrite engine checks the last).
 """
@@ -100,6 +104,28 @@ def _build_matmul_bn(ed: Editor, m: Match):
     return ed.op("Add", mm, ed.const(shift.astype(w.dtype), "shift"), name=bn.name)
 
 
+# ---- a BN left alone: an affine per channel ----------------------------------------------------------------
+def _build_bn_affine(ed: Editor, m: Match):
+    bn = m.root
+    x = bn.inputs[0]
+    ab = _bn_params(ed, bn)
+    t = x.type
+    shape = getattr(t, "shape", None)
+    if ab is None or shape is None or len(shape) < 2 or t.dtype.np not in (np.float32, np.float64) \
+            or sum(1 for v in bn.outputs if v is not None) != 1:
+        return None
+    out = next(v for v in bn.outputs if v is not None)
+    for reader, _ in ed.readers(out):  # a Mul or Add by a constant after it folds into the BN itself first
+        if reader.op_type in ("Mul", "Add") and any(v is not None and v is not out and v.data is not None
+                                                    for v in reader.inputs):
+            return None
+    a, shift = ab
+    per_channel = (-1,) + (1,) * (len(shape) - 2)
+    mul = ed.op("Mul", x, ed.const(a.astype(t.dtype.np).reshape(per_channel), f"{bn.name}_a"))
+    return ed.op("Add", mul, ed.const(shift.astype(t.dtype.np).reshape(per_channel), f"{bn.name}_shift"),
+                 name=bn.name)
+
+
 # ---- per-channel Mul/Add into BN or Conv -----------------------------------------------------------------
 def _build_affine_into_bn(ed: Editor, m: Match):
     op, bn = m.root.op_type, m.node("y")
@@ -168,6 +194,8 @@ def _affine_rules(op: str) -> list[Rule]:
 
 
 RULES += _affine_rules("Mul") + _affine_rules("Add")
+# last: a BN that no rule above folded (each is tried before it)
+RULES.append(Rule("batchnorm_to_affine", _build_bn_affine, P("BatchNormalization", P.any("x"), *_BN_PARAMS)))
 
 TABLE = rule_table(RULES)
 

@@ -35,14 +35,38 @@ def test_batchnorm_folds_into_conv(bias):
     assert ops(g) == ["Conv", "Relu"]
 
 
-def test_batchnorm_stays_when_the_conv_output_is_read_elsewhere():
+def test_batchnorm_not_folded_when_the_conv_output_is_read_elsewhere_becomes_a_fusable_affine():
+    """The conv keeps its weights (its output is read elsewhere); the BN becomes x * a + shift per channel."""
     g = Graph()
     x = g.add_input("x", f32(1, 3, 4, 4))
-    y = g.add_node("Conv", [x, _c(g, 4, 3, 1, 1)], name="conv").outputs[0]
+    w = _c(g, 4, 3, 1, 1)
+    y = g.add_node("Conv", [x, w], name="conv").outputs[0]
     z = _bn(g, y, 4)
     finish(g, z, y)
-    assert not check_pass(g, fold_batchnorm)
-    assert ops(g) == ["Conv", "BatchNormalization"]
+    assert check_pass(g, fold_batchnorm)  # (check_pass compares the outputs with the graph before the pass)
+    assert ops(g) == ["Conv", "Mul", "Add"]
+    assert g.nodes[0].inputs[1] is w
+
+
+def test_batchnorm_followed_by_a_constant_mul_folds_that_first():
+    g = Graph()
+    x = g.add_input("x", f32(2, 4, 3, 3))
+    z = g.add_node("Mul", [_bn(g, x, 4), _c(g, 4, 1, 1)], name="mul").outputs[0]
+    finish(g, z)
+    assert check_pass(g, fold_batchnorm)
+    assert ops(g) == ["Mul", "Add"]  # the Mul folded into the BN, which then became the affine
+
+
+def test_a_half_precision_batchnorm_stays():
+    from graphc.ir import DType, TensorType
+
+    g = Graph()
+    x = g.add_input("x", TensorType(DType.float16, (1, 4, 2, 2)))
+    params = [g.add_constant(np.ones(4, np.float16), f"p{i}") for i in range(4)]
+    z = g.add_node("BatchNormalization", [x] + params, name="bn").outputs[0]
+    finish(g, z)
+    assert not fold_batchnorm(g)
+    assert ops(g) == ["BatchNormalization"]
 
 
 def test_batchnorm_with_parameters_fed_at_run_time_stays():
@@ -79,7 +103,7 @@ def test_per_channel_mul_and_add_fold_into_batchnorm_and_conv():
     z = g.add_node("Mul", [y, _c(g, 5, 1, 1)], name="mul2").outputs[0]
     finish(g, z)
     assert check_pass(g, fold_batchnorm)
-    assert ops(g) == ["BatchNormalization", "Conv"]
+    assert ops(g) == ["Mul", "Add", "Conv"]  # Mul and Add folded into the BN, the BN then became one affine
 
 
 def test_mul_that_varies_along_a_spatial_axis_stays():

@@ -17,7 +17,7 @@ from graphc.runtime import get_backend
 
 #: Node counts (imported -> simplified) of the shipped models; a change here is a change in what simplify does.
 NODE_COUNTS = {
-    "bvlc_alexnet": (40, 22), "densenet121": (1746, 367), "inception_v1": (237, 142), "inception_v2": (916, 164),
+    "bvlc_alexnet": (40, 22), "densenet121": (1746, 429), "inception_v1": (237, 142), "inception_v2": (916, 164),
     "resnet50": (415, 123), "shufflenet": (446, 154), "squeezenet": (105, 65), "vgg19": (82, 44),
     "zfnet512": (38, 22),
 }
@@ -37,8 +37,9 @@ def test_light_model_node_counts(name):
     assert report.nodes_before == n0 and report.nodes_after == len(graph.nodes)
     hist = graph.op_histogram()
     assert "ConstantOfShape" not in hist and "Dropout" not in hist
-    if name != "densenet121":  # densenet's BNs after a Concat have no producer to fold into
-        assert "BatchNormalization" not in hist
+    # every BN folds into its producer, or (densenet's after a Concat) becomes a per-channel Mul and Add, which
+    # fuse with the Relu after them (62 such in densenet121: 367 -> 429 nodes)
+    assert "BatchNormalization" not in hist
 
 
 @pytest.mark.parametrize("name", NAMES)
