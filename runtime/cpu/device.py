@@ -67,6 +67,7 @@ extern "C" void gc_run_list(gc_launcher* fns, void*** args, const int* threads, 
 // OpenMP team takes one at a time (dynamic: a thread the OS delays leaves its pieces to the others)
 struct gc_gemm_desc {
     void* fn;  // cblas_sgemm or cblas_dgemm of the BLAS NumPy loaded
+    void* gemv;  // cblas_sgemv or cblas_dgemv: a product with one row or one column is a matrix-vector one
     int f64, int64, trans_a, trans_b;  // double elements; 64-bit BLAS integers
     long long m, n, k, lda, ldb, ldc, stride_a, stride_b, stride_c, offset_a, offset_b, offset_c, batch;
     long long pieces_m, pieces_n;  // C split into pieces_m x pieces_n blocks per batch item
@@ -74,6 +75,23 @@ struct gc_gemm_desc {
 };
 template <class T, class I>
 static void gc_gemm_call(const gc_gemm_desc& d, const T* a, const T* b, T* c, long long m, long long n) {
+    typedef void (*gemv_t)(int, int, I, I, T, const T*, I, const T*, I, T, T*, I);
+    if (m == 1) {  // c (1 x n) = op(B)^T a, a read along its row (a column of A stored transposed)
+        const I inc_a = d.trans_a ? (I)d.lda : 1;
+        if (d.trans_b)  // B stored n x k: c = B a
+            ((gemv_t)d.gemv)(101, 111, (I)n, (I)d.k, (T)d.alpha, b, (I)d.ldb, a, inc_a, (T)d.beta, c, 1);
+        else  // B stored k x n: c = B^T a
+            ((gemv_t)d.gemv)(101, 112, (I)d.k, (I)n, (T)d.alpha, b, (I)d.ldb, a, inc_a, (T)d.beta, c, 1);
+        return;
+    }
+    if (n == 1) {  // c (m x 1, stride ldc) = op(A) b
+        const I inc_b = d.trans_b ? 1 : (I)d.ldb;
+        if (d.trans_a)  // A stored k x m: c = A^T b
+            ((gemv_t)d.gemv)(101, 112, (I)d.k, (I)m, (T)d.alpha, a, (I)d.lda, b, inc_b, (T)d.beta, c, (I)d.ldc);
+        else
+            ((gemv_t)d.gemv)(101, 111, (I)m, (I)d.k, (T)d.alpha, a, (I)d.lda, b, inc_b, (T)d.beta, c, (I)d.ldc);
+        return;
+    }
     typedef void (*fn_t)(int, int, int, I, I, I, T, const T*, I, const T*, I, T, T*, I);
     ((fn_t)d.fn)(101, d.trans_a ? 112 : 111, d.trans_b ? 112 : 111, (I)m, (I)n, (I)d.k, (T)d.alpha, a, (I)d.lda,
                  b, (I)d.ldb, (T)d.beta, c, (I)d.ldc);  // CblasRowMajor, CblasNoTrans / CblasTrans
@@ -377,16 +395,16 @@ def _host_call_launcher(call: HostCall, device: HostDevice):
 class _GemmDesc(ctypes.Structure):
     """``gc_gemm_desc`` of the shim: one GEMM step, everything but its three pointers."""
 
-    _fields_ = ([("fn", ctypes.c_void_p)] + [(f, ctypes.c_int) for f in ("f64", "int64", "trans_a", "trans_b")]
+    _fields_ = ([("fn", ctypes.c_void_p), ("gemv", ctypes.c_void_p)] + [(f, ctypes.c_int) for f in ("f64", "int64", "trans_a", "trans_b")]
                 + [(f, ctypes.c_longlong) for f in ("m", "n", "k", "lda", "ldb", "ldc", "stride_a", "stride_b",
                                                     "stride_c", "offset_a", "offset_b", "offset_c", "batch",
                                                     "pieces_m", "pieces_n")]
                 + [("alpha", ctypes.c_double), ("beta", ctypes.c_double)])
 
 
-#: cblas entry points of the BLAS NumPy carries, by naming (NumPy's wheels: scipy-openblas, 64-bit integers).
-_CBLAS_NAMES = (("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", True), ("cblas_sgemm64_", "cblas_dgemm64_", True),
-                ("scipy_cblas_sgemm", "scipy_cblas_dgemm", False), ("cblas_sgemm", "cblas_dgemm", False))
+#: cblas entry points of the BLAS NumPy carries, by naming (NumPy's wheels: scipy-openblas, 64-bit integers):
+#: (prefix, suffix, 64-bit integers), for sgemm, dgemm, sgemv and dgemv.
+_CBLAS_NAMES = (("scipy_cblas_", "64_", True), ("cblas_", "64_", True), ("scipy_cblas_", "", False), ("cblas_", "", False))
 #: A GEMM of fewer multiply-adds than this runs in one call on the launching thread.
 GEMM_SPLIT_MIN = 1 << 18
 #: Pieces a larger GEMM's output is cut into (per batch item; the team takes them one at a time).
@@ -394,8 +412,9 @@ GEMM_PIECES = 8
 
 
 @functools.lru_cache(maxsize=1)
-def cblas() -> tuple[int, int, bool] | None:
-    """(sgemm, dgemm, 64-bit integers) of the BLAS NumPy loaded, as addresses; None when none is found."""
+def cblas() -> tuple[dict[str, int], bool] | None:
+    """({"sgemm", "dgemm", "sgemv", "dgemv": address}, 64-bit integers) of the BLAS NumPy loaded; None when
+    none is found."""
     import numpy  # noqa: F401  (loads its BLAS)
     from threadpoolctl import ThreadpoolController
 
@@ -404,10 +423,10 @@ def cblas() -> tuple[int, int, bool] | None:
             handle = ctypes.CDLL(lib.filepath)
         except OSError:
             continue
-        for s_name, d_name, wide in _CBLAS_NAMES:
-            if hasattr(handle, s_name) and hasattr(handle, d_name):
-                return (ctypes.cast(getattr(handle, s_name), ctypes.c_void_p).value,
-                        ctypes.cast(getattr(handle, d_name), ctypes.c_void_p).value, wide)
+        for prefix, suffix, wide in _CBLAS_NAMES:
+            names = {f: f"{prefix}{f}{suffix}" for f in ("sgemm", "dgemm", "sgemv", "dgemv")}
+            if all(hasattr(handle, n) for n in names.values()):
+                return {f: ctypes.cast(getattr(handle, n), ctypes.c_void_p).value for f, n in names.items()}, wide
     return None
 
 
@@ -422,14 +441,15 @@ def _pieces(g: Gemm) -> tuple[int, int]:
     return max(1, min(need, g.m // 16)), 1
 
 
-def _c_gemm_launcher(g: Gemm, device: HostDevice, blas: tuple[int, int, bool]):
+def _c_gemm_launcher(g: Gemm, device: HostDevice, blas: tuple[dict[str, int], bool]):
     """A GEMM step run from C (``gc_gemm``): no Python per call, batchable with the kernel launches."""
     from ..numpy import threads as thread_count
 
     thread_count.single_threaded_blas()  # one pool: the team's; each piece is a one-thread BLAS call
     pm, pn = _pieces(g)
-    desc = _GemmDesc(fn=blas[1] if g.dtype == DType.float64 else blas[0], f64=int(g.dtype == DType.float64),
-                     int64=int(blas[2]), trans_a=int(g.trans_a), trans_b=int(g.trans_b), m=g.m, n=g.n, k=g.k,
+    f64 = g.dtype == DType.float64
+    desc = _GemmDesc(fn=blas[0]["dgemm" if f64 else "sgemm"], gemv=blas[0]["dgemv" if f64 else "sgemv"],
+                     f64=int(f64), int64=int(blas[1]), trans_a=int(g.trans_a), trans_b=int(g.trans_b), m=g.m, n=g.n, k=g.k,
                      lda=g.lda, ldb=g.ldb, ldc=g.ldc, stride_a=g.stride_a, stride_b=g.stride_b, stride_c=g.stride_c,
                      offset_a=g.offset_a, offset_b=g.offset_b, offset_c=g.offset_c, batch=g.batch, pieces_m=pm,
                      pieces_n=pn, alpha=g.alpha, beta=g.beta)

@@ -1,5 +1,5 @@
-"""The CPU backend's GEMM steps from C (``gc_gemm``: the BLAS's cblas, single-threaded, on pieces of C that the
-OpenMP team shares) equal ``libcall.gemm_reference`` for every layout a lowering makes: transposes, batches
+"""The CPU backend's GEMM steps from C (``gc_gemm``: the BLAS's cblas gemm, or gemv for one row or column,
+single-threaded, on pieces of C that the OpenMP team shares) equal ``libcall.gemm_reference`` for every layout a lowering makes: transposes, batches
 (strided and broadcast), offsets, row strides wider than the matrix, alpha and beta, float32 and float64, at one
 and at several threads, split into pieces or not."""
 from __future__ import annotations
@@ -23,7 +23,12 @@ LAYOUTS = [  # (m, n, k, batch, trans_a, trans_b, extra row stride, broadcast B 
     (64, 300, 40, 1, False, True, 0, False),   # big enough to be split (pieces along n)
     (300, 20, 50, 1, True, False, 3, False),   # pieces along m, A transposed, padded rows
     (33, 65, 17, 3, True, True, 1, True),      # a batch, B broadcast (stride 0)
-    (1, 1000, 64, 2, False, False, 0, False),
+    (1, 1000, 64, 2, False, False, 0, False),  # one row: matrix-vector products (gemv)
+    (1, 300, 64, 1, False, True, 2, False),
+    (1, 50, 30, 2, True, False, 3, False),      # the row of A read with a stride (A stored transposed)
+    (40, 1, 70, 1, False, False, 2, False),     # one column: B's column read with a stride, C's written so
+    (40, 1, 70, 2, True, True, 1, True),
+    (1, 1, 9, 1, False, False, 0, False),
 ]
 
 

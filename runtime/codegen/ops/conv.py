@@ -25,10 +25,11 @@ import numpy as np
 from graphc.ir import DType, Node, TensorType, Value
 from graphc.ops.conv import convtranspose_pads, geometry
 
+from ..dialect import current
 from ..kernel import CodegenUnsupported, cctype, dtype_of, index_type, literal, load_expr, numel, shape_of, store_expr
 from ..libcall import Gemm
 from ..lowering import LowerContext, Step, register_lowering
-from ..steps import decode, float_type, loop_step, spatial_offset
+from ..steps import ROW_MIN, decode, float_type, loop_step, spatial_offset
 
 #: Most bytes of im2col/col2im columns made at once; a larger batch is processed in chunks (one item at least).
 WORKSPACE_LIMIT = 128 << 20
@@ -126,6 +127,8 @@ def _im2col(ctx, node, x, col, dt, n0, nb, C, spatial, kernel, outs, strides, di
     total = nb * C * numel(kernel) * numel(outs)
     it = index_type(max(total, (n0 + nb) * C * S))
     dims = [("b", nb), ("c", C)] + [(f"k{d}", kernel[d]) for d in range(nd)] + [(f"o{d}", outs[d]) for d in range(nd)]
+    if current().row_loops and outs[-1] >= ROW_MIN:
+        return _im2col_rows(ctx, node, x, col, dt, n0, nb, C, spatial, kernel, outs, strides, dils, pb, dims, it)
     body = decode("i", dims, it)
     win, inside = _window_lines(outs, strides, dils, pb, spatial, it)
     body += win
@@ -134,6 +137,39 @@ def _im2col(ctx, node, x, col, dt, n0, nb, C, spatial, kernel, outs, strides, di
     what = f"items {n0}..{n0 + nb - 1}" if (n0, nb) != (0, shape_of(x)[0]) else "the whole batch"
     return loop_step(ctx, node, "im2col", [("x", x, dt)], [("col", col, dt)], total, body,
                      f"im2col columns col[b][c, k{list(kernel)}][o{list(outs)}] of {what} (0 in the padding)", it)
+
+
+def _im2col_rows(ctx, node, x, col, dt, n0, nb, C, spatial, kernel, outs, strides, dils, pb, dims, it) -> Step:
+    """im2col in the C dialect, a row of columns at a time (one output row of one tap): the row's places inside
+    the image are a range, found once, so the copy between its zero ends has no test per element (and, at
+    stride 1, is a contiguous copy the compiler vectorizes)."""
+    nd, S, L = len(kernel), numel(spatial), outs[-1]
+    W, st, dl, p = spatial[-1], strides[-1], dils[-1], pb[-1]
+    zero = store_expr(literal(0, dt), dt)
+    rows = nb * C * numel(kernel) * numel(outs[:-1])
+    body = [f"        const {it} r = i;"] + decode("r", dims[:-1], it)
+    win, inside = _window_lines(outs[:-1], strides[:-1], dils[:-1], pb[:-1], spatial[:-1], it)
+    body += win
+    body.append(f"        auto* dst = col + ({it})r * {L};")
+    outer = (f"        if (!({inside})) {{ for (int j = 0; j < {L}; ++j) dst[j] = {zero}; continue; }}" if inside
+             else None)
+    if outer:
+        body.append(outer)
+    row = spatial_offset([f"s{d}" for d in range(nd - 1)] + ["0"], spatial)
+    body += [f"        const auto* src = x + ({n0 if n0 else ''}{' + ' if n0 else ''}b) * {C * S} + c * {S} + {row};",
+             f"        const int sh = k{nd - 1} * {dl} - {p};  // place j reads src[j * {st} + sh]",
+             f"        int j0 = sh >= 0 ? 0 : (-sh + {st - 1}) / {st};",
+             f"        int j1 = sh > {W - 1} ? 0 : ({W - 1} - sh) / {st} + 1;",
+             f"        if (j0 > {L}) j0 = {L};",
+             f"        if (j1 > {L}) j1 = {L};",
+             "        if (j1 < j0) j1 = j0;",
+             f"        for (int j = 0; j < j0; ++j) dst[j] = {zero};",
+             f"        for (int j = j0; j < j1; ++j) dst[j] = src[j * {st} + sh];  // copied as stored",
+             f"        for (int j = j1; j < {L}; ++j) dst[j] = {zero};"]
+    what = f"items {n0}..{n0 + nb - 1}" if (n0, nb) != (0, shape_of(x)[0]) else "the whole batch"
+    return loop_step(ctx, node, "im2col", [("x", x, dt)], [("col", col, dt)], rows, body,
+                     f"im2col columns col[b][c, k{list(kernel)}][o{list(outs)}] of {what} (0 in the padding), by "
+                     f"rows of {L}", it)
 
 
 def _depthwise(ctx, node, x, w, b, y, dt, spatial, kernel, outs, strides, dils, pb) -> Step:
