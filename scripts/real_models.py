@@ -453,19 +453,21 @@ def ort_session(path: str):
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 
-def graphc_outputs(path: str, feeds: dict) -> tuple[list, list, Callable]:
-    """(outputs of gc.compile -O2 + gc.prepare, outputs through the ONNX backend API, the -O2 run)."""
+def graphc_outputs(path: str, feeds: dict, backend_name: str = "numpy") -> tuple[list, list, Callable]:
+    """(outputs of gc.compile -O2 + gc.prepare on ``backend_name``, outputs through the ONNX backend API, the -O2
+    run)."""
     import graphc as gc
     from graphc.frontends.onnx import backend
 
-    exe = gc.prepare(gc.compile(gc.import_onnx(path), level=2))
+    exe = gc.prepare(gc.compile(gc.import_onnx(path), level=2), backend=backend_name)
     o2 = exe.run(dict(feeds))
     api = list(backend.prepare(onnx.load(path)).run(dict(feeds)))
     return o2, api, lambda: exe.run(dict(feeds))
 
 
-def compare(spec: Spec, cache: str | None = None, repeat: int = 0) -> Result:
-    """Run ``spec``'s model through onnxruntime and graphc; ``repeat`` > 0 also times both (1 thread)."""
+def compare(spec: Spec, cache: str | None = None, repeat: int = 0, backend: str = "numpy") -> Result:
+    """Run ``spec``'s model through onnxruntime and graphc (on ``backend``); ``repeat`` > 0 also times both
+    (1 thread)."""
     import graphc as gc
 
     path = model_path(spec.name, cache)
@@ -481,7 +483,7 @@ def compare(spec: Spec, cache: str | None = None, repeat: int = 0) -> Result:
     threads = gc.get_num_threads()
     gc.set_num_threads(1)
     try:
-        o2, api, run_o2 = graphc_outputs(path, feeds)
+        o2, api, run_o2 = graphc_outputs(path, feeds, backend)
         res.err_o2 = relative_error(o2, want)
         res.err_backend = relative_error(api, want)
         if repeat:
@@ -566,6 +568,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=7, help="timed runs of each (0: no timing)")
     ap.add_argument("--write-doc", action="store_true", help=f"put the table in {os.path.relpath(DOC, ROOT)}")
     ap.add_argument("--list", action="store_true", help="list the models and exit")
+    ap.add_argument("--backend", default="numpy", choices=("numpy", "cpu"),
+                    help="graphc's backend for the -O2 run and its timing (default: numpy)")
     args = ap.parse_args(argv)
     if args.list:
         for s in SPECS:
@@ -586,7 +590,7 @@ def main(argv=None) -> int:
         if not os.path.exists(model_path(spec.name, cache)):
             absent.append(spec.name)
             continue
-        r = compare(spec, cache, args.repeat)
+        r = compare(spec, cache, args.repeat, args.backend)
         print(f"{spec.name}: err -O2 {_fmt_err(r.err_o2)}, backend {_fmt_err(r.err_backend)}, graphc "
               f"{_fmt_ms(r.graphc_ms)} ms, ort {_fmt_ms(r.ort_ms)} ms {r.error}", file=sys.stderr, flush=True)
         results.append(r)

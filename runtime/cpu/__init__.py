@@ -55,8 +55,6 @@ class CpuBackend:
         from graphc.ir import TensorType
         from graphc.plan import Plan
 
-        from ..cuda.executor import CudaExecutable
-
         if device is None and state is None and not available():
             return _fallback(graph, "no C++ compiler (g++, clang++ or $GRAPHC_CXX) was found", memory_limit)
         plan = graph if isinstance(graph, Plan) else compile_graph(graph)
@@ -68,12 +66,57 @@ class CpuBackend:
         if device is None:
             device = state.device if state is not None else default_host_device()
         try:
-            return CudaExecutable(graph, device=device, debug=debug if check_memory is None else
-                                  (debug or check_memory), state=state, variables=variables, assigns=assigns)
+            return _cpu_executable()(graph, device=device, debug=debug if check_memory is None else
+                                     (debug or check_memory), state=state, variables=variables, assigns=assigns)
         except GraphcError as e:
             if state is not None:
                 raise
             return _fallback(graph, str(e).splitlines()[0], memory_limit)
+
+
+_CPU_EXECUTABLE = None
+
+
+def _cpu_executable():
+    """CudaExecutable on the host, with a per-binding fallback: a binding of the plan's symbolic dims whose
+    kernels cannot be generated (a size that depends on the data even once the inputs are bound, a control-flow
+    op whose branches differ in shape) runs on the NumPy interpreter instead, with one warning naming why."""
+    global _CPU_EXECUTABLE
+    if _CPU_EXECUTABLE is None:
+        from ..cuda.executor import CudaExecutable
+
+        class CpuExecutable(CudaExecutable):
+            def prepared(self, bindings=None):
+                try:
+                    return super().prepared(bindings)
+                except GraphcError as e:
+                    if self.resident["state"] is not None:  # variables live in the arena: nothing to fall back to
+                        raise
+                    key = tuple(sorted((bindings or {}).items())) if self.plan.symbols else ()
+                    self._prepared[key] = _InterpretedBinding(self.plan, key, str(e).splitlines()[0])
+                    return self._prepared[key]
+
+        _CPU_EXECUTABLE = CpuExecutable
+    return _CPU_EXECUTABLE
+
+
+class _InterpretedBinding:
+    """One binding of a plan run by the NumPy interpreter (``prepared``'s stand-in: ``graph`` and ``run``)."""
+
+    def __init__(self, plan, key: tuple, why: str):
+        from graphc.compiler import bind
+
+        from ..numpy import NumpyBackend
+
+        bound = bind(plan, dict(key)) if key else plan
+        self.graph = bound.graph
+        self.exe = NumpyBackend.prepare(bound)
+        where = f" (inputs bound as {dict(key)})" if key else ""
+        warnings.warn(f"the CPU backend runs this graph on the NumPy interpreter{where}: {why}", GraphcWarning,
+                      stacklevel=5)
+
+    def run(self, checked: dict) -> list:
+        return self.exe.run({v.name: x for v, x in checked.items()})
 
 
 def _fallback(graph, why: str, memory_limit):

@@ -200,3 +200,25 @@ def test_a_concat_input_after_an_unmapped_page_is_read_in_bounds(tmp_path):
     r = subprocess.run([sys.executable, "-c", GUARDED_CONCAT, str(tmp_path)], capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0 and "ok" in r.stdout, f"exit status {r.returncode}\n{r.stderr[-2000:]}"
+
+
+def test_a_binding_without_static_shapes_runs_on_the_interpreter_with_one_warning():
+    """A size that depends on the data even once the inputs are bound (NonZero's count) cannot be generated:
+    that binding of the plan runs on the NumPy interpreter, with a warning naming why, and gives its results."""
+    from onnx import TensorProto as TP
+    from onnx import helper as oh
+
+    nodes = [oh.make_node("NonZero", ["x"], ["nz"]), oh.make_node("Relu", ["x"], ["r"])]
+    g = oh.make_graph(nodes, "dyn", [oh.make_tensor_value_info("x", TP.FLOAT, ["N", 4])],
+                      [oh.make_tensor_value_info("nz", TP.INT64, None), oh.make_tensor_value_info("r", TP.FLOAT, None)])
+    graph = gc.import_onnx(oh.make_model(g, opset_imports=[oh.make_opsetid("", 18)]))
+    x = np.array([[0, 1, -2, 0], [3, 0, 0, 4], [0, 0, 5, 0]], np.float32)
+    exe = gc.prepare(graph, backend="cpu")
+    with pytest.warns(GraphcWarning, match=r"NumPy interpreter \(inputs bound as \{'N': 3\}\)"):
+        nz, r = exe.run({"x": x})
+    np.testing.assert_array_equal(nz, np.array(np.nonzero(x)))
+    np.testing.assert_array_equal(r, np.maximum(x, 0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        nz, r = exe.run({"x": x})  # the binding is kept: no second warning, same results
+    np.testing.assert_array_equal(nz, np.array(np.nonzero(x)))
