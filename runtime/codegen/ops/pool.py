@@ -56,6 +56,13 @@ def _tap_loops(kernel, outs, strides, dils, pb, it, ind="        ") -> tuple[lis
     return lines, ind
 
 
+def _inside(spatial, kernel, outs, strides, dils, pb) -> str:
+    """The condition that tap ``s<d>`` lies in the image, for the dims where some window reaches out of it (no
+    padding there, and the last window's last tap inside); "" when no window does."""
+    return " && ".join(f"s{d} >= 0 && s{d} < {spatial[d]}" for d in range(len(kernel))
+                       if pb[d] > 0 or (outs[d] - 1) * strides[d] + (kernel[d] - 1) * dils[d] - pb[d] >= spatial[d])
+
+
 def _close(lines: list[str], nd: int, ind: str) -> None:
     for _ in range(nd):
         ind = ind[:-4]
@@ -85,9 +92,12 @@ def lower_maxpool(node: Node, ctx: LowerContext) -> list[Step]:
         body += ["        long long arg = 0;", "        bool first = true;"]
     loops, ind = _tap_loops(kernel, outs, strides, dils, pb, it)
     body += loops
-    inside = " && ".join(f"s{d} >= 0 && s{d} < {spatial[d]}" for d in range(nd))
+    inside = _inside(spatial, kernel, outs, strides, dils, pb)
     at = _offset([f"s{d}" for d in range(nd)], _row_major(spatial))
-    body.append(f"{ind}const {c} v = ({inside}) ? {load_expr(f'x[base + {at}]', dt)} : {lowest(compute_dtype(dt))};")
+    if inside:
+        body.append(f"{ind}const {c} v = ({inside}) ? {load_expr(f'x[base + {at}]', dt)} : {lowest(compute_dtype(dt))};")
+    else:  # every tap of every window lies in the image: a plain load (a loop the C compiler vectorizes)
+        body.append(f"{ind}const {c} v = {load_expr(f'x[base + {at}]', dt)};")
     if idx is not None:  # the first tap holding the maximum wins; its flat index in the unpadded input
         flat = _offset([f"(long long)s{d}" for d in range(nd)], steps)
         body += [f"{ind}if (first || v > acc) {{ acc = v; arg = (long long)base + {flat}; }}", f"{ind}first = false;"]
