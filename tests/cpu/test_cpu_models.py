@@ -106,7 +106,15 @@ def _mingpt(steps):
     return g, t, [dict(zip((t["idx"], t["targets"]), mingpt.get_batch(data, 16, 4, rng))) for _ in range(steps)]
 
 
-@pytest.mark.parametrize("make", [_mlp, _lenet, _mingpt], ids=["mlp_digits", "lenet_digits", "mingpt"])
+def _mamba(steps):
+    from graphc.models import mamba
+
+    g, t = mamba.build(d_model=16, steps=steps, seed=0)
+    rng = np.random.default_rng(0)
+    return g, t, [dict(zip((t["idx"], t["targets"]), mamba.copying_batch(8, rng))) for _ in range(steps)]
+
+
+@pytest.mark.parametrize("make", [_mlp, _lenet, _mingpt, _mamba], ids=["mlp_digits", "lenet_digits", "mingpt", "mamba"])
 def test_models_train_like_numpy_on_the_cpu_backend(make):
     ref, ref_sess = _train(make, 20, "numpy")
     got, sess = _train(make, 20, "cpu")
