@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+
 from graphc.ir import DType, Node, Value
 
 from .dialect import current, grid_stride_loop
@@ -94,6 +96,15 @@ def float_type(node: Node, v: Value, allowed=GEMM_DTYPES) -> DType:
     return dt
 
 
+def constant_input(node: Node, i: int, what: str) -> np.ndarray:
+    """Input ``i`` of ``node`` (its ``what``, for the message) as a flat array: it must be a constant."""
+    v = node.inputs[i] if i < len(node.inputs) else None
+    if v is None or v.data is None:
+        raise CodegenUnsupported(node, f"its {what} (input {i}{', ' + repr(v.name) if v is not None else ''}) is "
+                                       f"computed at run time; generated kernels need it constant")
+    return np.asarray(v.data).reshape(-1)
+
+
 def spatial_offset(coords: list[str], shape: list[int]) -> str:
     """Row-major linear offset of per-dim C expressions in ``shape``."""
     terms, stride = [], 1
@@ -134,4 +145,4 @@ def copy_step(ctx: LowerContext, node: Node, src: Value, dst: Value, what: str =
     return Step(kernel, [src, dst], node, view_of=(src, dst))
 
 
-__all__ = ['FLOAT_TYPES', 'ROW_MIN', 'copy_step', 'decode', 'float_type', 'kernel_from', 'loop_step', 'spatial_offset']
+__all__ = ['FLOAT_TYPES', 'ROW_MIN', 'constant_input', 'copy_step', 'decode', 'float_type', 'kernel_from', 'loop_step', 'spatial_offset']

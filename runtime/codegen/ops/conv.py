@@ -20,8 +20,6 @@ constant; the static output shape gives image_shape). Any number of spatial dims
 """
 from __future__ import annotations
 
-import numpy as np
-
 from graphc.ir import DType, Node, TensorType, Value
 from graphc.ops.conv import convtranspose_pads, geometry
 
@@ -29,7 +27,7 @@ from ..dialect import current
 from ..kernel import CodegenUnsupported, cctype, dtype_of, index_type, literal, load_expr, numel, shape_of, store_expr
 from ..libcall import Gemm
 from ..lowering import LowerContext, Step, register_lowering
-from ..steps import ROW_MIN, decode, float_type, loop_step, spatial_offset
+from ..steps import ROW_MIN, constant_input, decode, float_type, loop_step, spatial_offset
 
 #: Most bytes of im2col/col2im columns made at once; a larger batch is processed in chunks (one item at least).
 WORKSPACE_LIMIT = 128 << 20
@@ -281,13 +279,6 @@ register_lowering("Conv", lower_conv, split=split_conv)
 
 register_lowering("ConvTranspose", lower_conv_transpose)
 
-# ---- optimizers ---------------------------------------------------------------------------------
-def _const(node: Node, i: int, what: str) -> np.ndarray:
-    v = node.inputs[i] if i < len(node.inputs) else None
-    if v is None or v.data is None:
-        raise CodegenUnsupported(node, f"its {what} (input {i}{', ' + repr(v.name) if v is not None else ''}) is "
-                                       f"computed at run time; the CUDA backend needs it constant")
-    return np.asarray(v.data).reshape(-1)
 
 
 def _col2im_op(node: Node, ctx: LowerContext) -> list[Step]:
@@ -296,7 +287,7 @@ def _col2im_op(node: Node, ctx: LowerContext) -> list[Step]:
     dt = float_type(node, y)
     xs, ys = shape_of(x), shape_of(y)
     image = list(ys[2:])  # the static output shape fixes image_shape; block_shape must be known
-    block = [int(v) for v in _const(node, 2, "block_shape")]
+    block = [int(v) for v in constant_input(node, 2, "block_shape")]
     nd = len(image)
     if len(block) != nd:
         raise CodegenUnsupported(node, f"block_shape {block} has {len(block)} dims, the image {nd}")

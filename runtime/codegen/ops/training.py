@@ -8,8 +8,6 @@
 """
 from __future__ import annotations
 
-import numpy as np
-
 from graphc.ir import DType, Node
 
 from ..kernel import (
@@ -30,12 +28,6 @@ from ..steps import copy_step, float_type, loop_step
 TRAINING = "ai.onnx.preview.training"
 
 # ---- optimizers ---------------------------------------------------------------------------------
-def _const(node: Node, i: int, what: str) -> np.ndarray:
-    v = node.inputs[i] if i < len(node.inputs) else None
-    if v is None or v.data is None:
-        raise CodegenUnsupported(node, f"its {what} (input {i}{', ' + repr(v.name) if v is not None else ''}) is "
-                                       f"computed at run time; the CUDA backend needs it constant")
-    return np.asarray(v.data).reshape(-1)
 
 
 def _optimizer(groups: int, update):
