@@ -10,8 +10,8 @@ under a small header (``SHIM``): a "block" is one thread (``blockIdx`` is the Op
 reductions run unchanged. A launch calls the kernel once in each thread of an OpenMP team, one thread for
 small work. Matrix products (the lowering's GEMM calls) run from C too (``gc_gemm``): the cblas of the BLAS NumPy
 carries, single-threaded, on pieces of the output that the OpenMP team takes one at a time, so that one pool of
-threads (which sleeps between launches) runs everything and a thread the OS delays leaves its pieces to the
-others; float16 and the other types go through NumPy.
+threads (which spins briefly, then sleeps between launches) runs everything and a thread the OS delays leaves
+its pieces to the others; float16 and the other types go through NumPy.
 
 Memory is host memory: a pointer is an address inside a NumPy array (64-byte aligned, left uninitialised).
 """

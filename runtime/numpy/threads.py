@@ -111,8 +111,9 @@ def _pool_count(api: str, n: int) -> int:
 def single_threaded_blas() -> None:
     """Keep the BLAS at one thread from now on in this process, graphc's count still driving OpenMP and the
     chunk threads: called by the compiled CPU backend, whose matrix products split over its own OpenMP team
-    (each piece one BLAS call). One pool of threads, which sleeps between launches: two pools spinning against
-    each other, or OpenBLAS's own pool, stall whenever another process wants a core (#15's "under load")."""
+    (each piece one BLAS call). One pool of threads, which spins briefly and then sleeps between launches: two
+    pools spinning against each other, or OpenBLAS's own pool, stall whenever another process wants a core
+    (#15's "under load")."""
     global _blas_single, _blas, _count
     with _lock:
         if _blas_single:
