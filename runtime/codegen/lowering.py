@@ -35,9 +35,10 @@ PART_2_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose", "MaxPool", "AveragePool
 
 
 class MissingKernelError(GraphcError):
-    """Ops of a graph that the CUDA backend has no kernel for; ``missing`` maps op type -> [(node, why)]."""
+    """Ops of a graph that a generated-kernel backend has no kernel for; ``missing`` maps op type ->
+    [(node, why)]; ``backend`` names the backend in the message ("CUDA" or "compiled CPU")."""
 
-    def __init__(self, missing: dict[str, list[tuple[str, str]]], graph_name: str = ""):
+    def __init__(self, missing: dict[str, list[tuple[str, str]]], graph_name: str = "", backend: str = "CUDA"):
         self.missing = missing
         lines = []
         for op in sorted(missing):
@@ -51,7 +52,7 @@ class MissingKernelError(GraphcError):
                 f"until then run this model with backend='numpy'." if later else
                 "\nRun this model with backend='numpy', or tell us which op you need.")
         where = f"graph '{graph_name}'" if graph_name else "the graph"
-        super().__init__(f"{where} uses {len(missing)} op(s) the CUDA backend has no kernel for yet:\n"
+        super().__init__(f"{where} uses {len(missing)} op(s) the {backend} backend has no kernel for yet:\n"
                          + "\n".join(lines) + tail)
 
 
@@ -245,7 +246,7 @@ def _generate(group: KernelGroup, props: DeviceProps) -> Kernel:
     ops = [n.op_type for n in group.nodes]
     for n in group.nodes:
         if n.domain:
-            raise CodegenUnsupported(n, f"no CUDA kernel for ops of domain '{n.domain}'")
+            raise CodegenUnsupported(n, f"no generated kernel for ops of domain '{n.domain}'")
     last = ops[-1]
     if len(ops) == 1 and last in ROW_OPS:
         return generate_row_op(group, props)
@@ -254,7 +255,7 @@ def _generate(group: KernelGroup, props: DeviceProps) -> Kernel:
     unknown = [n for n in group.nodes if n.op_type not in ELEMENTWISE_OPS | INJECTIVE_OPS]
     if unknown:
         n = unknown[0]
-        why = "no CUDA kernel yet" if n.op_type not in SUPPORTED_OPS else \
+        why = "no generated kernel yet" if n.op_type not in SUPPORTED_OPS else \
             f"{n.op_type} is generated only as a group's last op"
         raise CodegenUnsupported(n, why)
     return generate_loop(group, props)
@@ -326,7 +327,7 @@ def _lower(graph: Graph, props: DeviceProps, tf32: bool, inplace: dict[str, str]
                 into.append(st)
             return
         if node.op_type not in SUPPORTED_OPS or node.domain:
-            unsupported(key, node, "no CUDA kernel yet", into, rename)
+            unsupported(key, node, "no generated kernel yet", into, rename)
             return
         try:
             group = named(KernelGroup.of_node(node))
@@ -377,7 +378,7 @@ def _lower(graph: Graph, props: DeviceProps, tf32: bool, inplace: dict[str, str]
         else:
             lone(node, out.steps)
     if missing:
-        raise MissingKernelError(missing, graph.name)
+        raise MissingKernelError(missing, graph.name, "compiled CPU" if props.target == "c" else "CUDA")
     if tf32:  # every float32 GEMM, whichever lowering made it
         for st in out.steps:
             if isinstance(st.call, Gemm) and st.call.dtype == DType.float32:

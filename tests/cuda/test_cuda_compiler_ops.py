@@ -26,7 +26,7 @@ from graphc.runtime.codegen.lowering import SUPPORTED_OPS, MissingKernelError, l
 LEVELS = (0, 1, 2)
 #: op -> (text in the lowering's reason, why it is a known gap)
 KNOWN_GAPS = {
-    "NonZero": ("no CUDA kernel", "-O0 keeps the DSL's shape arithmetic for symbolic dims (a broadcast gradient's "
+    "NonZero": ("no generated kernel", "-O0 keeps the DSL's shape arithmetic for symbolic dims (a broadcast gradient's "
                                   "reduced axes: Shape -> Not -> NonZero); NonZero's output size depends on the data. "
                                   "Constant folding (-O1 and up) removes it"),
     "ReduceSum": ("computed at run time", "-O0: the axes of a broadcast gradient's ReduceSum come from NonZero at run "
