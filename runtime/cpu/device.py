@@ -255,34 +255,9 @@ class HostDevice(HostMemory):
             self._launchers[k.source] = self._launcher(fn, k)
 
     def _launcher(self, fn, kernel: Kernel):
-        n = len(kernel.params)
-        work = _work(kernel)
-
-        built: dict[int, tuple] = {}  # id(ptrs) -> (ptrs, ctypes array, boxed scalars): a plan's launch list
-        # keeps its pointer lists, so each is converted once
-
-        def converted(ptrs: list) -> tuple:
-            got = built.get(id(ptrs))
-            if got is None or got[0] is not ptrs:
-                if len(built) > 64:
-                    built.clear()
-                got = built[id(ptrs)] = (ptrs, *argument_array(ptrs, n))
-            return got
-
-        def threads_for(threads: int) -> int:
-            return max(1, min(threads, work // GRAIN)) if work >= 2 * GRAIN else 1
-
-        def launch(grid: int, block: int, ptrs: list) -> None:
-            self.launches += 1
-            fn(converted(ptrs)[1], threads_for(self.threads))
-
-        def c_call(ptrs: list, threads: int) -> tuple:
-            """(entry point, argument array, threads, what keeps them alive) for ``gc_run_list``."""
-            got = converted(ptrs)
-            return ctypes.cast(fn, ctypes.c_void_p).value, got[1], threads_for(threads), got
-
-        launch.c_call = c_call
-        return launch
+        n, work = len(kernel.params), _work(kernel)
+        return _c_entry_launcher(self, fn, lambda ptrs: argument_array(ptrs, n),
+                                 lambda threads: max(1, min(threads, work // GRAIN)) if work >= 2 * GRAIN else 1)
 
     def batch_launches(self, launches: list[tuple]) -> list[tuple]:
         """The executor's launch list with each run of two or more consecutive kernel launches replaced by one
@@ -375,8 +350,6 @@ def _host_call_launcher(call: HostCall, device: HostDevice):
     node = call.node
     opdef = get_opdef(node)
     args = call.arguments()
-    n_out = sum(1 for v in node.outputs if v is not None)
-    reads, writes = args[:len(args) - n_out], args[len(args) - n_out:]
     captures = node_captures(node)
     metas = [(v.type.dtype.np, tuple(v.type.shape)) for v in args]
 
@@ -455,29 +428,36 @@ def _c_gemm_launcher(g: Gemm, device: HostDevice, blas: tuple[dict[str, int], bo
                      lda=g.lda, ldb=g.ldb, ldc=g.ldc, stride_a=g.stride_a, stride_b=g.stride_b, stride_c=g.stride_c,
                      offset_a=g.offset_a, offset_b=g.offset_b, offset_c=g.offset_c, batch=g.batch, pieces_m=pm,
                      pieces_n=pn, alpha=g.alpha, beta=g.beta)
-    entry = device.shim_entry("gc_gemm")
     split = pm * pn > 1 or g.batch > 1
-    built: dict[tuple, tuple] = {}
+    return _c_entry_launcher(device, device.shim_entry("gc_gemm"),
+                             lambda ptrs: ((ctypes.c_void_p * 4)(*ptrs, ctypes.addressof(desc)), desc),
+                             lambda threads: threads if split else 1)
+
+
+def _c_entry_launcher(device: HostDevice, fn, make_args, threads_for):
+    """The launcher of a C entry point ``fn(void** args, int threads)`` (a kernel's ``gc_launch_j``, ``gc_gemm``):
+    called from Python, or through ``c_call`` from ``gc_run_list``. ``make_args(ptrs)`` -> (argument array, what
+    keeps it alive), made once per pointer list (a plan's launch list keeps its lists); ``threads_for(threads)``:
+    the team a launch gets when graphc's count is ``threads``."""
+    address = ctypes.cast(fn, ctypes.c_void_p).value
+    built: dict[int, tuple] = {}  # id(ptrs) -> (ptrs, argument array, what keeps it alive)
 
     def converted(ptrs: list) -> tuple:
-        key = tuple(ptrs)
-        got = built.get(key)
-        if got is None:
+        got = built.get(id(ptrs))
+        if got is None or got[0] is not ptrs:
             if len(built) > 64:
                 built.clear()
-            got = built[key] = ((ctypes.c_void_p * 4)(*ptrs, ctypes.addressof(desc)), desc)
+            got = built[id(ptrs)] = (ptrs, *make_args(ptrs))
         return got
-
-    def threads_for(threads: int) -> int:
-        return threads if split else 1
 
     def launch(grid: int, block: int, ptrs: list) -> None:
         device.launches += 1
-        entry(converted(ptrs)[0], threads_for(device.threads))
+        fn(converted(ptrs)[1], threads_for(device.threads))
 
     def c_call(ptrs: list, threads: int) -> tuple:
+        """(entry point, argument array, threads, what keeps them alive) for ``gc_run_list``."""
         got = converted(ptrs)
-        return ctypes.cast(entry, ctypes.c_void_p).value, got[0], threads_for(threads), got
+        return address, got[1], threads_for(threads), got
 
     launch.c_call = c_call
     return launch
