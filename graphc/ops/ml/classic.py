@@ -180,6 +180,9 @@ register(OpDef("LabelEncoder", eval=_label_encoder_eval, infer=_label_encoder_in
 
 # ---- tree ensembles ---------------------------------------------------------------------------
 _LEAF = 7
+#: The branch comparisons in the order of their mode ids (``_Forest.mode``), and a leaf's mode id.
+BRANCH_MODES = ("BRANCH_LEQ", "BRANCH_LT", "BRANCH_GTE", "BRANCH_GT", "BRANCH_EQ", "BRANCH_NEQ", "BRANCH_MEMBER")
+LEAF_MODE = _LEAF
 _MODE_IDS = {"BRANCH_LEQ": 0, "BRANCH_LT": 1, "BRANCH_GTE": 2, "BRANCH_GT": 3, "BRANCH_EQ": 4,
              "BRANCH_NEQ": 5, "BRANCH_MEMBER": 6, "LEAF": _LEAF}
 
@@ -505,6 +508,30 @@ register(OpDef("TreeEnsembleClassifier", eval=_tree_classifier_eval, infer=_clas
                                         class_weights_as_tensor=Attr("tensor"), classlabels_int64s=Attr("ints"),
                                         classlabels_strings=Attr("strings")),
                doc="Tree-ensemble classification: top class and per-class scores."))
+
+
+def tree_ensemble_spec(node: Node) -> dict:
+    """What a compiled kernel needs to compute a tree-ensemble node as the evaluations above do: ``forest``
+    (the flattened trees), ``aggregate`` (SUM/AVERAGE/MIN/MAX), ``base`` (base values or None), ``post`` (the
+    post transform's name), ``labels`` (a classifier's class labels, None for a regressor) and
+    ``binary``/``all_positive`` (a two-class classifier's rules, see ``_tree_classifier_binary``). In
+    ``forest.mode``, branch modes are 0..6 in the order of ``BRANCH_MODES`` and a leaf is ``LEAF_MODE``."""
+    a = node.attrs
+    if node.op_type == "TreeEnsemble":
+        post = a["post_transform"]
+        if not 0 <= post < len(_POST_BY_ID):
+            raise OpAttributeError(f"{node_label(node)}: post_transform must be 0..4, got {post}")
+        return {"forest": _forest_from_v5(node), "base": None, "post": _POST_BY_ID[post], "labels": None,
+                "aggregate": ["AVERAGE", "SUM", "MIN", "MAX"][a["aggregate_function"]]}
+    if node.op_type == "TreeEnsembleRegressor":
+        n_targets = a.get("n_targets") or (max(a.get("target_ids") or [0]) + 1)
+        return {"forest": _forest_from_legacy(node, "target", n_targets), "aggregate": a["aggregate_function"],
+                "base": _base_values(node), "post": a["post_transform"], "labels": None}
+    labels = _class_labels(node)
+    forest = _forest_from_legacy(node, "class", len(labels))
+    return {"forest": forest, "aggregate": "SUM", "base": _base_values(node), "post": a["post_transform"],
+            "labels": labels, "binary": len(set(a.get("class_ids") or [])) == 1,
+            "all_positive": bool((forest.vote_weight >= 0).all())}
 
 
 # ---- linear models ----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ level write their kernels from the group's ops directly.
 - ``conv``: Conv and ConvTranspose (im2col/col2im kernels around GEMMs, depthwise loops), Col2Im;
 - ``pool``: MaxPool, AveragePool, LpPool (the conv family's windowed ops);
 - ``norm``: BatchNormalization (inference), LRN, Dropout (inference);
+- ``ml``: the tree ensembles (TreeEnsemble, TreeEnsembleRegressor, TreeEnsembleClassifier) as one kernel;
 - ``nn``: Attention, RotaryEmbedding;  ``rnn``: RNN, GRU, LSTM (the nn family's recurrent layers);
 - ``shape``: Split, ConstantOfShape, OneHot, Trilu, Range, Shape, Size, CenterCropPad, DepthToSpace,
   SpaceToDepth, ReverseSequence, EyeLike;
@@ -20,6 +21,6 @@ level write their kernels from the group's ops directly.
 """
 from __future__ import annotations
 
-from . import conv, index, linalg, nn, norm, pool, quantize, random, reduce, resize, rnn, shape, training  # noqa: F401
+from . import conv, index, linalg, ml, nn, norm, pool, quantize, random, reduce, resize, rnn, shape, training  # noqa: F401
 
 __all__: list[str] = []
