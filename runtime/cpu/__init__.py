@@ -3,9 +3,12 @@
 arena. Matrix products call the BLAS NumPy carries from C (one-thread calls on pieces the OpenMP team shares); an op without a kernel runs through the reference interpreter on
 the arena's bytes (``lowering.HostCall``), so every graph of static tensor shapes runs.
 
-``CpuBackend.prepare`` falls back to the NumPy interpreter, with one warning naming why, when no C++ compiler
-is found or when the plan cannot be laid out in an arena (values that are not tensors of known shape, such as
-sequences, or sizes that depend on the data).
+Values that are not tensors (a classifier's ZipMap of class scores, a sequence) cannot live in an arena. When
+they are only made at the end of the graph (every node that makes or reads one is followed only by such nodes:
+``host_tail``), the tensors they come from are computed by the compiled plan and those last nodes run through
+the interpreter after it (``_HostTail``). ``CpuBackend.prepare`` falls back to the NumPy interpreter, with one
+warning naming why, when no C++ compiler is found or when the plan cannot be laid out in an arena (values that
+are not tensors of known shape anywhere else, or sizes that depend on the data).
 """
 from __future__ import annotations
 
@@ -60,6 +63,11 @@ class CpuBackend:
         plan = graph if isinstance(graph, Plan) else compile_graph(graph)
         other = next((v for v in plan.graph.values() if not isinstance(v.type, TensorType)), None)
         if other is not None and state is None:
+            split = host_tail(plan)
+            if split is not None:
+                head = CpuBackend.prepare(split[0], device=device, debug=debug, check_memory=check_memory,
+                                          memory_limit=memory_limit)
+                return _HostTail(head, plan, split)
             return _fallback(plan, f"value '{other.name}' is a {other.type}, not a tensor an arena can hold",
                              memory_limit)
         graph = plan
@@ -117,6 +125,84 @@ class _InterpretedBinding:
 
     def run(self, checked: dict) -> list:
         return self.exe.run({v.name: x for v, x in checked.items()})
+
+
+def host_tail(plan):
+    """(head plan, tail nodes, outputs) where the values of ``plan`` that are not tensors are all made and read
+    by nodes at the end of the graph (the *tail*: the nodes that make such a value, and everything that reads
+    what a tail node makes), none with a subgraph. The head plan (a copy of the graph without the tail) computes
+    the graph's tensor outputs and what the tail reads; ``outputs`` are the copy's values for the graph's
+    outputs. None where the graph cannot be split so (a graph input that is not a tensor, a node with a
+    subgraph in the tail)."""
+    from graphc.compiler import compile as compile_graph
+    from graphc.ir import TensorType
+
+    g = plan.graph
+    if any(not isinstance(v.type, TensorType) for v in g.inputs):
+        return None
+    made_by_tail: set[int] = set()
+    tail: list[int] = []
+    for k, n in enumerate(g.nodes):
+        outs = [v for v in n.outputs if v is not None]
+        if any(id(v) in made_by_tail for v in n.inputs if v is not None) or \
+                any(not isinstance(v.type, TensorType) for v in outs):
+            if n.subgraphs():
+                return None
+            tail.append(k)
+            made_by_tail.update(id(v) for v in outs)
+    if not tail:
+        return None
+    if len(tail) == len(g.nodes):
+        return None  # nothing left to compile
+    head = g.copy()
+    tail_nodes = [head.nodes[k] for k in tail]
+    head.nodes = [n for k, n in enumerate(head.nodes) if k not in set(tail)]
+    tensor_only = [n for n in tail_nodes if all(isinstance(v.type, TensorType) for v in n.outputs if v is not None)]
+    if tensor_only:  # tensor ops the compiled plan could have run: say so
+        warnings.warn(f"the CPU backend runs the last {len(tail_nodes)} node(s) of the graph on the NumPy "
+                      f"interpreter (from '{tail_nodes[0].name}', {tail_nodes[0].op_type}): they read values that "
+                      f"are not tensors", GraphcWarning, stacklevel=4)
+    outputs = list(head.outputs)
+    tail_outs = {id(v) for n in tail_nodes for v in n.outputs if v is not None}
+    inputs = {id(v) for v in head.inputs}
+    wanted: list = []
+    for v in [v for n in tail_nodes for v in n.inputs if v is not None] + outputs:
+        if id(v) not in tail_outs and v.data is None and id(v) not in inputs and all(v is not w for w in wanted):
+            wanted.append(v)
+    head.outputs = wanted
+    head_plan = compile_graph(head, level=0, consume=True)
+    head_plan.level = plan.level
+    return head_plan, tail_nodes, outputs
+
+
+class _HostTail:
+    """A plan whose last nodes make values an arena cannot hold: the compiled ``head`` computes the tensors,
+    then the ``tail`` nodes run through the interpreter on them (``host_tail``). Other attributes (``device``,
+    ``prepared``) are the head executable's."""
+
+    def __init__(self, head, plan, split):
+        self.head, self.plan = head, plan
+        head_plan, self.tail, self.outputs = split
+        self.graph = head_plan.graph  # its inputs are the graph's; its outputs what the head computes
+
+    def __getattr__(self, name):
+        return getattr(self.head, name)
+
+    def run(self, feeds) -> list:
+        from graphc.ops.interpret import eval_node
+
+        from ..feeds import normalize_feeds
+
+        checked = normalize_feeds(self.graph, feeds)
+        env = {id(v): x for v, x in checked.items()}
+        computed = self.head.run({v.name: x for v, x in checked.items() if x is not None})
+        env.update({id(v): x for v, x in zip(self.graph.outputs, computed)})
+        for node in self.tail:
+            args = [None if v is None else v.data if v.data is not None else env[id(v)] for v in node.inputs]
+            for v, x in zip(node.outputs, eval_node(node, args)):
+                if v is not None:
+                    env[id(v)] = x
+        return [v.data if v.data is not None else env[id(v)] for v in self.outputs]
 
 
 def _fallback(graph, why: str, memory_limit):

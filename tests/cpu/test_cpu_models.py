@@ -68,6 +68,27 @@ def test_a_sequence_graph_falls_back_to_the_interpreter_with_a_warning():
     np.testing.assert_array_equal(exe.run({"x": x})[0], np.concatenate([x, x]))
 
 
+def test_a_sequence_at_the_end_runs_after_the_compiled_plan_and_says_so():
+    """Nodes that read a sequence (and all after them) run in the interpreter after the compiled head, with
+    one warning naming the first; the head stays compiled."""
+    from onnx import TensorProto as TP
+    from onnx import helper as oh
+
+    g = oh.make_graph([oh.make_node("Relu", ["x"], ["r"]), oh.make_node("Exp", ["r"], ["e"]),
+                       oh.make_node("SequenceConstruct", ["r", "e"], ["s"]),
+                       oh.make_node("ConcatFromSequence", ["s"], ["y"], axis=0, name="cat")], "seq",
+                      [oh.make_tensor_value_info("x", TP.FLOAT, [2, 3])],
+                      [oh.make_tensor_value_info("y", TP.FLOAT, None), oh.make_tensor_value_info("e", TP.FLOAT, None)])
+    graph = import_model(oh.make_model(g, opset_imports=[oh.make_opsetid("", 18)]))
+    with pytest.warns(GraphcWarning, match="last 2 node"):
+        exe = get_backend("cpu").prepare(graph)
+    assert exe.prepared().lowered.steps and not any(isinstance(s.call, HostCall) for s in exe.prepared().lowered.steps)
+    x = np.arange(6, dtype=np.float32).reshape(2, 3) - 2
+    y, e = exe.run({"x": x})
+    np.testing.assert_allclose(e, np.exp(np.maximum(x, 0)), rtol=1e-6)
+    np.testing.assert_allclose(y, np.concatenate([np.maximum(x, 0), e]), rtol=1e-6)
+
+
 # ---- training ----------------------------------------------------------------------------------------
 def _train(make, steps, backend):
     g, t, feeds = make(steps)

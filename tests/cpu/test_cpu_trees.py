@@ -178,3 +178,30 @@ def test_what_the_kernel_does_not_compile_runs_in_the_interpreter():
         got = get_backend("cpu").prepare(g).run({"x": x})
     assert got[0].tolist() == want[0].tolist()
     np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-6)
+
+
+def test_a_zipmap_after_the_classifier_runs_after_the_compiled_plan():
+    """sklearn converters end a classifier with ZipMap (a sequence of maps, which no arena holds): the forest
+    runs as a kernel, ZipMap in the interpreter after it, with no warning and no fallback."""
+    rng = np.random.default_rng(8)
+    a = forest(rng, 12, 5, 4, ["BRANCH_LEQ"], "class", 3)
+    nodes = [oh.make_node("TreeEnsembleClassifier", ["x"], ["label", "scores"], domain="ai.onnx.ml",
+                          classlabels_int64s=[1, 2, 3], post_transform="SOFTMAX", **a),
+             oh.make_node("ZipMap", ["scores"], ["probabilities"], domain="ai.onnx.ml", classlabels_int64s=[1, 2, 3])]
+    g = oh.make_graph(nodes, "zip", [oh.make_tensor_value_info("x", TP.FLOAT, ["N", 4])],
+                      [onnx.ValueInfoProto(name="label"), onnx.ValueInfoProto(name="probabilities")])
+    m = oh.make_model(g, opset_imports=[oh.make_opsetid("", 17), oh.make_opsetid("ai.onnx.ml", 3)])
+    x = inputs(rng, 9, 4)
+    label, maps = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GraphcWarning)
+        exe = get_backend("cpu").prepare(import_model(m))
+        got_label, got_maps = exe.run({"x": x})
+    steps = exe.prepared({"N": 9}).lowered.steps
+    assert [s.node.op_type for s in steps if s.kernel is not None] == ["TreeEnsembleClassifier"]
+    np.testing.assert_array_equal(got_label, label)
+    assert len(got_maps) == len(maps) == 9
+    for g_map, want in zip(got_maps, maps):
+        assert sorted(g_map) == sorted(want)
+        np.testing.assert_allclose([g_map[k] for k in sorted(g_map)], [want[k] for k in sorted(want)], rtol=1e-5)
+    assert exe.run([x])[0].tolist() == label.tolist()  # positional feeds too
