@@ -23,7 +23,7 @@ import weakref
 from typing import Mapping, Sequence
 
 from .errors import GraphcError
-from .ir import Graph, TensorType
+from .ir import DType, Graph, TensorType
 from .plan import Plan, continue_symbols
 
 STAGES = ("imported", "simplified", "fused", "planned")
@@ -171,7 +171,8 @@ def bind(plan: Plan, sizes: Mapping[str, int]) -> Plan:
     What the sizes make constant folds (``Shape`` and the arithmetic on it, the Reshape targets, Slice
     bounds and ConstantOfShape shapes computed from it: constant folding and dead-code elimination, the
     new constants moved into the fused groups that read them), so that a backend generating kernels for
-    static shapes sees constants; nothing else is re-optimized: the other nodes keep their order.
+    static shapes sees constants, and an If whose condition folded is replaced by the branch it takes (its
+    nodes as they are, unfused); nothing else is re-optimized: the other nodes keep their order.
     """
     from .passes.bind import bind_symbols
     from .passes.memory import plan_memory
@@ -201,11 +202,12 @@ def bind(plan: Plan, sizes: Mapping[str, int]) -> Plan:
 
 def _fold_bound(g: Graph) -> None:
     """Fold what the bound sizes made constant (see ``bind``), then re-infer the types."""
+    from .passes.branches import inline_known_branches
     from .passes.fold import fold_constants
     from .passes.infer_shapes import infer_shapes
 
     for _ in range(len(g.nodes) + 1):  # a round folds whole chains; another only after a group's output folded
-        if not (fold_constants(g) | _fold_groups(g)):
+        if not (fold_constants(g) | _fold_groups(g) | inline_known_branches(g)):
             break
     infer_shapes(g)
 
@@ -248,6 +250,63 @@ def _fold_groups(g: Graph) -> bool:
     return changed
 
 
+#: ``branching_inputs`` follows a condition back through at most this many nodes.
+BRANCH_TRACE_LIMIT = 64
+
+
+def branching_inputs(graph: Graph) -> list:
+    """The inputs of ``graph`` that decide one of its Ifs: one-element integer or bool tensors from which an
+    If's condition is computed, through nodes without subgraphs (fused groups aside) and constants only (a
+    sample rate compared with 16000, a mode flag). A backend that generates kernels for static graphs compiles
+    one plan per value of them (``specialize_inputs``), the If then replaced by the branch it takes."""
+    inputs = {id(v): v for v in graph.inputs}
+    found: dict[int, object] = {}
+    for node in graph.nodes:
+        if node.op_type != "If" or node.domain or not node.inputs or node.inputs[0] is None:
+            continue
+        reached, stack, seen, ok = {}, [node.inputs[0]], set(), True
+        while stack and ok:
+            v = stack.pop()
+            if id(v) in seen or v.data is not None:
+                continue
+            seen.add(id(v))
+            if id(v) in inputs:
+                t = v.type
+                ok = isinstance(t, TensorType) and (t.dtype is not None and t.dtype.is_int or t.dtype == DType.bool) \
+                    and t.shape is not None and all(d == 1 for d in t.shape)
+                reached[id(v)] = v
+                continue
+            p = v.producer
+            ok = p is not None and len(seen) <= BRANCH_TRACE_LIMIT and (not p.subgraphs() or p.op_type == "FusedGroup")
+            if ok:
+                stack += [w for w in p.inputs if w is not None]
+        if ok:
+            found.update(reached)
+    return [v for v in graph.inputs if id(v) in found]
+
+
+def specialize_inputs(plan: Plan, values: Mapping[str, object]) -> Plan:
+    """``plan`` compiled again (at its level) with the inputs named in ``values`` fixed to those values: they
+    become constants and leave the graph's inputs, so what they decide folds (an If's condition: the branch
+    it takes replaces it, ``passes/branches.py``)."""
+    import numpy as np
+
+    g = plan.graph.copy()
+    by_name = {v.name: v for v in g.inputs}
+    for name, x in values.items():
+        v = by_name.get(name)
+        if v is None or not isinstance(v.type, TensorType) or v.type.dtype is None or v.type.shape is None:
+            raise GraphcError(f"cannot specialize input {name!r}: the plan has no such tensor input of known type")
+        data = np.asarray(x, dtype=v.type.dtype.np)
+        if data.size != int(np.prod([d if isinstance(d, int) else 1 for d in v.type.shape])) or \
+                data.ndim != len(v.type.shape):
+            raise GraphcError(f"cannot specialize input {name!r} ({v.type}) to a value of shape {list(data.shape)}")
+        v.data = data.reshape(tuple(d if isinstance(d, int) else 1 for d in v.type.shape))
+        g.inputs.remove(v)
+        g.constants[v.name] = v
+    return compile(g, level=plan.level, consume=True)
+
+
 def memory_for(plan: Plan, sizes: Mapping[str, int] | None = None):
     """The memory plan for one binding of the plan's symbolic dims (the plan's own when none are open)."""
     if not plan.symbols or not sizes:
@@ -255,4 +314,4 @@ def memory_for(plan: Plan, sizes: Mapping[str, int] | None = None):
     return bind(plan, sizes).memory
 
 
-__all__ = ["LEVELS", "STAGES", "bind", "compile", "lay_out_weights", "memory_for", "plan_schedule"]
+__all__ = ["LEVELS", "STAGES", "bind", "branching_inputs", "compile", "lay_out_weights", "memory_for", "plan_schedule", "specialize_inputs"]

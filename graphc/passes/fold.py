@@ -33,6 +33,11 @@ def _foldable_op(node) -> bool:
             and lookup(node.domain, node.op_type) is not None)
 
 
+def _array(x):
+    """A NumPy scalar (what NumPy returns for an op on 0-d arrays, ``np.logical_not`` of one) as a 0-d array."""
+    return np.asarray(x) if isinstance(x, np.generic) else x
+
+
 def _size(x) -> int:
     return int(x.size) if isinstance(x, np.ndarray) else 0
 
@@ -82,7 +87,7 @@ def fold_constants(graph: Graph, floor: int = FOLD_FLOOR) -> bool:
     folded = set()
     for node in candidates:
         if all(v is None or id(v) in known for v in node.outputs):  # e.g. Shape of a static tensor
-            outs = [known.get(id(v)) if v is not None else None for v in node.outputs]
+            outs = [_array(known.get(id(v))) if v is not None else None for v in node.outputs]
             if all(v is None or _fits(v, x) for v, x in zip(node.outputs, outs)):
                 for v, x in zip(node.outputs, outs):
                     if v is not None:
@@ -96,7 +101,7 @@ def fold_constants(graph: Graph, floor: int = FOLD_FLOOR) -> bool:
             continue  # an input that was not folded after all (too large)
         in_size = sum(_size(a) for a in args)
         try:
-            outs = eval_node(node, args)
+            outs = [_array(x) for x in eval_node(node, args)]
         except GraphcError:
             continue  # let the run report it, with the real feeds
         ok = True

@@ -1,14 +1,15 @@
 """The simplification pipeline: ``simplify(graph, level)`` runs the portable passes to a fixed point.
 
-Level 0 does nothing; levels 1 and 2 run shape inference, constant folding, algebraic simplification,
-BatchNorm folding, pattern recognition (Gelu, LayerNorm, Softmax, attention), common-subexpression and
-dead-code elimination, repeating the list until no pass changes the graph. The graph is changed in place;
+Level 0 does nothing; levels 1 and 2 run shape inference, constant folding, the inlining of If branches
+whose conditions are known, algebraic simplification, BatchNorm folding, pattern recognition (Gelu,
+LayerNorm, Softmax, attention), common-subexpression and dead-code elimination, repeating the list until no pass changes the graph. The graph is changed in place;
 its inputs, and its outputs' names and order, stay as they were.
 """
 from __future__ import annotations
 
 from ..ir import Graph
 from .bnfold import fold_batchnorm
+from .branches import inline_known_branches
 from .cse import eliminate_common_subexpressions
 from .dce import eliminate_dead_code
 from .fold import fold_constants
@@ -27,8 +28,8 @@ def infer_shapes_pass(graph: Graph) -> bool:
 
 
 #: The passes of ``simplify``, in order.
-SIMPLIFY_PASSES = (infer_shapes_pass, eliminate_dead_code, fold_constants, simplify_algebra, fold_batchnorm,
-                   recognize_patterns, eliminate_common_subexpressions)
+SIMPLIFY_PASSES = (infer_shapes_pass, eliminate_dead_code, fold_constants, inline_known_branches, simplify_algebra,
+                   fold_batchnorm, recognize_patterns, eliminate_common_subexpressions)
 
 
 def simplify(graph: Graph, level: int = 2, verify: bool | None = None) -> PassReport:

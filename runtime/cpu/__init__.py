@@ -1,14 +1,17 @@
 """The compiled CPU backend: the generated kernels of the CUDA lowering rendered as C++ with OpenMP
 (``device.py``), compiled by the host's compiler, run by the same executor as the CUDA backend over one host
-arena. Matrix products call the BLAS NumPy carries from C (one-thread calls on pieces the OpenMP team shares); an op without a kernel runs through the reference interpreter on
-the arena's bytes (``lowering.HostCall``), so every graph of static tensor shapes runs.
+arena. Matrix products call the BLAS NumPy carries from C (one-thread calls on pieces the OpenMP team
+shares); an op without a kernel runs through the reference interpreter on the arena's bytes
+(``lowering.HostCall``), so every graph of static tensor shapes runs.
 
 Values that are not tensors (a classifier's ZipMap of class scores, a sequence) cannot live in an arena. When
 they are only made at the end of the graph (every node that makes or reads one is followed only by such nodes:
 ``host_tail``), the tensors they come from are computed by the compiled plan and those last nodes run through
-the interpreter after it (``_HostTail``). ``CpuBackend.prepare`` falls back to the NumPy interpreter, with one
-warning naming why, when no C++ compiler is found or when the plan cannot be laid out in an arena (values that
-are not tensors of known shape anywhere else, or sizes that depend on the data).
+the interpreter after it (``_HostTail``). An If decided by a small input (a sample rate, a mode flag) is
+compiled once per value fed, the If replaced by the branch it takes (``_ByValue``). ``CpuBackend.prepare``
+falls back to the NumPy interpreter, with one warning naming why, when no C++ compiler is found or when the
+plan cannot be laid out in an arena (values that are not tensors of known shape anywhere else, or sizes that
+depend on the data).
 """
 from __future__ import annotations
 
@@ -54,6 +57,7 @@ class CpuBackend:
                 memory_limit=None, state=None, variables=(), assigns=None, **_):
         """``graph``: a Graph (compiled here at -O2) or a Plan. Falls back to the NumPy interpreter (one
         warning saying why) when no C++ compiler is found or the plan has values an arena cannot hold."""
+        from graphc.compiler import branching_inputs
         from graphc.compiler import compile as compile_graph
         from graphc.ir import TensorType
         from graphc.plan import Plan
@@ -61,6 +65,9 @@ class CpuBackend:
         if device is None and state is None and not available():
             return _fallback(graph, "no C++ compiler (g++, clang++ or $GRAPHC_CXX) was found", memory_limit)
         plan = graph if isinstance(graph, Plan) else compile_graph(graph)
+        if state is None and branching_inputs(plan.graph):
+            return _ByValue(plan, lambda p: CpuBackend.prepare(p, device=device, debug=debug, check_memory=check_memory,
+                                                              memory_limit=memory_limit))
         other = next((v for v in plan.graph.values() if not isinstance(v.type, TensorType)), None)
         if other is not None and state is None:
             split = host_tail(plan)
@@ -173,6 +180,48 @@ def host_tail(plan):
     head_plan = compile_graph(head, level=0, consume=True)
     head_plan.level = plan.level
     return head_plan, tail_nodes, outputs
+
+
+class _ByValue:
+    """A plan with Ifs decided by small inputs (``graphc.compiler.branching_inputs``: a sample rate, a mode
+    flag): one executable per value of them, compiled for it (``specialize_inputs``: the If replaced by the
+    branch it takes, which then runs as generated kernels rather than node by node). ``specialized`` maps each
+    value seen (a tuple, one entry per such input) to its executable; other attributes are the last one's."""
+
+    #: values kept compiled; beyond them each new value replaces the oldest
+    LIMIT = 16
+
+    def __init__(self, plan, prepare):
+        from graphc.compiler import branching_inputs
+
+        self.plan, self._prepare = plan, prepare
+        self.graph = plan.graph
+        self.deciding = branching_inputs(plan.graph)
+        self.specialized: dict[tuple, object] = {}
+        self._last = None
+
+    def __getattr__(self, name):
+        if self._last is None:
+            raise AttributeError(f"{name!r}: nothing has run yet (one executable per value of "
+                                 f"{', '.join(v.name for v in self.deciding)})")
+        return getattr(self._last, name)
+
+    def run(self, feeds) -> list:
+        from graphc.compiler import specialize_inputs
+
+        from ..feeds import normalize_feeds
+
+        checked = normalize_feeds(self.graph, feeds)
+        key = tuple(np.asarray(checked[v]).reshape(-1)[0].item() for v in self.deciding)
+        exe = self.specialized.get(key)
+        if exe is None:
+            if len(self.specialized) >= self.LIMIT:
+                del self.specialized[next(iter(self.specialized))]
+            exe = self.specialized[key] = self._prepare(
+                specialize_inputs(self.plan, {v.name: checked[v] for v in self.deciding}))
+        self._last = exe
+        fixed = {id(v) for v in self.deciding}
+        return exe.run({v.name: x for v, x in checked.items() if id(v) not in fixed and x is not None})
 
 
 class _HostTail:

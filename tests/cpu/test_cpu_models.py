@@ -252,3 +252,34 @@ def test_a_binding_without_static_shapes_runs_on_the_interpreter_with_one_warnin
         warnings.simplefilter("error")
         nz, r = exe.run({"x": x})  # the binding is kept: no second warning, same results
     np.testing.assert_array_equal(nz, np.array(np.nonzero(x)))
+
+
+def test_an_if_on_a_small_input_compiles_once_per_value():
+    """silero_vad's shape: the whole net inside an If on the sample rate. The CPU backend compiles one plan per
+    value fed (the branch inlined, its ops generated kernels), not the interpreter node by node."""
+    from onnx import TensorProto as TP
+    from onnx import helper as oh
+
+    def branch(name, op):
+        return oh.make_graph([oh.make_node("MatMul", ["x", "w"], ["m"]), oh.make_node(op, ["m"], ["o"])], name, [],
+                             [oh.make_tensor_value_info("o", TP.FLOAT, None)])
+
+    w = np.random.default_rng(0).standard_normal((4, 5)).astype(np.float32)
+    g = oh.make_graph([oh.make_node("Equal", ["sr", "rate"], ["c"]),
+                       oh.make_node("If", ["c"], ["y"], then_branch=branch("a", "Tanh"), else_branch=branch("b", "Relu"))],
+                      "by_value", [oh.make_tensor_value_info("x", TP.FLOAT, ["N", 4]),
+                                   oh.make_tensor_value_info("sr", TP.INT64, [])],
+                      [oh.make_tensor_value_info("y", TP.FLOAT, None)],
+                      [oh.make_tensor("rate", TP.INT64, [], [16000]), onnx.numpy_helper.from_array(w, "w")])
+    graph = import_model(oh.make_model(g, opset_imports=[oh.make_opsetid("", 17)]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GraphcWarning)  # no fallback to the interpreter
+        exe = get_backend("cpu").prepare(graph)
+        x = np.random.default_rng(1).standard_normal((3, 4)).astype(np.float32)
+        for sr, fn in ((16000, np.tanh), (8000, lambda v: np.maximum(v, 0)), (16000, np.tanh)):
+            y, = exe.run({"x": x, "sr": np.array(sr, np.int64)})
+            np.testing.assert_allclose(y, fn(x @ w), rtol=1e-5, atol=1e-6)
+    assert sorted(exe.specialized) == [(8000,), (16000,)]
+    for one in exe.specialized.values():
+        steps = one.prepared({"N": 3}).lowered.steps
+        assert steps and not any(isinstance(s.call, HostCall) for s in steps)
