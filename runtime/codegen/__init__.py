@@ -2,7 +2,7 @@
 
 One description of each kernel, two targets (``dialect.py``): the CUDA backend (runtime/cuda) compiles the
 kernels with nvcc and launches them on a GPU; the compiled CPU backend (runtime/cpu) compiles the same
-kernels with the host's C++ compiler and OpenMP. Nothing here needs a GPU or a compiler: the output is text
+kernels with the host's C++ compiler. Nothing here needs a GPU or a compiler: the output is text
 and launch descriptions.
 
 - ``kernel.py``: kernel groups, parameters, element types and literals, coordinates and the value emitter;

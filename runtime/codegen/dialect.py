@@ -1,12 +1,12 @@
-"""The dialects a kernel is rendered in: CUDA C for nvcc, and C++ with OpenMP for the host's compiler.
+"""The dialects a kernel is rendered in: CUDA C for nvcc, and C++ for the host's compiler.
 
 Both read the same generated text; the host target defines CUDA's few keywords in a small header
 (runtime/cpu/device.py), so a dialect only decides where the two must be written differently. There are
 three such places, each a field of ``Dialect``:
 
 - the loop over a kernel's work (``work_loop``): CUDA strides over the whole grid from each thread's global
-  index (neighbouring threads touch neighbouring elements, so loads coalesce); C gives each OpenMP thread one
-  contiguous share of the work, walked in order, which is what a C compiler vectorizes;
+  index (neighbouring threads touch neighbouring elements, so loads coalesce); C gives each chunk of the work (one
+  call of the kernel on the host's thread pool) one contiguous share of it, walked in order, which is what a C compiler vectorizes;
 - rows (``row_loops``): C splits a loop over a tensor whose last dim is long enough into a loop over rows and
   an inner loop along the row, so that the inner loop has no division in it and vectorizes;
 - vectors (``vector_loads``): CUDA reads and writes four floats at a time (``float4``) where a kernel allows
@@ -45,7 +45,7 @@ class Dialect:
 
 #: CUDA C, compiled by nvcc (and, for tests, by g++ in the emulator).
 CUDA = Dialect("cuda", row_loops=False, vector_loads=True, host_calls=False)
-#: C++ with OpenMP for the host's compiler (the compiled CPU backend).
+#: C++ for the host's compiler (the compiled CPU backend, runtime/cpu: chunks of a launch on its thread pool).
 C = Dialect("c", row_loops=True, vector_loads=False, host_calls=True)
 #: By ``DeviceProps.target``.
 DIALECTS = {d.name: d for d in (CUDA, C)}

@@ -18,7 +18,7 @@ class DeviceProps:
     max_threads_per_block: int = 1024
     max_threads_per_multiprocessor: int = 2048
     warp_size: int = 32
-    #: the dialect kernels are rendered in: "cuda" (CUDA C for nvcc), or "c" (C++ with OpenMP for the host's
+    #: the dialect kernels are rendered in: "cuda" (CUDA C for nvcc), or "c" (C++ for the host's
     #: compiler: ``multiprocessors`` is then the thread count, and a block is one thread)
     target: str = "cuda"
 

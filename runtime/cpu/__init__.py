@@ -1,7 +1,7 @@
-"""The compiled CPU backend: the generated kernels of the CUDA lowering rendered as C++ with OpenMP
-(``device.py``), compiled by the host's compiler, run by the same executor as the CUDA backend over one host
-arena. Matrix products call the BLAS NumPy carries from C (one-thread calls on pieces the OpenMP team
-shares); an op without a kernel runs through the reference interpreter on the arena's bytes
+"""The compiled CPU backend: the generated kernels of the CUDA lowering rendered as C++ (``device.py``),
+compiled by the host's compiler, run by the same executor as the CUDA backend over one host arena, on
+graphc's own thread pool. Matrix products call the BLAS NumPy carries from C (one-thread calls on pieces the
+pool shares); an op without a kernel runs through the reference interpreter on the arena's bytes
 (``lowering.HostCall``), so every graph of static tensor shapes runs.
 
 Values that are not tensors (a classifier's ZipMap of class scores, a sequence) cannot live in an arena. When

@@ -1,17 +1,22 @@
 """The host as a device for generated kernels: the code generator's kernels (runtime/codegen), rendered in the C
-dialect (``DeviceProps.target == "c"``), compiled by the system's C++ compiler at -O3 with OpenMP, run on host
-memory.
+dialect (``DeviceProps.target == "c"``), compiled by the system's C++ compiler at -O3, run on host memory by
+graphc's own thread pool.
 
 The C dialect differs from CUDA C where ``runtime/codegen/dialect.py`` says (``dialect.C``): a kernel's
-loop over its work takes this OpenMP thread's contiguous share (``gc_share``) instead of striding by the
-grid, and no float4 vectors (the compiler vectorizes the scalar loop). Everything else is the same source
-under a small header (``SHIM``): a "block" is one thread (``blockIdx`` is the OpenMP thread, ``threadIdx``
-0, ``__syncthreads`` nothing, ``__shared__`` arrays the thread's own), so the row kernels and the split
-reductions run unchanged. A launch calls the kernel once in each thread of an OpenMP team, one thread for
-small work. Matrix products (the lowering's GEMM calls) run from C too (``gc_gemm``): the cblas of the BLAS NumPy
-carries, single-threaded, on pieces of the output that the OpenMP team takes one at a time, so that one pool of
-threads (which spins briefly, then sleeps between launches) runs everything and a thread the OS delays leaves
-its pieces to the others; float16 and the other types go through NumPy.
+loop over its work takes one chunk's contiguous share (``gc_share``) instead of striding by the grid, and no
+float4 vectors (the compiler vectorizes the scalar loop). Everything else is the same source under a small
+header (``SHIM``): a "block" is one chunk of the launch's work (``blockIdx`` the chunk, ``gridDim`` how many,
+``threadIdx`` 0, ``__syncthreads`` nothing, ``__shared__`` arrays the chunk's own), so the row kernels and the
+split reductions run unchanged.
+
+The pool (``gc_pool_run``): a launch on several threads is cut into ``CHUNKS_PER_THREAD`` chunks per thread,
+which the calling thread and the pool's workers claim one at a time; the caller waits only for chunks a worker
+is running, never for a worker to arrive, so a thread the OS delays (a busy machine, a worker still asleep
+after an idle gap) leaves its chunks to the others instead of holding up the launch. Idle workers spin briefly
+(``POOL_SPIN``), then sleep. One pool per process, whatever library a kernel is in; no OpenMP runtime is
+loaded (``-fopenmp-simd`` only: the ``omp simd`` declarations of libmvec's vector math). Matrix products (the
+lowering's GEMM calls) run from C too (``gc_gemm``): the cblas of the BLAS NumPy carries, single-threaded, on
+pieces of the output that the pool shares; float16 and the other types go through NumPy.
 
 Memory is host memory: a pointer is an address inside a NumPy array (64-byte aligned, left uninitialised).
 """
@@ -36,16 +41,18 @@ from ..codegen.libcall import Gemm, gemm_operands, gemm_reference
 from ..codegen.lowering import HostCall
 
 SHIM = r"""
-#include <omp.h>
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <mutex>
+#include <thread>
 struct gc_dim3 { unsigned x, y, z; };
-// a "block" is one thread of the OpenMP team that runs the launch
-#define blockIdx (gc_dim3{(unsigned)omp_get_thread_num(), 0u, 0u})
-#define gridDim (gc_dim3{(unsigned)omp_get_num_threads(), 1u, 1u})
+// a "block" is one chunk of a launch's work (gc_pool_run): blockIdx the chunk, gridDim how many the launch has
+static thread_local long long gc_chunk_ = 0, gc_chunks_ = 1;
+#define blockIdx (gc_dim3{(unsigned)gc_chunk_, 0u, 0u})
+#define gridDim (gc_dim3{(unsigned)gc_chunks_, 1u, 1u})
 #define threadIdx (gc_dim3{0u, 0u, 0u})
 #define blockDim (gc_dim3{1u, 1u, 1u})
 #define __global__
@@ -54,17 +61,91 @@ struct gc_dim3 { unsigned x, y, z; };
 #define __shared__
 #define __restrict__ __restrict
 #define __syncthreads() ((void)0)
-// this thread's share of [0, n): the first (next = 0) or one past the last (next = 1) index
+// this chunk's share of [0, n): the first (next = 0) or one past the last (next = 1) index
 static inline long long gc_share(long long n, int next) {
-    return n * (long long)(omp_get_thread_num() + next) / (long long)omp_get_num_threads();
+    return n * (gc_chunk_ + next) / gc_chunks_;
 }
+// ---- the thread pool: a launch's chunks are claimed one at a time by the calling thread and by the workers
+// that are awake; the caller waits only for chunks a worker is running, never for a worker to arrive (one the
+// OS delays finds nothing left). Workers spin briefly for the next launch, then sleep on a futex.
+typedef void (*gc_task)(void* ctx, long long chunk, long long chunks);
+typedef void (*gc_runner_t)(gc_task fn, void* ctx, long long chunks, int threads);
+namespace gc_pool {
+struct Pool {
+    std::atomic<unsigned> gen{0};
+    std::atomic<long long> next{0}, done{0};
+    std::atomic<int> active{0}, helpers{0}, spin{20000};
+    std::atomic<bool> open{false};
+    gc_task fn = nullptr;
+    void* ctx = nullptr;
+    long long total = 0;
+    int workers = 0;
+    std::mutex busy, grow;
+};
+static Pool& pool() { static Pool* p = new Pool(); return *p; }  // never freed: workers outlive static destructors
+static inline void relax() { __builtin_ia32_pause(); }
+static void work(Pool& p, gc_task fn, void* ctx, long long total) {
+    long long c;
+    while ((c = p.next.fetch_add(1, std::memory_order_acq_rel)) < total) {
+        fn(ctx, c, total);
+        p.done.fetch_add(1, std::memory_order_release);
+    }
+}
+static void worker(int index) {
+    Pool& p = pool();
+    unsigned seen = p.gen.load(std::memory_order_acquire);
+    for (;;) {
+        unsigned g;
+        for (int spins = 0; (g = p.gen.load(std::memory_order_acquire)) == seen;) {
+            if (++spins < p.spin.load(std::memory_order_relaxed)) relax();
+            else p.gen.wait(seen, std::memory_order_acquire);
+        }
+        seen = g;
+        if (index >= p.helpers.load(std::memory_order_acquire)) continue;
+        // seq_cst against the caller's closing (open = false, then active == 0): one of the two sees the other
+        p.active.fetch_add(1, std::memory_order_seq_cst);
+        if (p.open.load(std::memory_order_seq_cst) && index < p.helpers.load(std::memory_order_acquire))
+            work(p, p.fn, p.ctx, p.total);
+        p.active.fetch_sub(1, std::memory_order_release);
+    }
+}
+}  // namespace gc_pool
+// run fn(ctx, c, chunks) for every c in [0, chunks) on up to `threads` threads (this one included)
+extern "C" void gc_pool_run(gc_task fn, void* ctx, long long chunks, int threads) {
+    gc_pool::Pool& p = gc_pool::pool();
+    if (threads <= 1 || chunks <= 1 || !p.busy.try_lock()) {  // busy: another thread's launch has the pool
+        for (long long c = 0; c < chunks; ++c) fn(ctx, c, chunks);
+        return;
+    }
+    if (p.workers < threads - 1) {
+        std::lock_guard<std::mutex> lock(p.grow);
+        for (; p.workers < threads - 1; ++p.workers) std::thread(gc_pool::worker, p.workers).detach();
+    }
+    p.fn = fn; p.ctx = ctx; p.total = chunks;
+    p.next.store(0, std::memory_order_relaxed);
+    p.done.store(0, std::memory_order_relaxed);
+    p.helpers.store(threads - 1, std::memory_order_relaxed);
+    p.open.store(true, std::memory_order_release);
+    p.gen.fetch_add(1, std::memory_order_release);
+    p.gen.notify_all();
+    gc_pool::work(p, fn, ctx, chunks);
+    while (p.done.load(std::memory_order_acquire) < chunks) gc_pool::relax();  // chunks the workers still run
+    p.open.store(false, std::memory_order_seq_cst);
+    while (p.active.load(std::memory_order_seq_cst) != 0) gc_pool::relax();  // a worker between its checks
+    p.busy.unlock();
+}
+// how long an idle worker spins before it sleeps (pause instructions)
+extern "C" void gc_pool_spin(int spins) { gc_pool::pool().spin.store(spins, std::memory_order_relaxed); }
+// every kernel library runs its launches on one pool, the first library's (HostDevice sets it)
+static gc_runner_t gc_runner = gc_pool_run;
+extern "C" void gc_use_pool(void* runner) { gc_runner = (gc_runner_t)runner; }
 // the launches of a plan run back to back from C (HostDevice.batch_launches)
 typedef void (*gc_launcher)(void**, int);
 extern "C" void gc_run_list(gc_launcher* fns, void*** args, const int* threads, int count) {
     for (int k = 0; k < count; ++k) fns[k](args[k], threads[k]);
 }
 // a GEMM step (libcall.Gemm; HostDevice.call): the BLAS's cblas_?gemm, single-threaded, on pieces of C that the
-// OpenMP team takes one at a time (dynamic: a thread the OS delays leaves its pieces to the others)
+// pool's threads take one at a time (a thread the OS delays leaves its pieces to the others)
 struct gc_gemm_desc {
     void* fn;  // cblas_sgemm or cblas_dgemm of the BLAS NumPy loaded
     void* gemv;  // cblas_sgemv or cblas_dgemv: a product with one row or one column is a matrix-vector one
@@ -114,12 +195,14 @@ static void gc_gemm_run(const gc_gemm_desc& d, void** args, int threads) {
         return;
     }
     const long long per = d.pieces_m * d.pieces_n, total = d.batch * per;
-    #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-    for (long long t = 0; t < total; ++t) {
+    gc_runner([](void* ctx, long long t, long long) {
+        void** args = (void**)ctx;
+        const gc_gemm_desc& d = *(const gc_gemm_desc*)args[3];
+        const long long per = d.pieces_m * d.pieces_n;
         const long long bi = t / per, i = (t % per) / d.pieces_n, j = t % d.pieces_n;
         gc_gemm_block<T>(d, args, bi, d.m * i / d.pieces_m, d.m * (i + 1) / d.pieces_m, d.n * j / d.pieces_n,
                          d.n * (j + 1) / d.pieces_n);
-    }
+    }, args, total, threads);
 }
 extern "C" void gc_gemm(void** args, int threads) {
     const gc_gemm_desc& d = *(const gc_gemm_desc*)args[3];
@@ -136,10 +219,13 @@ CXX_ENV = "GRAPHC_CXX"
 #: on these kernels (-fno-tree-loop-if-convert avoids it too, at twice the run time).
 #: -fno-math-errno -fno-trapping-math: math calls and comparisons may run speculatively (in vectors; values
 #: are unchanged, only errno and the floating-point exception flags, which nothing reads, differ).
-CXX_OPTIONS = ("-std=c++20", "-O3", "-march=native", "-mno-avx512f", "-fopenmp", "-shared", "-fPIC",
+CXX_OPTIONS = ("-std=c++20", "-O3", "-march=native", "-mno-avx512f", "-fopenmp-simd", "-pthread", "-shared", "-fPIC",
                "-fno-math-errno", "-fno-trapping-math", "-w")
 #: A launch runs in several threads only with at least this many elements of work per thread.
 GRAIN = 16384
+#: A launch on several threads is cut into this many chunks per thread, taken one at a time: a thread the OS
+#: delays leaves its chunks to the others.
+CHUNKS_PER_THREAD = 4
 
 
 def compiler() -> str | None:
@@ -185,12 +271,32 @@ def vector_math() -> tuple[str, tuple[str, ...]]:
 
 
 def launcher_source(kernel: Kernel, j: int) -> str:
-    """``gc_launch_j(args, threads)``: kernel ``j`` run by each thread of an OpenMP team of ``threads``."""
+    """``gc_launch_j(args, threads)``: kernel ``j`` run once per chunk of its work, ``CHUNKS_PER_THREAD`` chunks
+    per thread of ``threads`` taken from the pool (``gc_pool_run``); with one thread, once over all of it."""
     args = launch_arguments(kernel)
     return (f'extern "C" void gc_launch_{j}(void** args, int threads) {{\n'
-            f"    if (threads <= 1) {{ gc_k{j}::{kernel.name}({args}); return; }}\n"
-            f"    #pragma omp parallel num_threads(threads)\n"
-            f"    gc_k{j}::{kernel.name}({args});\n}}\n")
+            f"    if (threads <= 1) {{ gc_chunk_ = 0; gc_chunks_ = 1; gc_k{j}::{kernel.name}({args}); return; }}\n"
+            f"    gc_runner([](void* ctx, long long c, long long n) {{\n"
+            f"        void** args = (void**)ctx; gc_chunk_ = c; gc_chunks_ = n; gc_k{j}::{kernel.name}({args});\n"
+            f"    }}, args, (long long)threads * {CHUNKS_PER_THREAD}, threads);\n}}\n")
+
+
+#: (library, address of its gc_pool_run): the pool every kernel library of the process launches on
+_POOL: list = []
+#: How long an idle pool thread spins (pause instructions) waiting for the next launch before it sleeps: a
+#: launch that follows within it starts at once; sleeping at once pays a wake-up per launch (milliseconds on a
+#: busy VM), spinning without end steals the core other work needs.
+POOL_SPIN = 20000
+
+
+def _share_pool(lib) -> None:
+    """Make ``lib``'s launches run on the process's one pool (the first library's), whatever library holds them."""
+    if not _POOL:
+        lib.gc_pool_spin.argtypes = [ctypes.c_int]
+        lib.gc_pool_spin(POOL_SPIN)
+        _POOL.append((lib, ctypes.cast(lib.gc_pool_run, ctypes.c_void_p).value))
+    lib.gc_use_pool.argtypes = [ctypes.c_void_p]
+    lib.gc_use_pool(_POOL[0][1])
 
 
 def _work(kernel: Kernel) -> int:
@@ -205,11 +311,6 @@ class HostDevice(HostMemory):
     def __init__(self, cache: KernelCache | None = None, threads: int | None = None):
         """``threads``: the most threads a launch uses (default: graphc's thread count, ``gc.set_num_threads`` or
         GRAPHC_NUM_THREADS, read at every launch; the GEMMs split over the same team, the BLAS at one thread)."""
-        # OpenMP's threads wait for the next launch spinning briefly (about 20,000 spins, tens of microseconds), then
-        # sleep (read once, when the first kernel library loads libgomp). Sleeping at once (OMP_WAIT_POLICY=PASSIVE)
-        # pays a wake-up per launch (resnet50 at 2 threads: 69.8 ms); spinning without end (ACTIVE) steals the cores
-        # other work needs (onnxruntime beside it: 29 -> 63 ms); the short spin: 56.6 ms, onnxruntime unchanged.
-        os.environ.setdefault("GOMP_SPINCOUNT", "20000")
         from ..numpy import threads as thread_count
 
         thread_count.apply_env()  # GRAPHC_NUM_THREADS, as the NumPy backend applies it when it first prepares
@@ -230,8 +331,8 @@ class HostDevice(HostMemory):
 
     @property
     def threads(self) -> int:
-        """The most OpenMP threads a launch uses now: the ``threads`` given, else graphc's one thread count
-        (``runtime/numpy/threads.py``), which OpenMP's own default follows too."""
+        """The most threads a launch uses now: the ``threads`` given, else graphc's one thread count
+        (``runtime/numpy/threads.py``)."""
         if self._threads:
             return self._threads
         return self._thread_count.get_num_threads()
@@ -246,8 +347,7 @@ class HostDevice(HostMemory):
         source = f"{SHIM}\n{declarations}\n{combined_source(todo)}\n" + \
             "".join(launcher_source(k, j) for j, k in enumerate(todo))
         lib = build_library(self.cache, "cpu", self.cxx, CXX_OPTIONS, source, todo, link)
-        if not self._libs:  # the first library brings libgomp in: it gets graphc's thread count like the BLAS
-            self._thread_count.sync()
+        _share_pool(lib)
         self._libs.append(lib)
         for j, k in enumerate(todo):
             fn = getattr(lib, f"gc_launch_{j}")
@@ -326,7 +426,7 @@ class HostDevice(HostMemory):
             declarations, link = vector_math()
             self._shim = build_library(self.cache, "cpu", self.cxx, CXX_OPTIONS, f"{SHIM}\n{declarations}\n", [],
                                        link)
-            self._thread_count.sync()  # libgomp arrived
+            _share_pool(self._shim)
         return self._shim
 
     def load(self, kernel: Kernel):

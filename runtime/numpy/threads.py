@@ -4,23 +4,21 @@
 environment sets it when a backend first prepares a graph (``apply_env``). The pools that follow it:
 
 - the BLAS's (NumPy's OpenBLAS, or whichever BLAS NumPy carries): matrix products of both CPU backends;
-- OpenMP's (libgomp, loaded with the CPU backend's kernel libraries): the CPU backend reads the count at
-  every launch and passes it to ``num_threads``; OpenMP's own default (``omp_get_max_threads``) is set
-  to it too, in the thread that sets it;
-- graphc's own chunk threads for big fused elementwise groups (``kernels/fused.py``, read each step).
+- the compiled CPU backend's own pool (``runtime/cpu/device.py``): it reads the count at every launch and
+  takes that many threads at most (no OpenMP runtime: its kernels are compiled with ``-fopenmp-simd`` only);
+- graphc's own chunk threads for big fused elementwise groups (``kernels/fused.py``, read each step);
+- any OpenMP runtime another library loaded into the process (its default count, so that it agrees).
 
 The BLAS and OpenMP libraries are found and driven through threadpoolctl (a dependency), which
 knows OpenBLAS, MKL, BLIS, FlexiBLAS and the OpenMP runtimes. A library loaded after the count was
-set gets it when graphc next looks (``sync``: the CPU backend calls it after loading each kernel
-library, which is when libgomp arrives).
+set gets it when graphc next looks (``sync``).
 
 Once the compiled CPU backend runs a matrix product (``single_threaded_blas``), the BLAS stays at one thread in
-this process: the backend cuts products into pieces its OpenMP team shares, each a one-thread BLAS call, so one
-pool of threads runs everything (OpenBLAS's own pool stalls beside any other runnable thread).
+this process: the backend cuts products into pieces its pool shares, each a one-thread BLAS call, so one pool of
+threads runs everything (OpenBLAS's own pool stalls beside any other runnable thread).
 
 Until the count is set it is the BLAS's own count (OpenBLAS starts with ``OPENBLAS_NUM_THREADS`` or
-``OMP_NUM_THREADS``, else every CPU), or every CPU where NumPy carries no BLAS threadpoolctl knows;
-OpenMP is given the same number when the CPU backend loads it, so the two pools agree.
+``OMP_NUM_THREADS``, else every CPU), or every CPU where NumPy carries no BLAS threadpoolctl knows.
 """
 from __future__ import annotations
 
@@ -42,7 +40,7 @@ _lock = threading.RLock()
 _count: int | None = None  # set by set_num_threads / GRAPHC_NUM_THREADS; None: follow the BLAS
 _blas: list | None = None  # threadpoolctl's controllers of the BLAS libraries loaded (read for the default)
 _env_applied = False
-#: True once the compiled CPU backend runs its matrix products itself (split over its own OpenMP team, each
+#: True once the compiled CPU backend runs its matrix products itself (split over its own pool, each
 #: piece a one-thread BLAS call): the BLAS is then kept at one thread, so that two pools never run at once.
 _blas_single = False
 
@@ -73,7 +71,7 @@ def _default() -> int:
 
 def set_num_threads(n: int) -> None:
     """Use ``n`` threads (n >= 1) in graphc's thread pools: the BLAS's matrix products, the CPU backend's
-    OpenMP kernels and the chunk threads of big fused elementwise groups."""
+    pool and the chunk threads of big fused elementwise groups."""
     global _count, _blas
     n = _check(n)
     with _lock:
@@ -90,8 +88,8 @@ def get_num_threads() -> int:
 
 
 def sync() -> None:
-    """Give the count to every BLAS and OpenMP library loaded since it was set (one that a kernel library
-    just brought in, say), so all pools agree; the ones that have it already are left alone."""
+    """Give the count to every BLAS and OpenMP library loaded since it was set, so all pools agree; the ones
+    that have it already are left alone."""
     global _blas
     with _lock:
         controller = ThreadpoolController()
@@ -109,8 +107,8 @@ def _pool_count(api: str, n: int) -> int:
 
 
 def single_threaded_blas() -> None:
-    """Keep the BLAS at one thread from now on in this process, graphc's count still driving OpenMP and the
-    chunk threads: called by the compiled CPU backend, whose matrix products split over its own OpenMP team
+    """Keep the BLAS at one thread from now on in this process, graphc's count still driving the CPU backend's
+    pool and the chunk threads: called by the compiled CPU backend, whose matrix products split over its pool
     (each piece one BLAS call). One pool of threads, which spins briefly and then sleeps between launches: two
     pools spinning against each other, or OpenBLAS's own pool, stall whenever another process wants a core
     (#15's "under load")."""

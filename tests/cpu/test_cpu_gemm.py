@@ -1,5 +1,5 @@
 """The CPU backend's GEMM steps from C (``gc_gemm``: the BLAS's cblas gemm, or gemv for one row or column,
-single-threaded, on pieces of C that the OpenMP team shares) equal ``libcall.gemm_reference`` for every layout a lowering makes: transposes, batches
+single-threaded, on pieces of C that the thread pool shares) equal ``libcall.gemm_reference`` for every layout a lowering makes: transposes, batches
 (strided and broadcast), offsets, row strides wider than the matrix, alpha and beta, float32 and float64, at one
 and at several threads, split into pieces or not."""
 from __future__ import annotations

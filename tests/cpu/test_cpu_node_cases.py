@@ -1,4 +1,4 @@
-"""The compiled CPU backend (the generated kernels rendered as C++ with OpenMP) on every ONNX node test case:
+"""The compiled CPU backend (the generated kernels rendered as C++) on every ONNX node test case:
 its outputs equal onnx's expected outputs as the NumPy backend's do. Ops without a kernel run through the
 reference interpreter inside the plan (``HostCall``); graphs an arena cannot hold (sequences) fall back to
 the NumPy backend with a warning."""
