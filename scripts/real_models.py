@@ -285,18 +285,22 @@ BY_NAME = {s.name: s for s in SPECS}
 #: models that graphc runs wrongly or not at all, with the cause (tests/test_real_models.py marks them xfail)
 FAILS: dict[str, str] = {}
 
-#: what the table should say beside a model's result (the doc's remarks give the details)
-NOTES: dict[str, str] = {
-    "efficientnet_b0": "slow: the AveragePool with a 256x256 window over a 4x4 map pads to the window "
-                       "(runtime/numpy/conv.py), 98% of the time",
-    "silero_vad": "slow: the net is inside an If, whose branch graphc interprets node by node, unoptimized",
-    "lightgbm_classifier": "slow: one NumPy step that rebuilds the forest on each run and adds the votes tree by tree "
-                           "in Python (graphc/ops/ml.py)",
-    "xgboost_regressor": "slow: as lightgbm_classifier",
-    "catboost_classifier": "slow: as lightgbm_classifier",
+#: what the table should say beside a model's result, by graphc backend (the doc's remarks give the details)
+NOTES: dict[str, dict[str, str]] = {
+    "numpy": {
+        "efficientnet_b0": "slow: the AveragePool with a 256x256 window over a 4x4 map pads to the window "
+                           "(runtime/numpy/conv.py), 98% of the time",
+        "silero_vad": "slow: the net is inside an If, whose branch graphc interprets node by node, unoptimized",
+        "lightgbm_classifier": "slow: one NumPy step that rebuilds the forest on each run and adds the votes tree "
+                               "by tree in Python (graphc/ops/ml)",
+        "xgboost_regressor": "slow: as lightgbm_classifier",
+        "catboost_classifier": "slow: as lightgbm_classifier",
+    },
+    "cpu": {
+        "efficientnet_b0": "slow: its depthwise and 1x1 convolutions (im2col + one-thread GEMMs of few channels) "
+                           "and squeeze-excite steps",
+    },
 }
-
-
 def model_path(name: str, cache: str | None = None) -> str:
     return os.path.join(cache or cache_dir(), name + ".onnx")
 
@@ -502,10 +506,26 @@ def _fmt_err(e: float | None) -> str:
 
 
 def _fmt_ms(t: float | None) -> str:
-    return "-" if t is None else (f"{t:.1f}" if t < 100 else f"{t:.0f}")
+    return "-" if t is None else (f"{t:.2f}" if t < 1 else f"{t:.1f}" if t < 100 else f"{t:.0f}")
 
 
-def table(results: list[Result]) -> str:
+def summary(results: list[Result]) -> str:
+    """Geometric mean and median of graphc's time over onnxruntime's (from the unrounded medians), and the models
+    above 3x."""
+    import math
+
+    ratios = {r.name: r.graphc_ms / r.ort_ms for r in results if r.graphc_ms and r.ort_ms}
+    if not ratios:
+        return ""
+    v = sorted(ratios.values())
+    mid = (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2
+    slow = ", ".join(f"{n} {x:.2f}x" for n, x in sorted(ratios.items(), key=lambda kv: -kv[1]) if x > 3) or "none"
+    each = ", ".join(f"{n} {x:.2f}x" for n, x in ratios.items())
+    return (f"graphc / onnxruntime over {len(v)} models: geometric mean "
+            f"{math.exp(sum(map(math.log, v)) / len(v)):.2f}x, median {mid:.2f}x; above 3x: {slow}\n({each})\n")
+
+
+def table(results: list[Result], backend: str = "numpy") -> str:
     rows = ["| model | kind | provenance | inputs (seeded) | outputs | max rel. err -O2 | max rel. err backend API | "
             "graphc -O2 ms | onnxruntime ms | result |",
             "|---|---|---|---|---|---|---|---|---|---|"]
@@ -521,8 +541,8 @@ def table(results: list[Result]) -> str:
             verdict = "DIFFERS"
         if r.name in FAILS:
             verdict += f" ({FAILS[r.name]})"
-        if r.name in NOTES:
-            verdict += f"; {NOTES[r.name]}"
+        if r.name in NOTES.get(backend, {}):
+            verdict += f"; {NOTES[backend][r.name]}"
         rows.append(f"| {r.name} | {spec.kind} | {prov} | {r.inputs} | {r.outputs} | {_fmt_err(r.err_o2)} | "
                     f"{_fmt_err(r.err_backend)} | {_fmt_ms(r.graphc_ms)} | {_fmt_ms(r.ort_ms)} | {verdict} |")
     return "\n".join(rows) + "\n"
@@ -594,8 +614,9 @@ def main(argv=None) -> int:
         print(f"{spec.name}: err -O2 {_fmt_err(r.err_o2)}, backend {_fmt_err(r.err_backend)}, graphc "
               f"{_fmt_ms(r.graphc_ms)} ms, ort {_fmt_ms(r.ort_ms)} ms {r.error}", file=sys.stderr, flush=True)
         results.append(r)
-    text = table(results)
+    text = table(results, args.backend)
     print(text)
+    print(summary(results))
     if absent:
         print(f"not in {cache}: {', '.join(absent)} (run with --fetch)", file=sys.stderr)
     if args.write_doc:

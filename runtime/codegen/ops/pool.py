@@ -2,6 +2,8 @@
 
 Each is one generated kernel with one thread per output element (grid-stride) looping over its window's taps
 (padding and ceil-mode overhang read as the op's neutral value: the lowest value for max, nothing for sums).
+AveragePool and LpPool without dilation loop over only the taps inside the image (a global-sized window over a
+small map, as exporters write a global pool, costs its map, not its window) and count them from the bounds.
 Any number of spatial dims. GlobalAveragePool and GlobalMaxPool are reductions (rows.py).
 """
 from __future__ import annotations
@@ -54,6 +56,27 @@ def _tap_loops(kernel, outs, strides, dils, pb, it, ind="        ") -> tuple[lis
         ind += "    "
         lines.append(f"{ind}const {it} s{d} = o{d} * {strides[d]} - {pb[d]} + k{d} * {dils[d]};")
     return lines, ind
+
+
+def _clipped_tap_loops(kernel, spatial, strides, pb, pe, it, include_pad, ind="        "):
+    """Undilated windows: loops over only the taps inside the image (``k<d>`` from ``lo<d>`` to ``hi<d>``), and
+    per dim the C expression of how many taps the mean divides by (inside the image; with ``include_pad``, inside
+    the explicit padding too, not a ceil-mode overhang past it). Returns (lines, indent, counts)."""
+    lines, counts = [], []
+    for d in range(len(kernel)):
+        at = f"o{d} * {strides[d]}"
+        lines += [f"{ind}const int lo{d} = {pb[d]} - {at} > 0 ? {pb[d]} - {at} : 0;",
+                  f"{ind}const int hi{d} = {spatial[d] + pb[d]} - {at} < {kernel[d]} ? {spatial[d] + pb[d]} - {at} : {kernel[d]};"]
+        if include_pad:
+            end = f"{spatial[d] + pe[d] + pb[d]} - {at}"
+            counts.append(f"({end} < {kernel[d]} ? ({end} > 0 ? {end} : 0) : {kernel[d]})")
+        else:
+            counts.append(f"(hi{d} > lo{d} ? hi{d} - lo{d} : 0)")
+    for d in range(len(kernel)):
+        lines.append(f"{ind}for (int k{d} = lo{d}; k{d} < hi{d}; ++k{d}) {{")
+        ind += "    "
+        lines.append(f"{ind}const {it} s{d} = o{d} * {strides[d]} - {pb[d]} + k{d};")
+    return lines, ind, counts
 
 
 def _inside(spatial, kernel, outs, strides, dils, pb) -> str:
@@ -127,18 +150,29 @@ def _sum_pool(node: Node, ctx: LowerContext, what: str) -> list[Step]:
     body.append(f"        {c} acc = {literal(0, dt)};")
     avg = node.op_type == "AveragePool"
     include_pad = avg and bool(node.attrs["count_include_pad"])
-    if avg:
-        body.append("        int count = 0;")
-    loops, ind = _tap_loops(kernel, outs, strides, dils, pb, it)
-    body += loops
+    clipped = all(d == 1 for d in dils)
+    if clipped:  # the window's taps clipped to the image: no test per tap, the count from the bounds
+        loops, ind, counts = _clipped_tap_loops(kernel, spatial, strides, pb, pe, it, include_pad)
+        body += loops[:2 * nd]  # the bounds, then the count, then the loops
+        if avg:
+            body.append(f"        const int count = {' * '.join(counts)};")
+        body += loops[2 * nd:]
+    else:
+        if avg:
+            body.append("        int count = 0;")
+        loops, ind = _tap_loops(kernel, outs, strides, dils, pb, it)
+        body += loops
     inside = " && ".join(f"s{d} >= 0 && s{d} < {spatial[d]}" for d in range(nd))
     at = _offset([f"s{d}" for d in range(nd)], _row_major(spatial))
-    if include_pad:  # the explicit padding counts, a ceil-mode overhang past it does not
+    if clipped:
+        pass
+    elif include_pad:  # the explicit padding counts, a ceil-mode overhang past it does not
         counted = " && ".join(f"s{d} < {spatial[d] + pe[d]}" for d in range(nd))
         body.append(f"{ind}count += ({counted}) ? 1 : 0;")
     elif avg:
         body.append(f"{ind}count += ({inside}) ? 1 : 0;")
-    body.append(f"{ind}if (!({inside})) continue;")
+    if not clipped:
+        body.append(f"{ind}if (!({inside})) continue;")
     v = load_expr(f"x[base + {at}]", dt)
     if avg:
         body.append(f"{ind}acc += {v};")
