@@ -4,7 +4,7 @@ Conv of X (N, C, *S) with W (M, C/G, *K), G groups, into Y (N, M, *O), P = prod(
 
 - 1x1 at stride 1 without padding: Y[n] = W @ X[n] per group, a GEMM reading X as it is;
 - depthwise (one input channel per group): a direct kernel, one thread per output element summing its taps; in
-  the C dialect (2-D, undilated, rows of 32 outputs or more) one output row per work item, each tap a loop along
+  the C dialect (2-D, undilated, rows of 16 outputs or more) one output row per work item, each tap a loop along
   the row that the compiler vectorizes;
 - otherwise im2col: a kernel writes the columns col[n][c, k][p] (the input element tap ``k`` of output ``p``
   sees, 0 in the padding) into the plan's shared workspace, and one GEMM per group (or per batch item,
@@ -217,9 +217,9 @@ def _depthwise(ctx, node, x, w, b, y, dt, spatial, kernel, outs, strides, dils, 
                      f"{dils}, pads {pb}: one thread per output element", it)
 
 #: The C dialect's depthwise kernel works by output rows from this width on (efficientnet_b0's 3x3 layers, 64
-#: wide: 0.47 -> 0.20 ms); on narrower rows the loop per tap costs more than it saves (5x5 on rows of 8: 0.15 ->
-#: 0.28 ms), and the kernel per output element stays.
-DEPTHWISE_ROW_MIN = 32
+#: wide: 0.47 -> 0.20 ms; shufflenet's, 28 and 14 wide: 3.1 -> 2.7 ms in all); on narrower rows the loop per tap
+#: costs more than it saves (5x5 on rows of 8: 0.15 -> 0.28 ms), and the kernel per output element stays.
+DEPTHWISE_ROW_MIN = 16
 
 
 def _depthwise_rows(ctx, node, x, w, b, y, dt, spatial, kernel, outs, strides, pb) -> Step:
