@@ -104,3 +104,33 @@ def test_depthwise_conv_matches_the_numpy_backend(case):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     text = "\n".join(s.kernel.source for s in exe.prepared().lowered.steps if s.kernel is not None)
     assert ("one output row per work item" in text) == (want.shape[-1] >= 16)
+
+
+MAXPOOLS = [  # (input spatial, kernel, strides, pads, ceil_mode): rows of 16+ outputs take the row kernel
+    ((112, 112), (3, 3), (2, 2), (1, 1, 1, 1), 0),   # shufflenet's
+    ((55, 55), (3, 3), (2, 2), (0, 0, 0, 0), 1),     # squeezenet's, with a ceil-mode overhang
+    ((9, 40), (2, 5), (1, 3), (1, 0, 0, 4), 0),
+    ((8, 12), (3, 3), (1, 1), (1, 1, 1, 1), 0),      # rows of 12: the kernel per output element
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.uint8])
+@pytest.mark.parametrize("case", MAXPOOLS, ids=lambda c: "x".join(map(str, c[0])) + f"_k{c[1][0]}{c[1][1]}_s{c[2][1]}")
+def test_maxpool_matches_the_numpy_backend_nan_included(case, dtype):
+    spatial, kernel, strides, pads, ceil = case
+    rng = np.random.default_rng(sum(spatial))
+    x = (rng.standard_normal((2, 3) + spatial) * 50).astype(dtype)
+    if dtype == np.float32:
+        x[rng.random(x.shape) < 0.01] = np.nan  # a NaN in a window wins it
+    node = oh.make_node("MaxPool", ["x"], ["y"], kernel_shape=list(kernel), strides=list(strides), pads=list(pads),
+                        ceil_mode=ceil)
+    elem = TP.FLOAT if dtype == np.float32 else TP.UINT8
+    g = oh.make_graph([node], "mp", [oh.make_tensor_value_info("x", elem, list(x.shape))],
+                      [oh.make_tensor_value_info("y", elem, None)])
+    graph = gc.import_onnx(oh.make_model(g, opset_imports=[oh.make_opsetid("", 18)]))
+    (want,) = gc.prepare(graph, backend="numpy").run({"x": x})
+    exe = gc.prepare(graph, backend="cpu")
+    (got,) = exe.run({"x": x})
+    np.testing.assert_array_equal(got, want)
+    text = "\n".join(s.kernel.source for s in exe.prepared().lowered.steps if s.kernel is not None)
+    assert ("one output row per work item" in text) == (want.shape[-1] >= 16)

@@ -4,17 +4,20 @@ Each is one generated kernel with one thread per output element (grid-stride) lo
 (padding and ceil-mode overhang read as the op's neutral value: the lowest value for max, nothing for sums).
 AveragePool and LpPool without dilation loop over only the taps inside the image (a global-sized window over a
 small map, as exporters write a global pool, costs its map, not its window) and count them from the bounds.
-Any number of spatial dims. GlobalAveragePool and GlobalMaxPool are reductions (rows.py).
+In the C dialect a 2-D undilated MaxPool without indices, 16 outputs wide or more, works by output rows (each
+tap a vectorized loop along the row). Any number of spatial dims. GlobalAveragePool and GlobalMaxPool are reductions (rows.py).
 """
 from __future__ import annotations
 
 from graphc.ir import DType, Node
 from graphc.ops.conv import geometry
 
+from ..dialect import current
 from ..kernel import (
     CodegenUnsupported,
     cctype,
     compute_dtype,
+    ctype,
     index_type,
     literal,
     load_expr,
@@ -106,6 +109,8 @@ def lower_maxpool(node: Node, ctx: LowerContext) -> list[Step]:
     dt = float_type(node, x, MAX_TYPES)
     xs, kernel, spatial, outs, strides, dils, pb, _ = _window(node, x, y, bool(node.attrs["ceil_mode"]))
     nd = len(kernel)
+    if current().row_loops and idx is None and nd == 2 and dils == [1, 1] and outs[-1] >= ROWS_MIN:
+        return [_maxpool_rows(ctx, node, x, y, dt, xs, kernel, spatial, outs, strides, pb)]
     steps = _row_major(spatial) if node.attrs["storage_order"] == 0 else [numel(spatial[:d]) for d in range(nd)]
     it = index_type(max(numel(xs), numel(shape_of(y))))
     c = cctype(dt)
@@ -137,6 +142,41 @@ def lower_maxpool(node: Node, ctx: LowerContext) -> list[Step]:
                       f"max over windows {kernel}, strides {strides}, dilations {dils}, pads {pb}"
                       + (f", with flat argmax indices (storage order {node.attrs['storage_order']})" if idx is not None
                          else ""), it)]
+
+#: The C dialect's MaxPool works by output rows from this width on (see ``_maxpool_rows``).
+ROWS_MIN = 16
+
+
+def _maxpool_rows(ctx, node, x, y, dt, xs, kernel, spatial, outs, strides, pb) -> Step:
+    """C dialect, 2-D, undilated, no indices: one work item per output row (n, c, oh) kept in a local row; for
+    each tap inside the image, one loop along the row over the outputs whose input is inside too (vectorized),
+    as the depthwise convolution's row kernel. The padding holds the lowest value, which never wins."""
+    (H, W), (KH, KW), (OH, OW), (sh, sw) = spatial, kernel, outs, strides
+    ph, pw = pb
+    it = index_type(max(numel(xs), numel(shape_of(y))))
+    c = cctype(dt)
+    nan = "v != v || " if dt.is_float else ""
+    body = decode("i", [("n", xs[0]), ("c", xs[1]), ("oh", OH)], it)
+    body += [f"        const {ctype(dt)}* xm = x + (n * {xs[1]} + c) * {H * W};",
+             f"        {c} acc[{OW}];",
+             f"        for (int ow = 0; ow < {OW}; ++ow) acc[ow] = {lowest(compute_dtype(dt))};",
+             f"        const int kh0 = {ph} - oh * {sh} > 0 ? {ph} - oh * {sh} : 0;",
+             f"        const int kh1 = {H + ph} - oh * {sh} < {KH} ? {H + ph} - oh * {sh} : {KH};",
+             "        for (int kh = kh0; kh < kh1; ++kh) {",
+             f"            const {ctype(dt)}* xr = xm + (oh * {sh} - {ph} + kh) * {W};",
+             f"            for (int kw = 0; kw < {KW}; ++kw) {{",
+             f"                const int lo = {pw} - kw > 0 ? ({pw} - kw + {sw - 1}) / {sw} : 0;",
+             f"                const int last = {W - 1 + pw} - kw;  // the last input column, relative",
+             f"                const int hi = last < 0 ? 0 : (last / {sw} + 1 < {OW} ? last / {sw} + 1 : {OW});",
+             "                for (int ow = lo; ow < hi; ++ow) {",
+             f"                    const {c} v = {load_expr(f'xr[ow * {sw} + kw - {pw}]', dt)};",
+             f"                    acc[ow] = ({nan}v > acc[ow]) ? v : acc[ow];  // NaN propagates",
+             "                }",
+             "            }",
+             "        }",
+             f"        for (int ow = 0; ow < {OW}; ++ow) y[i * {OW} + ow] = {store_expr('acc[ow]', dt)};"]
+    return loop_step(ctx, node, "maxpool", [("x", x, dt)], [("y", y, dt)], xs[0] * xs[1] * OH, body,
+                     f"max over windows {kernel}, strides {strides}, pads {pb}: one output row per work item", it)
 
 # ---- AveragePool, LpPool -------------------------------------------------------------------------
 def _sum_pool(node: Node, ctx: LowerContext, what: str) -> list[Step]:
