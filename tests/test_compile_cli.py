@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import time
 
 import numpy as np
 import onnx
@@ -114,12 +113,29 @@ def test_a_plan_of_another_format_is_refused(tmp_path, capsys):
 
 
 def test_resnet50_compiles_in_under_two_seconds(tmp_path):
-    """The acceptance bound, measured as CPU time of this process so that other load does not count."""
+    """The acceptance bound, measured as the CPU time of a fresh process's second compile (the first warms its
+    imports and onnx's schemas), so that neither other load nor what earlier tests left in this process counts:
+    the compiler's full cycle collection (compiler._release_replaced) costs in proportion to every object the
+    process holds, which took an xdist worker late in the suite past 2 s (2.2-2.4 s CPU; 0.25-1.0 s fresh)."""
+    import subprocess
+    import sys
+    import textwrap
+
     out = str(tmp_path / "r50.onnx")
-    main(["compile", light.path("resnet50"), "-o", out])  # warm: imports, onnx schemas
-    t0 = time.process_time()
-    assert main(["compile", light.path("resnet50"), "-o", out]) == 0
-    assert time.process_time() - t0 < 2.0
+    script = textwrap.dedent(f"""
+        import time
+        from graphc.cli import main
+        from graphc.models import light
+        main(["compile", light.path("resnet50"), "-o", {out!r}])
+        t0 = time.process_time()
+        code = main(["compile", light.path("resnet50"), "-o", {out!r}])
+        print("cpu", code, time.process_time() - t0)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, code, seconds = next(line for line in proc.stdout.splitlines()[::-1] if line.startswith("cpu ")).split()
+    assert int(code) == 0
+    assert float(seconds) < 2.0, f"{seconds} s of CPU"
     plan = load_plan(out)
     assert plan.memory.peak_bytes * 3 <= plan.memory.naive_bytes
 
