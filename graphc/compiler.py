@@ -298,10 +298,10 @@ def specialize_inputs(plan: Plan, values: Mapping[str, object]) -> Plan:
         if v is None or not isinstance(v.type, TensorType) or v.type.dtype is None or v.type.shape is None:
             raise GraphcError(f"cannot specialize input {name!r}: the plan has no such tensor input of known type")
         data = np.asarray(x, dtype=v.type.dtype.np)
-        if data.size != int(np.prod([d if isinstance(d, int) else 1 for d in v.type.shape])) or \
-                data.ndim != len(v.type.shape):
+        shape = tuple(d if isinstance(d, int) else 1 for d in v.type.shape)
+        if data.ndim != len(shape) or data.size != int(np.prod(shape)):
             raise GraphcError(f"cannot specialize input {name!r} ({v.type}) to a value of shape {list(data.shape)}")
-        v.data = data.reshape(tuple(d if isinstance(d, int) else 1 for d in v.type.shape))
+        v.data = data.reshape(shape)
         g.inputs.remove(v)
         g.constants[v.name] = v
     return compile(g, level=plan.level, consume=True)

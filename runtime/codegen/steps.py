@@ -7,11 +7,14 @@
 - ``copy_step``: a copy of one value into another (a ``view_of`` step where the memory plan gave both one
   offset: the executor then launches nothing);
 - ``float_type``, ``FLOAT_TYPES``: the element types a lowering accepts; ``spatial_offset``: a row-major
-  offset from coordinates.
+  offset from coordinates;
+- ``tap_bounds``, ``row_window``: the taps of an undilated window inside the image, and the C dialect's loops
+  over one output row's window (the conv family's depthwise and MaxPool row kernels).
 """
 from __future__ import annotations
 
 import re
+from typing import Callable
 
 import numpy as np
 
@@ -114,6 +117,35 @@ def spatial_offset(coords: list[str], shape: list[int]) -> str:
     return " + ".join(reversed(terms)) if terms else "0"
 
 
+def tap_bounds(lo: str, hi: str, o: str, stride: int, pad: int, size: int, kernel: int, indent: str) -> list[str]:
+    """C lines naming ``[lo, hi)``, the taps of an undilated window (``kernel`` taps, ``stride``) at output
+    coordinate ``o`` that lie inside an input dim of ``size`` padded by ``pad`` before it."""
+    at = f"{o} * {stride}"
+    return [f"{indent}const int {lo} = {pad} - {at} > 0 ? {pad} - {at} : 0;",
+            f"{indent}const int {hi} = {size + pad} - {at} < {kernel} ? {size + pad} - {at} : {kernel};"]
+
+
+def row_window(spatial, kernel, outs, strides, pads, elem: str, per_tap: list[str],
+               inner: Callable[[str], list[str]]) -> list[str]:
+    """The loops of the C dialect's row kernels (2-D, undilated windows: the depthwise convolution, MaxPool) over
+    the window of output row ``oh`` of the image at ``xm`` (elements of C type ``elem``): for each tap (kh, kw)
+    inside the image, ``per_tap`` lines, then ``inner(at)``: lines looping ``ow`` from ``lo`` to ``hi``, the
+    outputs whose input ``at`` (a C expression) is inside too, the loop the compiler vectorizes."""
+    (H, W), (KH, KW), (_, OW), (sh, sw), (ph, pw) = spatial, kernel, outs, strides, pads
+    ind = "                "
+    return [*tap_bounds("kh0", "kh1", "oh", sh, ph, H, KH, "        "),
+            "        for (int kh = kh0; kh < kh1; ++kh) {",
+            f"            const {elem}* xr = xm + (oh * {sh} - {ph} + kh) * {W};",
+            f"            for (int kw = 0; kw < {KW}; ++kw) {{",
+            *[ind + line for line in per_tap],
+            f"{ind}const int lo = {pw} - kw > 0 ? ({pw} - kw + {sw - 1}) / {sw} : 0;",
+            f"{ind}const int last = {W - 1 + pw} - kw;  // the last input column, relative",
+            f"{ind}const int hi = last < 0 ? 0 : (last / {sw} + 1 < {OW} ? last / {sw} + 1 : {OW});",
+            *[ind + line for line in inner(f"xr[ow * {sw} + kw - {pw}]")],
+            "            }",
+            "        }"]
+
+
 def _loop(it: str, n: int, body: list[str]) -> list[str]:
     return [grid_stride_loop(it, n)] + [f"        {line}" for line in body] + ["    }"]
 
@@ -145,4 +177,5 @@ def copy_step(ctx: LowerContext, node: Node, src: Value, dst: Value, what: str =
     return Step(kernel, [src, dst], node, view_of=(src, dst))
 
 
-__all__ = ['FLOAT_TYPES', 'ROW_MIN', 'constant_input', 'copy_step', 'decode', 'float_type', 'kernel_from', 'loop_step', 'spatial_offset']
+__all__ = ['FLOAT_TYPES', 'ROW_MIN', 'constant_input', 'copy_step', 'decode', 'float_type', 'kernel_from', 'loop_step',
+           'row_window', 'spatial_offset', 'tap_bounds']

@@ -65,9 +65,11 @@ class CpuBackend:
         if device is None and state is None and not available():
             return _fallback(graph, "no C++ compiler (g++, clang++ or $GRAPHC_CXX) was found", memory_limit)
         plan = graph if isinstance(graph, Plan) else compile_graph(graph)
-        if state is None and branching_inputs(plan.graph):
-            return _ByValue(plan, lambda p: CpuBackend.prepare(p, device=device, debug=debug, check_memory=check_memory,
-                                                              memory_limit=memory_limit))
+        deciding = branching_inputs(plan.graph) if state is None else []
+        if deciding:
+            return _ByValue(plan, deciding, lambda p: CpuBackend.prepare(p, device=device, debug=debug,
+                                                                        check_memory=check_memory,
+                                                                        memory_limit=memory_limit))
         other = next((v for v in plan.graph.values() if not isinstance(v.type, TensorType)), None)
         if other is not None and state is None:
             split = host_tail(plan)
@@ -157,13 +159,12 @@ def host_tail(plan):
                 return None
             tail.append(k)
             made_by_tail.update(id(v) for v in outs)
-    if not tail:
-        return None
-    if len(tail) == len(g.nodes):
-        return None  # nothing left to compile
+    if not tail or len(tail) == len(g.nodes):
+        return None  # nothing to split off, or nothing left to compile
     head = g.copy()
     tail_nodes = [head.nodes[k] for k in tail]
-    head.nodes = [n for k, n in enumerate(head.nodes) if k not in set(tail)]
+    in_tail = set(tail)
+    head.nodes = [n for k, n in enumerate(head.nodes) if k not in in_tail]
     tensor_only = [n for n in tail_nodes if all(isinstance(v.type, TensorType) for v in n.outputs if v is not None)]
     if tensor_only:  # tensor ops the compiled plan could have run: say so
         warnings.warn(f"the CPU backend runs the last {len(tail_nodes)} node(s) of the graph on the NumPy "
@@ -191,12 +192,9 @@ class _ByValue:
     #: values kept compiled; beyond them each new value replaces the oldest
     LIMIT = 16
 
-    def __init__(self, plan, prepare):
-        from graphc.compiler import branching_inputs
-
-        self.plan, self._prepare = plan, prepare
+    def __init__(self, plan, deciding: list, prepare):
+        self.plan, self.deciding, self._prepare = plan, deciding, prepare
         self.graph = plan.graph
-        self.deciding = branching_inputs(plan.graph)
         self.specialized: dict[tuple, object] = {}
         self._last = None
 

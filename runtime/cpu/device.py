@@ -298,13 +298,14 @@ def _widened(kernel: Kernel) -> Kernel:
     loop (the 20-op chain of the benchmark: 25.4 -> 13.9 ms at one thread); as it is otherwise."""
     from ..codegen.expressions import ELEMENTWISE_OPS
 
+    src = kernel.source
     nodes = kernel.group.nodes if kernel.group is not None else []
-    if not nodes or any(n.domain or n.op_type not in ELEMENTWISE_OPS for n in nodes) or \
-            "gc_clamp_index" in kernel.source or not any(f"{fn}f(" in kernel.source or f" {fn}(" in kernel.source
-                                                         for fn in VECTOR_MATH):
+    elementwise = bool(nodes) and all(not n.domain and n.op_type in ELEMENTWISE_OPS for n in nodes)
+    math = any(f"{fn}f(" in src or f" {fn}(" in src for fn in VECTOR_MATH)
+    if not elementwise or not math or "gc_clamp_index" in src:
         return kernel
     head = f'extern "C" __global__ void {kernel.name}('
-    return dataclasses.replace(kernel, source=kernel.source.replace(head, f'extern "C" __global__ GC_WIDE void {kernel.name}(', 1))
+    return dataclasses.replace(kernel, source=src.replace(head, f'extern "C" __global__ GC_WIDE void {kernel.name}(', 1))
 
 
 def launcher_source(kernel: Kernel, j: int) -> str:

@@ -40,7 +40,7 @@ from ..kernel import (
 )
 from ..libcall import Gemm
 from ..lowering import LowerContext, Step, register_lowering
-from ..steps import ROW_MIN, constant_input, decode, float_type, loop_step, spatial_offset
+from ..steps import ROW_MIN, constant_input, decode, float_type, loop_step, row_window, spatial_offset
 
 #: Most bytes of im2col/col2im columns made at once; a larger batch is processed in chunks (one item at least).
 WORKSPACE_LIMIT = 128 << 20
@@ -229,28 +229,17 @@ def _depthwise_rows(ctx, node, x, w, b, y, dt, spatial, kernel, outs, strides, p
     N, M = shape_of(y)[:2]
     C = shape_of(x)[1]
     mult = M // C
-    (H, W), (KH, KW), (OH, OW), (sh, sw) = spatial, kernel, outs, strides
-    ph, pw = pb
+    (H, W), (KH, KW), (OH, OW) = spatial, kernel, outs
     it = index_type(max(numel(shape_of(y)), numel(shape_of(x))))
     acc_t = cctype(dt)
     chan = "m" if mult == 1 else f"m / {mult}"
-    load = load_expr(f"xr[ow * {sw} + kw - {pw}]", dt)
     body = decode("i", [("n", N), ("m", M), ("oh", OH)], it)
     body += [f"        const {ctype(dt)}* xm = x + (n * {C} + {chan}) * {H * W};",
              f"        {acc_t} acc[{OW}];",
              f"        for (int ow = 0; ow < {OW}; ++ow) acc[ow] = {load_expr('b[m]', dt) if b is not None else literal(0, dt)};",
-             f"        const int kh0 = {ph} - oh * {sh} > 0 ? {ph} - oh * {sh} : 0;",
-             f"        const int kh1 = {H + ph} - oh * {sh} < {KH} ? {H + ph} - oh * {sh} : {KH};",
-             "        for (int kh = kh0; kh < kh1; ++kh) {",
-             f"            const {ctype(dt)}* xr = xm + (oh * {sh} - {ph} + kh) * {W};",
-             f"            for (int kw = 0; kw < {KW}; ++kw) {{",
-             f"                const {acc_t} wv = {load_expr(f'w[m * {KH * KW} + kh * {KW} + kw]', dt)};",
-             f"                const int lo = {pw} - kw > 0 ? ({pw} - kw + {sw - 1}) / {sw} : 0;",
-             f"                const int last = {W - 1 + pw} - kw;  // the last input column, relative",
-             f"                const int hi = last < 0 ? 0 : (last / {sw} + 1 < {OW} ? last / {sw} + 1 : {OW});",
-             f"                for (int ow = lo; ow < hi; ++ow) acc[ow] += {load} * wv;",
-             "            }",
-             "        }",
+             *row_window(spatial, kernel, outs, strides, pb, ctype(dt),
+                         [f"const {acc_t} wv = {load_expr(f'w[m * {KH * KW} + kh * {KW} + kw]', dt)};"],
+                         lambda at: [f"for (int ow = lo; ow < hi; ++ow) acc[ow] += {load_expr(at, dt)} * wv;"]),
              f"        for (int ow = 0; ow < {OW}; ++ow) y[i * {OW} + ow] = {store_expr('acc[ow]', dt)};"]
     ins = [("x", x, dt), ("w", w, dt)] + ([("b", b, dt)] if b is not None else [])
     return loop_step(ctx, node, "depthwise", ins, [("y", y, dt)], N * M * OH, body,

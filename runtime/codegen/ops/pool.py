@@ -27,7 +27,7 @@ from ..kernel import (
 )
 from ..lowering import LowerContext, Step, register_lowering
 from ..rows import lowest
-from ..steps import FLOAT_TYPES, decode, float_type, loop_step
+from ..steps import FLOAT_TYPES, decode, float_type, loop_step, row_window, tap_bounds
 
 MAX_TYPES = FLOAT_TYPES + (DType.int8, DType.uint8)
 
@@ -67,11 +67,9 @@ def _clipped_tap_loops(kernel, spatial, strides, pb, pe, it, include_pad, ind=" 
     the explicit padding too, not a ceil-mode overhang past it). Returns (lines, indent, counts)."""
     lines, counts = [], []
     for d in range(len(kernel)):
-        at = f"o{d} * {strides[d]}"
-        lines += [f"{ind}const int lo{d} = {pb[d]} - {at} > 0 ? {pb[d]} - {at} : 0;",
-                  f"{ind}const int hi{d} = {spatial[d] + pb[d]} - {at} < {kernel[d]} ? {spatial[d] + pb[d]} - {at} : {kernel[d]};"]
+        lines += tap_bounds(f"lo{d}", f"hi{d}", f"o{d}", strides[d], pb[d], spatial[d], kernel[d], ind)
         if include_pad:
-            end = f"{spatial[d] + pe[d] + pb[d]} - {at}"
+            end = f"{spatial[d] + pe[d] + pb[d]} - o{d} * {strides[d]}"
             counts.append(f"({end} < {kernel[d]} ? ({end} > 0 ? {end} : 0) : {kernel[d]})")
         else:
             counts.append(f"(hi{d} > lo{d} ? hi{d} - lo{d} : 0)")
@@ -151,8 +149,7 @@ def _maxpool_rows(ctx, node, x, y, dt, xs, kernel, spatial, outs, strides, pb) -
     """C dialect, 2-D, undilated, no indices: one work item per output row (n, c, oh) kept in a local row; for
     each tap inside the image, one loop along the row over the outputs whose input is inside too (vectorized),
     as the depthwise convolution's row kernel. The padding holds the lowest value, which never wins."""
-    (H, W), (KH, KW), (OH, OW), (sh, sw) = spatial, kernel, outs, strides
-    ph, pw = pb
+    (H, W), (OH, OW) = spatial, outs
     it = index_type(max(numel(xs), numel(shape_of(y))))
     c = cctype(dt)
     nan = "v != v || " if dt.is_float else ""
@@ -160,20 +157,11 @@ def _maxpool_rows(ctx, node, x, y, dt, xs, kernel, spatial, outs, strides, pb) -
     body += [f"        const {ctype(dt)}* xm = x + (n * {xs[1]} + c) * {H * W};",
              f"        {c} acc[{OW}];",
              f"        for (int ow = 0; ow < {OW}; ++ow) acc[ow] = {lowest(compute_dtype(dt))};",
-             f"        const int kh0 = {ph} - oh * {sh} > 0 ? {ph} - oh * {sh} : 0;",
-             f"        const int kh1 = {H + ph} - oh * {sh} < {KH} ? {H + ph} - oh * {sh} : {KH};",
-             "        for (int kh = kh0; kh < kh1; ++kh) {",
-             f"            const {ctype(dt)}* xr = xm + (oh * {sh} - {ph} + kh) * {W};",
-             f"            for (int kw = 0; kw < {KW}; ++kw) {{",
-             f"                const int lo = {pw} - kw > 0 ? ({pw} - kw + {sw - 1}) / {sw} : 0;",
-             f"                const int last = {W - 1 + pw} - kw;  // the last input column, relative",
-             f"                const int hi = last < 0 ? 0 : (last / {sw} + 1 < {OW} ? last / {sw} + 1 : {OW});",
-             "                for (int ow = lo; ow < hi; ++ow) {",
-             f"                    const {c} v = {load_expr(f'xr[ow * {sw} + kw - {pw}]', dt)};",
-             f"                    acc[ow] = ({nan}v > acc[ow]) ? v : acc[ow];  // NaN propagates",
-             "                }",
-             "            }",
-             "        }",
+             *row_window(spatial, kernel, outs, strides, pb, ctype(dt), [],
+                         lambda at: ["for (int ow = lo; ow < hi; ++ow) {",
+                                     f"    const {c} v = {load_expr(at, dt)};",
+                                     f"    acc[ow] = ({nan}v > acc[ow]) ? v : acc[ow];  // NaN propagates",
+                                     "}"]),
              f"        for (int ow = 0; ow < {OW}; ++ow) y[i * {OW} + ow] = {store_expr('acc[ow]', dt)};"]
     return loop_step(ctx, node, "maxpool", [("x", x, dt)], [("y", y, dt)], xs[0] * xs[1] * OH, body,
                      f"max over windows {kernel}, strides {strides}, pads {pb}: one output row per work item", it)
