@@ -12,8 +12,11 @@ three such places, each a field of ``Dialect``:
 - vectors (``vector_loads``): CUDA reads and writes four floats at a time (``float4``) where a kernel allows
   it; a C compiler vectorizes the scalar loop by itself.
 
-And one that is not about text: on the host, an op with no kernel may run between two kernels on the
-arena's bytes through the reference interpreter (``host_calls``); on a GPU it cannot.
+And two that are not about text: on the host, an op with no kernel may run between two kernels on the
+arena's bytes through the reference interpreter (``host_calls``); on a GPU it cannot. And a host kernel may call
+the BLAS's GEMM itself and keep a scratch buffer per thread (``kernel_gemm``: ``gc_gemm_rm`` and ``gc_scratch`` of
+runtime/cpu's shim), so that one work item can make a convolution's columns for a band of output rows and
+multiply them while they are in its core's cache; a CUDA kernel calls no library.
 
 The dialect is chosen per plan from ``DeviceProps.target`` and set around the lowering by ``rendering``;
 the generators ask ``current()``.
@@ -33,6 +36,7 @@ class Dialect:
     row_loops: bool
     vector_loads: bool
     host_calls: bool
+    kernel_gemm: bool
 
     def work_loop(self, it: str, n, var: str = "i") -> str:
         """The opening line of the loop over a kernel's ``n`` work items, ``var`` of C type ``it``."""
@@ -44,9 +48,9 @@ class Dialect:
 
 
 #: CUDA C, compiled by nvcc (and, for tests, by g++ in the emulator).
-CUDA = Dialect("cuda", row_loops=False, vector_loads=True, host_calls=False)
+CUDA = Dialect("cuda", row_loops=False, vector_loads=True, host_calls=False, kernel_gemm=False)
 #: C++ for the host's compiler (the compiled CPU backend, runtime/cpu: chunks of a launch on its thread pool).
-C = Dialect("c", row_loops=True, vector_loads=False, host_calls=True)
+C = Dialect("c", row_loops=True, vector_loads=False, host_calls=True, kernel_gemm=True)
 #: By ``DeviceProps.target``.
 DIALECTS = {d.name: d for d in (CUDA, C)}
 

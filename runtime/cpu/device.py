@@ -47,6 +47,7 @@ SHIM = r"""
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <thread>
@@ -141,6 +142,55 @@ extern "C" void gc_pool_spin(int spins) { gc_pool::pool().spin.store(spins, std:
 // every kernel library runs its launches on one pool, the first library's (HostDevice sets it)
 static gc_runner_t gc_runner = gc_pool_run;
 extern "C" void gc_use_pool(void* runner) { gc_runner = (gc_runner_t)runner; }
+// ---- what a kernel may call itself (Dialect.kernel_gemm): the BLAS's GEMM, and a scratch buffer per thread
+// the BLAS NumPy loaded (HostDevice sets it, gc_use_blas; a plain loop without one): cblas ?gemm entry points
+static void* gc_blas_sgemm = nullptr;
+static void* gc_blas_dgemm = nullptr;
+static int gc_blas_int64 = 0;
+extern "C" void gc_use_blas(void* sgemm, void* dgemm, int int64) {
+    gc_blas_sgemm = sgemm; gc_blas_dgemm = dgemm; gc_blas_int64 = int64;
+}
+template <class T, class I>
+static inline void gc_blas_call(void* fn, long long m, long long n, long long k, const T* a, long long lda,
+                                const T* b, long long ldb, T beta, T* c, long long ldc) {
+    typedef void (*fn_t)(int, int, int, I, I, I, T, const T*, I, const T*, I, T, T*, I);
+    ((fn_t)fn)(101, 111, 111, (I)m, (I)n, (I)k, (T)1, a, (I)lda, b, (I)ldb, beta, c, (I)ldc);
+}
+// C (m x n, row stride ldc) = A (m x k) @ B (k x n) + beta * C, all row-major, on this thread
+template <class T>
+static void gc_gemm_rm(long long m, long long n, long long k, const T* a, long long lda, const T* b,
+                       long long ldb, T beta, T* c, long long ldc) {
+    void* fn = sizeof(T) == 8 ? gc_blas_dgemm : gc_blas_sgemm;
+    if (fn) {
+        if (gc_blas_int64) gc_blas_call<T, long long>(fn, m, n, k, a, lda, b, ldb, beta, c, ldc);
+        else gc_blas_call<T, int>(fn, m, n, k, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+    for (long long i = 0; i < m; ++i) {
+        T* ci = c + i * ldc;
+        for (long long j = 0; j < n; ++j) ci[j] = beta == (T)0 ? (T)0 : beta * ci[j];
+        for (long long p = 0; p < k; ++p) {
+            const T av = a[i * lda + p];
+            const T* bp = b + p * ldb;
+            for (long long j = 0; j < n; ++j) ci[j] += av * bp[j];
+        }
+    }
+}
+// this thread's scratch buffer of at least `bytes` (64-byte aligned), kept for its next use
+struct gc_scratch_buf {
+    void* p = nullptr;
+    size_t n = 0;
+    ~gc_scratch_buf() { std::free(p); }
+};
+static void* gc_scratch(size_t bytes) {
+    static thread_local gc_scratch_buf buf;
+    if (buf.n < bytes) {
+        std::free(buf.p);
+        buf.n = (bytes + 63) / 64 * 64;
+        buf.p = std::aligned_alloc(64, buf.n);
+    }
+    return buf.p;
+}
 // the launches of a plan run back to back from C (HostDevice.batch_launches)
 typedef void (*gc_launcher)(void**, int);
 extern "C" void gc_run_list(gc_launcher* fns, void*** args, const int* threads, int count) {
@@ -280,8 +330,8 @@ WIDE_ISA = ("avx512f", "avx512dq", "avx512bw", "avx512vl")
 @functools.lru_cache(maxsize=1)
 def wide_macro() -> str:
     """``GC_WIDE``: the function attribute that compiles a kernel for 512-bit vectors (libmvec's 16-wide math) on
-    a host with AVX-512, nothing elsewhere. The whole library is compiled -mno-avx512f (see CXX_OPTIONS); only
-    kernels ``_widened`` marks get it."""
+    a host with AVX-512, nothing elsewhere; there also ``GC_AVX512`` (the panel GEMM's micro-kernel). The whole
+    library is compiled -mno-avx512f (see CXX_OPTIONS); only kernels ``_widened`` marks get it."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
             flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
@@ -289,7 +339,102 @@ def wide_macro() -> str:
         flags = []
     if not all(isa in flags for isa in WIDE_ISA):
         return "#define GC_WIDE"
-    return f'#define GC_WIDE __attribute__((target("{",".join(WIDE_ISA)},prefer-vector-width=512")))'
+    return (f'#define GC_WIDE __attribute__((target("{",".join(WIDE_ISA)},prefer-vector-width=512")))\n'
+            "#define GC_AVX512 1")
+
+
+#: What the kernels' GEMMs on panels call (``gc_panel_gemm``, after ``wide_macro``: it needs ``GC_WIDE``'s test).
+PANEL_GEMM = r"""
+// ---- C (m x n, row stride ldc) = A (m x k, row stride lda) @ B + beta * C, B in panels of GC_PANEL(T) columns:
+// panel p (at bp + p * ps) holds columns [p * W, p * W + W) of B as k rows of W (what a convolution's band
+// writes, runtime/codegen/ops/conv.py). beta is 0 or 1.
+#define GC_PANEL(T) (256 / (int)sizeof(T))
+#ifdef GC_AVX512
+#include <immintrin.h>
+// rows [0, MR) of C's 16 * NV columns at c (the last vector's lanes in `last` only) += A's rows (a, lda) @ the
+// panel's kc rows (64 wide, the first 16 * NV read)
+template <int MR, int NV>
+__attribute__((target("avx512f"), always_inline)) static inline void gc_mk(int kc, const float* __restrict a,
+        long long lda, const float* __restrict b, float* c, long long ldc, bool load, __mmask16 last,
+        const float* next) {
+    __m512 acc[MR][NV];
+#pragma GCC unroll 24
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v)
+            acc[i][v] = load ? _mm512_maskz_loadu_ps(v == NV - 1 ? last : (__mmask16)0xFFFF, c + i * ldc + 16 * v)
+                             : _mm512_setzero_ps();
+    for (int k = 0; k < kc; ++k, b += 64) {
+        // the next rows of A into the cache, a line per step: its rows are read from memory the first time
+        if (k < MR * 16) _mm_prefetch((const char*)(next + (k % MR) * lda + (k / MR) * 16), _MM_HINT_T0);
+        __m512 bv[NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) bv[v] = _mm512_load_ps(b + 16 * v);
+#pragma GCC unroll 24
+        for (int i = 0; i < MR; ++i) {
+            const __m512 ai = _mm512_set1_ps(a[i * lda + k]);
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
+        }
+    }
+#pragma GCC unroll 24
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v)
+            _mm512_mask_storeu_ps(c + i * ldc + 16 * v, v == NV - 1 ? last : (__mmask16)0xFFFF, acc[i][v]);
+}
+// all m rows: MR rows at a time, MR as many as 24 accumulators allow (narrow tail panels: more rows per B load)
+template <int NV>
+__attribute__((target("avx512f"))) static void gc_mk_rows(long long m, int kc, const float* a, long long lda,
+        const float* b, float* c, long long ldc, bool load, __mmask16 last) {
+    constexpr int MR = 24 / NV;
+    long long i = 0;
+    for (; i + MR <= m; i += MR)
+        gc_mk<MR, NV>(kc, a + i * lda, lda, b, c + i * ldc, ldc, load, last, a + (i + MR < m ? i + MR : 0) * lda);
+    if (MR > 6)
+        for (; i + 6 <= m; i += 6)
+            gc_mk<6, NV>(kc, a + i * lda, lda, b, c + i * ldc, ldc, load, last, a + (i + 6 < m ? i + 6 : 0) * lda);
+    switch (m - i) {
+        case 5: gc_mk<5, NV>(kc, a + i * lda, lda, b, c + i * ldc, ldc, load, last, a); break;
+        case 4: gc_mk<4, NV>(kc, a + i * lda, lda, b, c + i * ldc, ldc, load, last, a); break;
+        case 3: gc_mk<3, NV>(kc, a + i * lda, lda, b, c + i * ldc, ldc, load, last, a); break;
+        case 2: gc_mk<2, NV>(kc, a + i * lda, lda, b, c + i * ldc, ldc, load, last, a); break;
+        case 1: gc_mk<1, NV>(kc, a + i * lda, lda, b, c + i * ldc, ldc, load, last, a); break;
+        default: break;
+    }
+}
+// k in blocks of 256 (a panel's block, 64 KB, stays in L1/L2 while every row of A passes over it)
+__attribute__((target("avx512f"))) static void gc_panel_gemm_f32(long long m, long long n, long long k,
+        const float* a, long long lda, const float* bp, long long ps, float beta, float* c, long long ldc) {
+    for (long long pc = 0; pc < k; pc += 256) {
+        const int kc = (int)(k - pc < 256 ? k - pc : 256);
+        const bool load = pc > 0 || beta != 0.0f;
+        for (long long j = 0; j < n; j += 64) {
+            const float* b = bp + (j / 64) * ps + pc * 64;
+            const long long left = n - j < 64 ? n - j : 64;
+            const int nv = (int)((left + 15) / 16);
+            const __mmask16 last = (__mmask16)(left % 16 ? (1u << (left % 16)) - 1 : 0xFFFFu);
+            switch (nv) {
+                case 4: gc_mk_rows<4>(m, kc, a + pc, lda, b, c + j, ldc, load, last); break;
+                case 3: gc_mk_rows<3>(m, kc, a + pc, lda, b, c + j, ldc, load, last); break;
+                case 2: gc_mk_rows<2>(m, kc, a + pc, lda, b, c + j, ldc, load, last); break;
+                default: gc_mk_rows<1>(m, kc, a + pc, lda, b, c + j, ldc, load, last); break;
+            }
+        }
+    }
+}
+#endif
+template <class T>
+static void gc_panel_gemm(long long m, long long n, long long k, const T* a, long long lda, const T* bp,
+                          long long ps, T beta, T* c, long long ldc) {
+#ifdef GC_AVX512
+    if constexpr (sizeof(T) == 4) { gc_panel_gemm_f32(m, n, k, a, lda, bp, ps, beta, c, ldc); return; }
+#endif
+    constexpr int W = GC_PANEL(T);  // elsewhere: the BLAS on each panel (a k x W matrix)
+    for (long long j = 0; j < n; j += W)
+        gc_gemm_rm<T>(m, n - j < W ? n - j : W, k, a, lda, bp + (j / W) * ps, W, beta, c + j, ldc);
+}
+"""
 
 
 def _widened(kernel: Kernel) -> Kernel:
@@ -337,6 +482,21 @@ def _share_pool(lib) -> None:
     lib.gc_use_pool(_POOL[0][1])
 
 
+def _share_blas(lib, kernels) -> None:
+    """Give ``lib`` the BLAS's GEMM entry points for the kernels that call it (``gc_gemm_rm``), and keep the BLAS
+    at one thread: those calls run inside the pool's chunks."""
+    if not any(call in k.source for k in kernels for call in ("gc_gemm_rm<", "gc_panel_gemm<")):
+        return
+    from ..numpy import threads as thread_count
+
+    blas = cblas()
+    if blas is None:
+        return  # the shim's plain loop
+    thread_count.single_threaded_blas()
+    lib.gc_use_blas.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+    lib.gc_use_blas(blas[0]["sgemm"], blas[0]["dgemm"], int(blas[1]))
+
+
 def _work(kernel: Kernel) -> int:
     """Elements a launch touches (its largest operand), for choosing how many threads run it."""
     g = kernel.group
@@ -360,12 +520,17 @@ class HostDevice(HostMemory):
         super().__init__(align=64)
         self.cxx = cxx
         self._threads = threads
-        self.props = host_props(self.threads)
         self.cache = cache or KernelCache()
         self._libs = []
         self._shim = None  # the shim compiled alone (shim_entry), when no kernel library is loaded yet
         self._launchers = {}
         self.launches = 0
+
+    @property
+    def props(self) -> DeviceProps:
+        """The CPU as a plan prepared now is lowered for: the thread count of now (launch splits, convolution
+        bands), which later runs need not keep (a plan is correct at any count)."""
+        return host_props(self.threads)
 
     @property
     def threads(self) -> int:
@@ -382,10 +547,12 @@ class HostDevice(HostMemory):
         if not todo:
             return
         declarations, link = vector_math()
-        source = f"{SHIM}\n{wide_macro()}\n{declarations}\n{combined_source([_widened(k) for k in todo])}\n" + \
+        source = f"{SHIM}\n{wide_macro()}\n{PANEL_GEMM}\n{declarations}\n" + \
+            f"{combined_source([_widened(k) for k in todo])}\n" + \
             "".join(launcher_source(k, j) for j, k in enumerate(todo))
         lib = build_library(self.cache, "cpu", self.cxx, CXX_OPTIONS, source, todo, link)
         _share_pool(lib)
+        _share_blas(lib, todo)
         self._libs.append(lib)
         for j, k in enumerate(todo):
             fn = getattr(lib, f"gc_launch_{j}")

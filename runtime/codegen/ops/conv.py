@@ -9,7 +9,11 @@ Conv of X (N, C, *S) with W (M, C/G, *K), G groups, into Y (N, M, *O), P = prod(
 - otherwise im2col: a kernel writes the columns col[n][c, k][p] (the input element tap ``k`` of output ``p``
   sees, 0 in the padding) into the plan's shared workspace, and one GEMM per group (or per batch item,
   whichever is fewer, the other batched) multiplies W_g (M/G x C/G*K) by the group's rows. The workspace
-  holds a chunk of the batch at a time, so that a large batch does not need a huge buffer.
+  holds a chunk of the batch at a time, so that a large batch does not need a huge buffer;
+- in the C dialect (``kernel_gemm``), 2-D float32/float64, 1x1 included (see BAND_MIN): by bands of output
+  rows, one work item per band, which writes the band's columns into its thread's scratch buffer in panels of
+  256 bytes of columns and multiplies them there (``gc_panel_gemm``: runtime/cpu's AVX-512 micro-kernel, or
+  the BLAS per panel), while they are in the core's cache.
 
 A constant bias is split off (``split_conv``) into the generated epilogue kernel that also runs a following Relu
 or residual Add; a bias computed at run time is written into Y first (a broadcast kernel) and the GEMMs
@@ -110,6 +114,11 @@ def lower_conv(node: Node, ctx: LowerContext) -> list[Step]:
     steps = [_bias_step(ctx, node, b, y, dt)] if b is not None else []
     beta = 1.0 if b is not None else 0.0
     K, P = numel(kernel), numel(outs)
+    rows = (_band_rows(C * K, M // G, outs, dt, ctx.props.multiprocessors)
+            if current().kernel_gemm and len(kernel) == 2 and (K > 1 or BAND_1X1) else 0)
+    if rows:
+        return steps + [_conv_bands(ctx, node, x, w, y, dt, G, spatial, kernel, outs, strides, dils, pb, rows,
+                                    beta)]
     if K == 1 and all(s == 1 for s in strides) and not any(pb) and not any(pe):
         # 1x1: Y[n, g] (Mg x P) = W_g (Mg x Cg) @ X[n, g] (Cg x P), X read in place
         return steps + _group_gemms(ctx, node, dt, groups=G, items=N, m=Mg, n=P, k=Cg, a=w, b=x, c=y,
@@ -123,6 +132,97 @@ def lower_conv(node: Node, ctx: LowerContext) -> list[Step]:
                               a_group=Mg * Cg * K, b_group=Cg * K * P, b_item=per_item, c_group=Mg * P,
                               c_item=M * P, c_base=n0 * M * P, beta=beta)
     return steps
+
+
+#: The C dialect's 2-D convolutions of float32/float64 work by bands of output rows (``_conv_bands``): each
+#: band's columns are made and multiplied while they are in the core's cache, by runtime/cpu's micro-kernel on
+#: AVX-512 hosts (OpenBLAS's sgemm reaches 73-145 GF/s on these shapes at one thread, the micro-kernel 126-181 on
+#: its panels). With several threads only when one batch item's columns take BAND_MIN bytes or more: a small
+#: convolution has too few bands to share, and goes to im2col + the GEMM cut in pieces. A band holds at least
+#: BAND_BYTES of columns and BAND_COLUMNS output places (a GEMM wide enough), and at least as many bytes as the
+#: weights, which every band reads again; with several threads, BAND_PER_THREAD bands per thread at least, where
+#: the image has the rows. 1x1 convolutions too (BAND_1X1): their "columns" are X's rows, copied into panels.
+BAND_MIN = 2 << 20
+BAND_BYTES = 512 << 10
+BAND_COLUMNS = 256
+BAND_PER_THREAD = 2
+BAND_1X1 = True
+
+
+def _band_rows(ck: int, m: int, outs: list[int], dt: DType, threads: int) -> int:
+    """Output rows per band of a 2-D convolution whose columns have ``ck`` rows and whose weights ``m`` rows (per
+    group), for ``threads`` threads; 0: no bands (small columns on several threads, or another element type)."""
+    if dt not in (DType.float32, DType.float64):
+        return 0
+    row = ck * outs[1] * dt.itemsize
+    if threads > 1 and row * outs[0] < BAND_MIN:
+        return 0
+    rows = max(-(-BAND_COLUMNS // outs[1]), -(-max(BAND_BYTES, m * ck * dt.itemsize) // row))
+    if threads > 1:
+        rows = min(rows, -(-outs[0] // (BAND_PER_THREAD * threads)))
+    return max(1, min(rows, outs[0]))
+
+
+def _conv_bands(ctx, node, x, w, y, dt, G, spatial, kernel, outs, strides, dils, pb, rows, beta) -> Step:
+    """C dialect (``kernel_gemm``), 2-D: one work item per band of ``rows`` output rows of one batch item. It
+    writes the band's im2col columns into its thread's scratch buffer (``gc_scratch``) in panels of ``W``
+    columns (panel p: the k = c * KH * KW + kh * KW + kw rows of columns [p * W, p * W + W), zeros past the
+    band's end), then multiplies each group's weights by them into Y (``gc_panel_gemm``: runtime/cpu's AVX-512
+    micro-kernel reads the panels as they are, elsewhere the BLAS per panel). The columns never leave the
+    core's cache, and the threads work on separate bands. Each column row is copied as ``_im2col_rows``' is:
+    the places inside the image are a range found once per tap."""
+    N, C, (H, W) = shape_of(x)[0], shape_of(x)[1], spatial
+    M, (KH, KW), (OH, OW) = shape_of(y)[1], kernel, outs
+    (sh, sw), (dh, dw), (ph, pw) = strides, dils, pb
+    Cg, Mg, K, P = C // G, M // G, KH * KW, OH * OW
+    CK = C * K
+    PW = 256 // dt.itemsize  # panel width: GC_PANEL of runtime/cpu's shim
+    bands = -(-OH // rows)
+    panels = -(-(rows * OW) // PW)
+    T, zero = ctype(dt), store_expr(literal(0, dt), dt)
+    it = index_type(max(numel(shape_of(x)), numel(shape_of(y)), N * bands, panels * CK * PW))
+    body = [f"        const {it} b = i / {bands}, band = i % {bands};",
+            f"        const int oh0 = (int)band * {rows}, oh1 = oh0 + {rows} < {OH} ? oh0 + {rows} : {OH};",
+            f"        const int np_ = (oh1 - oh0) * {OW};  // the band's output places: its columns",
+            f"        {T}* col = ({T}*)gc_scratch(sizeof({T}) * {panels * CK * PW});",
+            f"        const {T}* xb = x + b * {C * H * W};",
+            f"        for (int c = 0; c < {C}; ++c)",
+            f"        for (int kh = 0; kh < {KH}; ++kh)",
+            f"        for (int kw = 0; kw < {KW}; ++kw) {{",
+            f"            {T}* row = col + ((c * {KH} + kh) * {KW} + kw) * {PW};  // this k's row of panel 0",
+            f"            const int shift = kw * {dw} - {pw};  // place ow reads column ow * {sw} + shift",
+            f"            int j0 = shift >= 0 ? 0 : (-shift + {sw - 1}) / {sw};",
+            f"            int j1 = shift > {W - 1} ? 0 : ({W - 1} - shift) / {sw} + 1;",
+            f"            if (j0 > {OW}) j0 = {OW};",
+            f"            if (j1 > {OW}) j1 = {OW};",
+            "            if (j1 < j0) j1 = j0;",
+            "            for (int oh = oh0; oh < oh1; ++oh) {",
+            f"                const int s = oh * {sh} - {ph} + kh * {dh};",
+            f"                const bool in = s >= 0 && s < {H};",
+            f"                const {T}* src = xb + (c * {H} + (in ? s : 0)) * {W} + shift;",
+            f"                for (int o = 0; o < {OW};) {{  // the run of places in one panel",
+            f"                    const int j = (oh - oh0) * {OW} + o, lane = j % {PW};",
+            f"                    const int len = {PW} - lane < {OW} - o ? {PW} - lane : {OW} - o;",
+            f"                    {T}* d = row + (j / {PW}) * {CK * PW} + lane - o;  // d[ow], ow in [o, o + len)",
+            "                    const int a = in ? (j0 > o ? j0 : o) : o + len;  // [a, e): inside the image",
+            "                    const int e = in ? (j1 < o + len ? j1 : o + len) : o + len;",
+            f"                    for (int ow = o; ow < a; ++ow) d[ow] = {zero};",
+            f"                    for (int ow = a; ow < e; ++ow) d[ow] = src[ow * {sw}];",
+            f"                    for (int ow = e > a ? e : a; ow < o + len; ++ow) d[ow] = {zero};",
+            "                    o += len;",
+            "                }",
+            "            }",
+            f"            for (int j = np_; j % {PW}; ++j)  // the last panel's tail",
+            f"                row[(j / {PW}) * {CK * PW} + j % {PW}] = {zero};",
+            "        }",
+            f"        for (int g = 0; g < {G}; ++g)",
+            (f"            gc_panel_gemm<{T}>({Mg}, np_, {Cg * K}, w + g * {Mg * Cg * K}, {Cg * K}, "
+             f"col + g * {Cg * K * PW}, {CK * PW}, ({T}){beta}, y + (b * {M} + g * {Mg}) * {P} + oh0 * {OW}, {P});")]
+    return loop_step(ctx, node, "bands", [("x", x, dt), ("w", w, dt)], [("y", y, dt)], N * bands, body,
+                     f"convolution by bands of {rows} output rows: each band's im2col columns (kernel {kernel}, "
+                     f"strides {strides}, dilations {dils}, pads {pb}) made in this thread's scratch buffer in "
+                     f"panels of {PW} columns, then multiplied by the weights of each of {G} group(s) on this "
+                     f"thread", it)
 
 
 def _window_lines(outs, strides, dils, pb, spatial, it, ind="        ") -> tuple[list[str], str]:
