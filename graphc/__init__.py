@@ -25,10 +25,14 @@ def import_onnx(source, infer: bool = True, memory_limit: int | str | None = Non
     return import_model(source, infer=infer, memory_limit=memory_limit)
 
 
-def prepare(graph: IRGraph, backend: str = "numpy", memory_limit: int | str | None = None, level: int = 2,
+def prepare(graph: IRGraph, backend: str | None = None, memory_limit: int | str | None = None, level: int = 2,
             **options):
     """Make a graph (or a compiled Plan) ready to run on a backend: returns an Executable with
     ``run(feeds) -> outputs``.
+
+    ``backend``: "cpu" (compiled C++ kernels), "numpy" (the interpreter, the reference semantics) or "cuda";
+    None (the default) or "auto": "cpu" where a C++ compiler is found, else "numpy" ($GRAPHC_BACKEND
+    changes it; ``graphc.runtime.default_backend``).
 
     A Graph is compiled first (``gc.compile(graph, level=level)``): ``level=2`` (the default) simplifies,
     fuses and plans memory, as ``graphc compile`` does; ``level=0`` only plans memory (the graph runs op by
@@ -42,8 +46,9 @@ def prepare(graph: IRGraph, backend: str = "numpy", memory_limit: int | str | No
     """
     import inspect
 
-    from .runtime import get_backend
+    from .runtime import get_backend, resolve_backend
 
+    backend = resolve_backend(backend)
     impl = get_backend(backend)
     if memory_limit is not None:
         options["memory_limit"] = memory_limit
@@ -61,7 +66,7 @@ def prepare(graph: IRGraph, backend: str = "numpy", memory_limit: int | str | No
     return impl.prepare(graph, **options)
 
 
-def run(model, feeds, backend: str = "numpy", level: int = 2) -> list:
+def run(model, feeds, backend: str | None = None, level: int = 2) -> list:
     """Import (if given a model rather than a Graph), compile at ``level``, prepare and run once; returns the
     outputs."""
     graph = model if isinstance(model, IRGraph) else import_onnx(model)

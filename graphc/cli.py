@@ -286,7 +286,8 @@ def _summary(x) -> str:
 
 
 def _backend_for(name: str, tf32: bool = False):
-    """The backend ``name``, checking that it takes the options asked for (--tf32: the CUDA backend only)."""
+    """The backend ``name`` (resolved: ``graphc.runtime.resolve_backend``), checking that it takes the options
+    asked for (--tf32: the CUDA backend only)."""
     from graphc.runtime import get_backend
 
     if tf32 and name != "cuda":
@@ -315,6 +316,9 @@ def cmd_run(args) -> int:
                           "`graphc compile`")
     if args.tf32:
         options["tf32"] = True
+    from graphc.runtime import resolve_backend
+
+    args.backend = resolve_backend(args.backend)
     exe = _backend_for(args.backend, args.tf32).prepare(runnable, **options)
     t1 = time.perf_counter()
     outputs = exe.run(feeds)
@@ -449,9 +453,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--input", action="append", metavar="NAME=FILE", help="an input from a .npy (or .pb) file")
     sp.add_argument("--random-inputs", action="store_true", help="seeded random values for inputs not given")
     sp.add_argument("--seed", type=int, default=0, help="seed for --random-inputs (default 0)")
-    sp.add_argument("--backend", default="numpy", choices=("numpy", "cpu", "cuda"),
-                    help="runtime backend (default numpy, the interpreter; cpu: compiled C++ kernels, needs g++ "
-                    "or clang++; cuda needs PyCUDA and a GPU, or GRAPHC_CUDA_EMULATE=1)")
+    sp.add_argument("--backend", default=None, choices=("auto", "numpy", "cpu", "cuda"),
+                    help="runtime backend (default auto: cpu where g++ or clang++ is found, else numpy, or "
+                    "$GRAPHC_BACKEND); cpu: compiled C++ kernels; numpy: the interpreter; cuda needs PyCUDA and a "
+                    "GPU, or GRAPHC_CUDA_EMULATE=1")
     sp.add_argument("--tf32", action="store_true", help="with --backend cuda: let float32 matrix products and "
                     "convolutions use TF32 tensor cores (default: exact float32)")
     sp.add_argument("--output-dir", help="save each output as NAME.npy here")

@@ -49,7 +49,7 @@ def build(lr: float = 3e-3, seed: int = 0):
     return g, dict(x=x, y=y, logits=logits, loss=loss, accuracy=accuracy, step=step)
 
 
-def train(steps: int = 500, backend: str = "numpy", batch_size: int = 64, seed: int = 0, log_every: int = 100,
+def train(steps: int = 500, backend: str | None = None, batch_size: int = 64, seed: int = 0, log_every: int = 100,
           verbose: bool = True) -> dict:
     xtr, ytr, xte, yte = load_digits_split(seed=seed)
     g, t = build(seed=seed)
@@ -60,7 +60,7 @@ def train(steps: int = 500, backend: str = "numpy", batch_size: int = 64, seed: 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--backend", default="numpy")
+    ap.add_argument("--backend", default=None, help="numpy, cpu or cuda (default: cpu where a C++ compiler is found)")
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)

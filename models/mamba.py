@@ -157,7 +157,7 @@ def build(d_model: int = 32, lr: float = 5e-3, steps: int = 400, seed: int = 0):
     return g, dict(idx=idx, targets=targets, loss=loss, accuracy=accuracy, step=step)
 
 
-def train(steps: int = 400, backend: str = "numpy", batch_size: int = 32, seed: int = 0, log_every: int = 50,
+def train(steps: int = 400, backend: str | None = None, batch_size: int = 32, seed: int = 0, log_every: int = 50,
           verbose: bool = True) -> dict:
     g, t = build(steps=steps, seed=seed)
     sess = gc.Session(g, backend=backend)
@@ -180,7 +180,7 @@ def train(steps: int = 400, backend: str = "numpy", batch_size: int = 32, seed: 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--backend", default="numpy")
+    ap.add_argument("--backend", default=None, help="numpy, cpu or cuda (default: cpu where a C++ compiler is found)")
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)

@@ -103,7 +103,7 @@ def generate(sess: gc.Session, t: dict, vocab: Vocab, prompt: str, n: int, block
     return vocab.decode(ids[len(prompt):])
 
 
-def train(steps: int = 600, backend: str = "numpy", batch_size: int = 16, block_size: int = 32, n_layer: int = 2,
+def train(steps: int = 600, backend: str | None = None, batch_size: int = 16, block_size: int = 32, n_layer: int = 2,
           n_embd: int = 64, seed: int = 0, log_every: int = 50, verbose: bool = True) -> dict:
     text = load_text()
     vocab = Vocab(text)
@@ -134,7 +134,7 @@ def train(steps: int = 600, backend: str = "numpy", batch_size: int = 16, block_
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--backend", default="numpy")
+    ap.add_argument("--backend", default=None, help="numpy, cpu or cuda (default: cpu where a C++ compiler is found)")
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--block", type=int, default=32)

@@ -38,7 +38,7 @@ def build(hidden: int = 128, lr: float = 3e-3, seed: int = 0, distributed: bool 
     return g, dict(x=x, y=y, logits=logits, loss=loss, accuracy=accuracy, step=step)
 
 
-def train(steps: int = 600, backend: str = "numpy", batch_size: int = 128, seed: int = 0, log_every: int = 100,
+def train(steps: int = 600, backend: str | None = None, batch_size: int = 128, seed: int = 0, log_every: int = 100,
           verbose: bool = True, distributed: bool = False) -> dict:
     """Train; returns {'losses': [...], 'test_accuracy': float, 'seconds': float}.
 
@@ -66,7 +66,7 @@ def train(steps: int = 600, backend: str = "numpy", batch_size: int = 128, seed:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--backend", default="numpy")
+    ap.add_argument("--backend", default=None, help="numpy, cpu or cuda (default: cpu where a C++ compiler is found)")
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)

@@ -30,7 +30,8 @@ class PlanPredictor:
     """
 
     def __init__(self, plan: str | os.PathLike | bytes, inputs: Mapping[str, str] | None = None,
-                 outputs: Mapping[str, str] | None = None, keep_columns: Sequence[str] = (), backend: str = "numpy"):
+                 outputs: Mapping[str, str] | None = None, keep_columns: Sequence[str] = (),
+                 backend: str | None = None):
         from graphc.plan import load_plan
         from graphc.runtime import get_backend
 
@@ -86,7 +87,7 @@ class PlanPredictor:
 
 def map_plan(dataset, plan_path: str | os.PathLike, *, batch_size: int = 64, num_workers: int = 1,
              inputs: Mapping[str, str] | None = None, outputs: Mapping[str, str] | None = None,
-             keep_columns: Sequence[str] = (), backend: str = "numpy", num_cpus_per_worker: float = 1):
+             keep_columns: Sequence[str] = (), backend: str | None = None, num_cpus_per_worker: float = 1):
     """``dataset.map_batches`` with a pool of ``num_workers`` PlanPredictor actors, each holding the plan.
 
     The plan file is read here and its bytes travel to the workers (with Ray's other arguments).

@@ -84,9 +84,12 @@ class _Plan:
 class Session:
     """Runs a DSL graph on a backend and holds its variables' values (initialized from the graph)."""
 
-    def __init__(self, graph: IRGraph, backend: str = "numpy", optimize: bool = True, level: int = 2):
+    def __init__(self, graph: IRGraph, backend: str | None = None, optimize: bool = True, level: int = 2):
+        from graphc.runtime import resolve_backend
+
         self.graph = graph
-        self.backend = backend
+        #: the backend's name: as given, or the default's (None or "auto": ``graphc.runtime.default_backend``)
+        self.backend = resolve_backend(backend)
         #: Compile each subgraph with graphc.compiler (at ``level``) before preparing it.
         self.optimize = optimize
         self.level = level

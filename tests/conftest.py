@@ -11,6 +11,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+# Where a test names no backend it checks graphc's semantics, on the reference backend (the NumPy interpreter),
+# without compiling kernels for every small graph. The CPU backend's tests name backend="cpu" (every ONNX node
+# case, the light CNNs, the DSL sweep, training, tests/cpu); the default itself (cpu where a C++ compiler is
+# found) is tested in tests/test_default_backend.py, and the README's examples run with it (tests/test_docs.py).
+os.environ.setdefault("GRAPHC_BACKEND", "numpy")
+
 
 def _has_cuda() -> bool:
     if os.environ.get("GRAPHC_GPU_DRYRUN", "") not in ("", "0"):  # the emulator stands in (tests/cuda/conftest.py)

@@ -31,6 +31,7 @@ def test_readme_op_table_is_current():
 
 def test_readme_python_examples_run(monkeypatch):
     monkeypatch.chdir(ROOT)
+    monkeypatch.delenv("GRAPHC_BACKEND", raising=False)  # the default a reader gets (tests/conftest.py sets it)
     code = blocks("python")
     assert code, "README has no python example"
     for snippet in code:
@@ -44,6 +45,7 @@ def test_readme_tour_commands_run(tmp_path):
     env = dict(os.environ)
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     env["PYTHONPATH"] = ROOT
+    env.pop("GRAPHC_BACKEND", None)  # the default a reader gets (tests/conftest.py sets it)
     if shutil.which("graphc", path=env["PATH"]) is None:
         pytest.fail("the graphc console script is not installed next to this Python")
     for line in tour.strip().splitlines():

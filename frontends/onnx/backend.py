@@ -24,7 +24,7 @@ class GraphcRep(BackendRep):
 
     ``graph`` is the compiled plan's graph (the imported graph is not kept: its weights would be held twice)."""
 
-    def __init__(self, graph: Graph, backend: str = "numpy", level: int = 2):
+    def __init__(self, graph: Graph, backend: str | None = None, level: int = 2):
         from graphc.compiler import compile as compile_graph
         from graphc.runtime import get_backend
 
@@ -47,7 +47,7 @@ class GraphcBackend(Backend):
     def prepare(cls, model: Any, device: str = "CPU", **kwargs) -> GraphcRep:
         if not cls.supports_device(device):
             raise ValueError(f"graphc does not support device '{device}' here")
-        return GraphcRep(import_model(model), level=kwargs.get("level", 2))
+        return GraphcRep(import_model(model), backend=kwargs.get("backend"), level=kwargs.get("level", 2))
 
     @classmethod
     def run_model(cls, model: Any, inputs: Any, device: str = "CPU", **kwargs) -> tuple:
