@@ -21,6 +21,9 @@ class DeviceProps:
     #: the dialect kernels are rendered in: "cuda" (CUDA C for nvcc), or "c" (C++ for the host's
     #: compiler: ``multiprocessors`` is then the thread count, and a block is one thread)
     target: str = "cuda"
+    #: C target: the host's compiler builds runtime/cpu's AVX-512 panel micro-kernel (``gc_panel_gemm``), which
+    #: lowerings may then choose over the BLAS (a product by a constant matrix packed once)
+    panel_gemm: bool = False
 
     @property
     def arch(self) -> str:

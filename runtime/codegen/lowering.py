@@ -84,6 +84,18 @@ class LowerContext:
         self.props = props
         self.out = out
         self._named = named
+        #: inside a fused group's lowering: id of a body value -> the group's value outside it
+        self.outer: dict[int, Value] = {}
+
+    def constant(self, v: Value | None):
+        """The constant data of ``v`` (or of the value it stands for outside the fused group being lowered), or
+        None when it is computed at run time."""
+        if v is None:
+            return None
+        if v.data is not None:
+            return v.data
+        o = self.outer.get(id(v))
+        return o.data if o is not None else None
 
     def kernel_step(self, group: KernelGroup, node: Node, kernel: Kernel | None = None) -> Step:
         """A step launching the kernel generated for ``group`` (or ``kernel``, made by the caller from it)."""
@@ -230,7 +242,11 @@ def _lower_out_fusable(node: Node, ctx: LowerContext) -> list[Step]:
     rest = [n for n in body.nodes if n is not heads[0]]
     outer = {id(b): o for b, o in zip(body.inputs, node.inputs)}
     outer.update({id(b): o for b, o in zip(body.outputs, node.outputs)})
-    steps = lower_with_epilogue(heads[0], rest, list(body.outputs), node, ctx)
+    ctx.outer = outer
+    try:
+        steps = lower_with_epilogue(heads[0], rest, list(body.outputs), node, ctx)
+    finally:
+        ctx.outer = {}
     for st in steps:
         st.args = [outer.get(id(a), a) for a in st.args]
     return steps

@@ -294,7 +294,8 @@ def host_props(threads: int | None = None) -> DeviceProps:
     """The CPU as the lowering sees it: ``threads`` "multiprocessors" of one thread each, the C dialect."""
     n = threads or os.cpu_count() or 1
     return DeviceProps(name=f"CPU ({n} threads)", compute_capability=(0, 0), multiprocessors=n,
-                       max_threads_per_block=1, max_threads_per_multiprocessor=1, warp_size=1, target="c")
+                       max_threads_per_block=1, max_threads_per_multiprocessor=1, warp_size=1, target="c",
+                       panel_gemm="GC_AVX512" in wide_macro())
 
 
 #: Math functions whose vector versions glibc's libmvec may have (float and double): declared ``omp declare

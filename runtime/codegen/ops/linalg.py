@@ -7,7 +7,8 @@ transposes; its ``beta * C`` term is split off (``split_gemm``) into the generat
 also runs the activation or residual add fused after it, so C is never copied into the output first.
 Matrices are float16, bfloat16 (accumulated in float32), float32 or float64; integer products have no
 library routine and are reported missing. The device runs the call (cuBLAS on a GPU, the BLAS NumPy
-loaded on the host).
+loaded on the host). On a host whose compiler builds runtime/cpu's AVX-512 micro-kernel, a float32 product by
+a constant matrix is a generated kernel instead, on the matrix packed into panels once (``_packed_product``).
 
 Einsum: a (batched) matrix product whose operands are laid out as a GEMM reads them (batch labels first,
 then the row/column/summed groups in either order) is one strided-batched GEMM call; any other equation
@@ -23,6 +24,7 @@ import numpy as np
 from graphc.ir import DType, Node, TensorType, Value
 from graphc.ops.linalg import parse_einsum
 
+from ..dialect import current
 from ..kernel import (
     CodegenUnsupported,
     cctype,
@@ -103,11 +105,65 @@ def matmul_calls(shape_a, shape_b, dtype: DType = DType.float32) -> list[Gemm]:
     return calls
 
 
+#: C target with the panel micro-kernel (``DeviceProps.panel_gemm``): a float32 product A @ W by a constant
+#: matrix W of at most PACKED_MAX_BYTES, with PACKED_MIN_ROWS rows of A or more, is a generated kernel calling
+#: ``gc_panel_gemm`` on W packed into panels of 64 columns once, at lowering (a constant of the plan), rather
+#: than the BLAS, which packs W again at every call (the benchmark's mlp at one thread: 0.99 -> 0.72 ms). A
+#: matrix-vector product (fewer rows) stays with the BLAS's gemv, and a large W is not held twice.
+PACKED_MAX_BYTES = 16 << 20
+PACKED_MIN_ROWS = 8
+PANEL = 64
+
+
+def _packed_product(node: Node, ctx: LowerContext, a: Value, w: Value, y: Value,
+                    trans_b: bool) -> list[Step] | None:
+    """Y (M x N) = A (M x K, any leading dims) @ op(W) for a constant float32 W, by the panel micro-kernel; None
+    where it does not apply (see PACKED_MAX_BYTES)."""
+    data = ctx.constant(w)
+    if not (ctx.props.panel_gemm and current().kernel_gemm) or dtype_of(y) != DType.float32 or data is None:
+        return None
+    ws, sa = shape_of(w), shape_of(a)
+    if len(ws) != 2 or dtype_of(a) != DType.float32 or dtype_of(w) != DType.float32 or len(sa) < 2:
+        return None
+    K, N = (ws[1], ws[0]) if trans_b else (ws[0], ws[1])
+    M = numel(sa[:-1])
+    if sa[-1] != K or M < PACKED_MIN_ROWS or N == 0 or K == 0 or numel(ws) * 4 > PACKED_MAX_BYTES:
+        return None
+    W = np.asarray(data, dtype=np.float32).reshape(ws)
+    if trans_b:
+        W = W.T
+    panels = -(-N // PANEL)
+    packed = np.zeros((panels, K, PANEL), np.float32)
+    for p in range(panels):
+        block = W[:, p * PANEL:(p + 1) * PANEL]
+        packed[p, :, :block.shape[1]] = block
+    pw = Value(f"{node.name or node.op_type}_panels", TensorType(DType.float32, (packed.size,)),
+               data=packed.reshape(-1))
+    threads = ctx.props.multiprocessors
+    col_panels = panels if threads <= 1 else max(1, panels // (2 * threads))
+    cols = col_panels * PANEL
+    rows = M if M <= 384 else 192
+    nq, nr = -(-N // cols), -(-M // rows)
+    it = index_type(max(M * K, M * N, packed.size))
+    body = [f"        const {it} m0 = (i / {nq}) * {rows}, n0 = (i % {nq}) * {cols};",
+            f"        const {it} m = m0 + {rows} < {M} ? {rows} : {M} - m0;",
+            f"        const {it} n = n0 + {cols} < {N} ? {cols} : {N} - n0;",
+            f"        gc_panel_gemm<float>(m, n, {K}, a + m0 * {K}, {K}, w + (n0 / {PANEL}) * {K * PANEL}, "
+            f"{K * PANEL}, 0.0f, y + m0 * {N} + n0, {N});"]
+    return [loop_step(ctx, node, "packed", [("a", a, DType.float32), ("w", pw, DType.float32)],
+                      [("y", y, DType.float32)], nr * nq, body,
+                      f"({M} x {K}) @ a constant ({K} x {N}) packed in panels of {PANEL} columns, by blocks of "
+                      f"{rows} rows and {cols} columns", it)]
+
+
 def lower_matmul(node: Node, ctx: LowerContext) -> list[Step]:
     a, b = node.inputs[:2]
     y = node.outputs[0]
     dt = dtype_of(y)
     _check_dtype(node, dt)
+    packed = _packed_product(node, ctx, a, b, y, False)
+    if packed is not None:
+        return packed
     try:
         calls = matmul_calls(shape_of(a), shape_of(b), dt)
     except CodegenUnsupported as e:
@@ -131,6 +187,10 @@ def lower_gemm(node: Node, ctx: LowerContext) -> list[Step]:
     g = gemm_call(node)
     if g.m * g.n == 0:
         return []
+    if not g.trans_a and g.alpha == 1.0:
+        packed = _packed_product(node, ctx, node.inputs[0], node.inputs[1], node.outputs[0], g.trans_b)
+        if packed is not None:
+            return packed
     return [ctx.call_step(g, [node.inputs[0], node.inputs[1], node.outputs[0]], node)]
 
 
