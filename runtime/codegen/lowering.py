@@ -242,9 +242,15 @@ def _lower_out_fusable(node: Node, ctx: LowerContext) -> list[Step]:
     rest = [n for n in body.nodes if n is not heads[0]]
     outer = {id(b): o for b, o in zip(body.inputs, node.inputs)}
     outer.update({id(b): o for b, o in zip(body.outputs, node.outputs)})
+    # the head reads the group's constants themselves (a Conv's bias then goes to the epilogue, split_conv)
+    head = heads[0]
+    if any(v is not None and id(v) in outer and outer[id(v)].data is not None for v in head.inputs):
+        head = Node(head.op_type, [outer[id(v)] if v is not None and id(v) in outer and outer[id(v)].data is not None
+                                   else v for v in head.inputs], list(head.outputs), head.attrs, name=head.name,
+                    domain=head.domain, opset=head.opset)
     ctx.outer = outer
     try:
-        steps = lower_with_epilogue(heads[0], rest, list(body.outputs), node, ctx)
+        steps = lower_with_epilogue(head, rest, list(body.outputs), node, ctx)
     finally:
         ctx.outer = {}
     for st in steps:

@@ -120,3 +120,19 @@ def test_bands_without_avx512_multiply_each_panel_with_the_blas(small_bands, mon
     (got,) = exe.run({"x": x})
     assert any(name.endswith("_bands") for name in _kernels(exe))
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_a_constant_bias_in_a_fused_group_goes_to_the_epilogue():
+    """squeezenet's fire modules: Conv + bias + Relu groups whose bias is a constant input of the fused group.
+    The group's head reads the constant itself, so the bias is added by the epilogue kernel (split_conv), not
+    written into Y first by a kernel of its own that the GEMM then accumulates onto."""
+    from graphc.models.light import path
+
+    graph = gc.import_onnx(path("light_squeezenet"))
+    x = np.random.default_rng(9).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    (want,) = gc.prepare(graph, backend="numpy").run({graph.inputs[0].name: x})
+    exe = gc.prepare(graph, backend="cpu")
+    (got,) = exe.run({graph.inputs[0].name: x})
+    names = _kernels(exe)
+    assert not any(n.endswith("_bias") for n in names), [n for n in names if n.endswith("_bias")]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
