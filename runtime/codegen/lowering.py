@@ -248,6 +248,9 @@ def _lower_out_fusable(node: Node, ctx: LowerContext) -> list[Step]:
         head = Node(head.op_type, [outer[id(v)] if v is not None and id(v) in outer and outer[id(v)].data is not None
                                    else v for v in head.inputs], list(head.outputs), head.attrs, name=head.name,
                     domain=head.domain, opset=head.opset)
+        for v in heads[0].outputs:  # a stand-in for lowering only: the body's values keep their producer
+            if v is not None:
+                v.producer = heads[0]
     ctx.outer = outer
     try:
         steps = lower_with_epilogue(head, rest, list(body.outputs), node, ctx)

@@ -90,4 +90,5 @@ def test_every_light_model_kernel_compiles_to_ptx(tmp_path):
     run = subprocess.run([find_nvcc(), "--ptx", "-arch=sm_90", "-std=c++17", "-o", str(ptx), str(src)],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-4000:]
-    assert ptx.read_text().count(".entry") == len(kernels) > 900
+    # 760 distinct kernels (900+ before a fused Conv's constant bias joined its epilogue kernel)
+    assert ptx.read_text().count(".entry") == len(kernels) > 700
